@@ -1,0 +1,1 @@
+"""recsim_personas.cli."""
