@@ -1,0 +1,275 @@
+"""The reproduction config: one YAML file per preset under ``configs/``, validated as a whole.
+
+Every section is a frozen dataclass; :func:`load_reproduce_config` builds the tree from YAML plus
+``key=value`` overrides and then checks what can be checked without heavy work (dataset folders,
+model paths, cross-field rules), reporting all problems in one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from recsim_personas.errors import ConfigError
+from recsim_personas.reproduce.config_io import apply_overrides, build_dataclass, read_yaml
+
+__all__ = [
+    "PRESETS",
+    "DatasetSection",
+    "EvaluationSection",
+    "MemorySection",
+    "ModelSection",
+    "ReproduceConfig",
+    "SimulationSection",
+    "SplitSection",
+    "TrainingSection",
+    "load_reproduce_config",
+    "preset_path",
+]
+
+PRESETS = ("demo", "cpu", "paper")
+DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
+
+
+@dataclass(frozen=True)
+class DatasetSection:
+    """Which ratings to use: ``name`` (``ml-latest-small`` is embedded), ``data_dir`` for the others."""
+
+    name: Literal["ml-latest-small", "ml-100k", "ml-1m"] = "ml-latest-small"
+    data_dir: str | None = None
+    enrichment: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitSection:
+    """The paper's protocol: users with 100-200 ratings, N sampled, oldest 60% of each to train."""
+
+    method: Literal["temporal", "random", "last"] = "temporal"
+    train_fraction: float = 0.6
+    last_n: int = 1
+    min_interactions: int | None = 100
+    max_interactions: int | None = 200
+    n_users: int | None = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if self.n_users is not None and self.n_users < 1:
+            raise ConfigError(f"n_users must be >= 1 or null (all), got {self.n_users}")
+        if (
+            self.min_interactions is not None
+            and self.max_interactions is not None
+            and self.min_interactions > self.max_interactions
+        ):
+            raise ConfigError(
+                f"min_interactions ({self.min_interactions}) > max_interactions ({self.max_interactions})"
+            )
+
+
+@dataclass(frozen=True)
+class MemorySection:
+    """Distillation backend, embeddings, personas and retrieval."""
+
+    backend: Literal["template", "openai", "hf"] = "template"
+    model: str | None = None
+    base_url: str | None = None
+    batch_size: int = 10
+    max_words: int = 2000
+    embedder: str = "minilm"
+    personas: int | None = 4
+    retrieval_k: int = 1
+    delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.personas is not None and self.personas < 1:
+            raise ConfigError(f"personas must be >= 1 or null (elbow), got {self.personas}")
+        if self.backend == "openai" and not self.model:
+            raise ConfigError("backend openai needs model (e.g. gpt-4o) and usually base_url")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The small language model: ``name`` null = SmolLM2-135M-Instruct shipped offline."""
+
+    name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """LoRA fine-tuning: a preset of ``LoraTrainConfig`` plus field overrides."""
+
+    preset: Literal["cpu", "paper"] = "cpu"
+    overrides: dict = field(default_factory=dict)
+    memory_modes: list[Literal["ms", "msml"]] = field(default_factory=lambda: ["ms", "msml"])
+    adapters: list[Literal["persona", "single_min", "single_max"]] = field(
+        default_factory=lambda: ["persona", "single_min", "single_max"]
+    )
+    train_rows_per_user: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    """How the agents are scored on the test split."""
+
+    mode: Literal["score", "generate"] = "score"
+    test_rows_per_user: int | None = None
+    base_model_rows: bool = True
+
+
+@dataclass(frozen=True)
+class SimulationSection:
+    """The baseline policies in simulation (PersonaRec-v0) after the fidelity table."""
+
+    enabled: bool = True
+    policies: list[Literal["random", "popularity", "als", "oracle"]] = field(
+        default_factory=lambda: ["random", "popularity", "als", "oracle"]
+    )
+    episodes: int = 20
+    horizon: int = 10
+    agent: Literal["lm", "bias"] = "lm"
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """Everything ``recsim-personas reproduce`` runs: split, memories, training, evaluation, simulation."""
+
+    preset: Literal["demo", "cpu", "paper", "custom"] = "custom"
+    out: str = "runs/demo"
+    seed: int = 0
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    memory: MemorySection = field(default_factory=MemorySection)
+    model: ModelSection = field(default_factory=ModelSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+
+
+def preset_path(preset: str) -> Path:
+    """The YAML file of a preset: ``configs/<preset>.yaml`` in a checkout, else the packaged copy."""
+    if preset not in PRESETS:
+        import difflib
+
+        hint = difflib.get_close_matches(preset, PRESETS, n=1)
+        raise ConfigError(
+            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+            + (f". Did you mean {hint[0]!r}?" if hint else "")
+        )
+    packaged = importlib.resources.files("recsim_personas.reproduce") / "configs" / f"{preset}.yaml"
+    return Path(str(packaged))
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _model_problem(name: str | None, what: str) -> str | None:
+    """Why ``name`` cannot be loaded, checked without loading it (None when it looks loadable)."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") != 1
+    if looks_local:
+        if not path.exists():
+            return f"{what}: model path {name!r} does not exist (give a local folder or a hub id like org/name)"
+        if path.is_dir() and not (path / "config.json").exists() and not list(path.glob("*.gguf")):
+            return f"{what}: {name!r} holds no config.json or .gguf: not a transformers model folder"
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # any hub-client failure just means "not cached"
+        cached = None
+    if isinstance(cached, str):
+        return None
+    if not _hub_reachable():
+        return (
+            f"{what}: hub model {name!r} is not in the local Hugging Face cache and the hub is "
+            "unreachable (no network); pass a local folder instead"
+        )
+    return None
+
+
+def _validate(config: ReproduceConfig) -> list[str]:
+    errors: list[str] = []
+    ds = config.dataset
+    if ds.name != "ml-latest-small" and ds.data_dir is None:
+        from recsim_personas.paths import cache_dir
+
+        cached = cache_dir("datasets") / ds.name
+        if not cached.exists():
+            errors.append(
+                f"dataset.data_dir: {ds.name} is not embedded; set dataset.data_dir=DIR or run "
+                f"`recsim-personas data download {ds.name}`"
+            )
+    if ds.data_dir is not None and not Path(ds.data_dir).expanduser().is_dir():
+        errors.append(f"dataset.data_dir: folder {ds.data_dir!r} does not exist")
+    if ds.enrichment is not None and not Path(ds.enrichment).expanduser().is_file():
+        errors.append(f"dataset.enrichment: file {ds.enrichment!r} does not exist")
+    problem = _model_problem(config.model.name, "model.name")
+    if problem:
+        errors.append(problem)
+    if config.memory.backend == "hf":
+        problem = _model_problem(config.memory.model, "memory.model")
+        if problem:
+            errors.append(problem)
+    if config.training.overrides:
+        from recsim_personas.training.config import LoraTrainConfig
+
+        known = set(LoraTrainConfig.__dataclass_fields__)
+        for key in config.training.overrides:
+            if key not in known:
+                import difflib
+
+                hint = difflib.get_close_matches(key, sorted(known), n=1)
+                errors.append(
+                    f"training.overrides.{key}: unknown LoRA setting"
+                    + (f". Did you mean {hint[0]!r}?" if hint else "")
+                )
+    if config.model.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            errors.append("model.device: cuda requested but no CUDA device is available; use auto")
+    return errors
+
+
+def load_reproduce_config(
+    preset: str | None = None,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    extra: dict | None = None,
+) -> ReproduceConfig:
+    """Read a preset (or a YAML file), apply overrides, validate everything, report all errors at once."""
+    path = Path(config_path) if config_path is not None else preset_path(preset or "demo")
+    data = read_yaml(path)
+    if extra:
+        data = apply_overrides(data, [f"{k}={v}" for k, v in extra.items() if v is not None])
+    data = apply_overrides(data, overrides)
+    errors: list[str] = []
+    try:
+        config = build_dataclass(ReproduceConfig, data, source=str(path))
+    except ConfigError as exc:
+        raise exc
+    errors = _validate(config)
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"{path}: {len(errors)} error(s):\n{lines}")
+    return config

@@ -1,0 +1,209 @@
+"""Typed configs from YAML: dataclass trees built from dicts, with every error reported at once.
+
+``load_config(path, cls, overrides)`` reads a YAML file, applies ``key.sub=value`` overrides (values
+parsed as YAML scalars), and builds ``cls``. Unknown keys, wrong types and invalid ``Literal`` choices
+are collected over the whole tree and raised together in one :class:`ConfigError`, before any heavy
+work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from recsim_personas.errors import ConfigError
+
+__all__ = ["apply_overrides", "build_dataclass", "config_to_dict", "load_config", "read_yaml"]
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
+    out = _deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. split.n_users=20)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple, Sequence):
+        args = get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f" Did you mean {hint[0]!r}?" if hint else ""
+            errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}.{extra}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            converted = _convert(value, arg, where, trial)
+            if not trial:
+                return converted
+        errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            return value
+        return _build(tp, value, where, errors)
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            return value
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        items = [_convert(v, inner, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            errors.append(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) -> T:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            extra = f" Did you mean {hint[0]!r}?" if hint else ""
+            errors.append(f"{path}: unknown key.{extra} Known keys: {', '.join(fields)}")
+            continue
+        kwargs[key] = _convert(value, hints[key], path, errors)
+    n_errors = len(errors)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and (
+            f.default_factory is dataclasses.MISSING
+        ):
+            errors.append(f"{where + '.' if where else ''}{name}: required key is missing")
+    if len(errors) > n_errors:
+        return None  # type: ignore[return-value]
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        errors.append(f"{where or cls.__name__}: {exc}")
+    except (TypeError, ValueError) as exc:
+        errors.append(f"{where or cls.__name__}: {exc}")
+    return None  # type: ignore[return-value]
+
+
+def build_dataclass(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
+    """Build ``cls`` from ``data``; raise one ConfigError listing every problem found."""
+    errors: list[str] = []
+    obj = _build(cls, data, "", errors)
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"{source}: {len(errors)} error(s):\n{lines}")
+    return obj
+
+
+def load_config(path: str | Path, cls: type[T], overrides: Sequence[str] = ()) -> T:
+    data = apply_overrides(read_yaml(path), overrides)
+    return build_dataclass(cls, data, source=str(path))
+
+
+def config_to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass tree as plain dicts/lists (tuples become lists), for YAML/JSON."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(obj)
+
+
+_ = typing  # keep typing importable for get_type_hints on forward references
