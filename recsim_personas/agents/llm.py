@@ -174,6 +174,7 @@ def _file_lock(name: str) -> Iterator[None]:
 
 def _publish_dir(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` onto ``final`` atomically (``final`` may exist only as an empty folder)."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache may be shared between accounts
     if final.exists() and not any(final.iterdir()):
         final.rmdir()
     os.replace(tmp, final)

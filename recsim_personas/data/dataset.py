@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +12,15 @@ import pandas as pd
 
 from recsim_personas.errors import DataError
 
-__all__ = ["INTERACTION_COLUMNS", "ITEM_TEXT_COLUMNS", "RatingDataset", "RatingScale"]
+__all__ = [
+    "INTERACTION_COLUMNS",
+    "ITEM_TEXT_COLUMNS",
+    "LoadReport",
+    "RatingDataset",
+    "RatingScale",
+    "make_items_frame",
+    "split_title_year",
+]
 
 #: Columns (and dtypes) of :attr:`RatingDataset.interactions`.
 INTERACTION_COLUMNS: dict[str, str] = {
@@ -79,6 +89,48 @@ class RatingScale:
 
 
 @dataclass
+class LoadReport:
+    """What a loader dropped or could not match, so nothing disappears silently.
+
+    Attributes:
+        skipped: Rows dropped per file name (only with ``skip_bad_rows=True``; otherwise bad rows
+            raise :class:`~recsim_personas.errors.DataError`).
+        examples: The first few problems found, each naming file, line and field.
+        notes: Other facts worth a line in a log, e.g. how many items an enrichment table matched.
+    """
+
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    #: How many problem descriptions :attr:`examples` keeps.
+    MAX_EXAMPLES = 20
+
+    @property
+    def total_skipped(self) -> int:
+        """Rows dropped over all files."""
+        return sum(self.skipped.values())
+
+    def add_skipped(self, file: str, count: int, examples: Iterable[str] = ()) -> None:
+        """Record ``count`` dropped rows of ``file`` and a few of their problem descriptions."""
+        if count <= 0:
+            return
+        self.skipped[file] = self.skipped.get(file, 0) + int(count)
+        for text in examples:
+            if len(self.examples) >= self.MAX_EXAMPLES:
+                break
+            self.examples.append(text)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "skipped": dict(self.skipped),
+            "total_skipped": self.total_skipped,
+            "examples": list(self.examples),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
 class RatingDataset:
     """Explicit-feedback data in one canonical shape.
 
@@ -91,6 +143,8 @@ class RatingDataset:
             ``genres`` (tuple of str), and ``description``, ``director``, ``cast`` (str or None).
         users: Indexed by ``user_id``; demographic columns where the dataset has them (may be empty).
         scale: The rating scale.
+        source: Where the data came from (``path``, ``format``, enrichment file, ...).
+        report: Rows dropped by ``skip_bad_rows=True`` and other load notes.
     """
 
     name: str
@@ -99,6 +153,7 @@ class RatingDataset:
     users: pd.DataFrame
     scale: RatingScale
     source: dict[str, str] = field(default_factory=dict)
+    report: LoadReport = field(default_factory=LoadReport)
 
     @property
     def n_ratings(self) -> int:
@@ -135,3 +190,69 @@ class RatingDataset:
             return str(self.items.at[item_id, "title"])
         except KeyError:
             raise DataError(f"unknown item id {item_id} in dataset {self.name!r}") from None
+
+
+# "Toy Story (1995)", "Hyena Road (2015) ", "Death Note: Desu nôto (2006–2007)" and the one ml-100k
+# title with a trailing video marker, "Land Before Time III: ... (1995) (V)".
+_TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)(?P<tag>\s*\((?:V|TV)\))?\s*$")
+
+
+def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Split MovieLens titles into the title and the trailing release year.
+
+    ``"Big Lebowski, The (1998)"`` becomes ``("Big Lebowski, The", 1998)``; the article stays at the
+    end as the data has it (the paper's prompts show titles that way). Titles without a year keep
+    their text (stripped) and get a missing year.
+
+    Args:
+        titles: Raw title strings.
+
+    Returns:
+        ``(title, year)``: object strings and a nullable ``Int64`` series, same index as ``titles``.
+    """
+    raw = titles.astype(object).where(titles.notna(), "").map(str)
+    parts = raw.str.extract(_TITLE_YEAR)
+    matched = parts["title"].notna()
+    tag = parts["tag"].fillna("").str.strip()
+    base = parts["title"].where(matched, raw.str.strip())
+    title = (base + np.where(tag != "", " " + tag, "")).astype(object)
+    year = pd.to_numeric(parts["year"], errors="coerce").astype("Int64")
+    return title, year
+
+
+def make_items_frame(
+    item_ids: Iterable[int],
+    titles: Iterable[str],
+    genres: Iterable[tuple[str, ...]],
+    years: Iterable[object] | None = None,
+    **extra: Iterable[object],
+) -> pd.DataFrame:
+    """Build an items table in the canonical shape of :attr:`RatingDataset.items`.
+
+    Args:
+        item_ids: Item ids (become the ``item_id`` index).
+        titles: Titles without the year.
+        genres: One tuple of genre names per item.
+        years: Release years (missing allowed); ``None`` means all missing.
+        **extra: More columns to keep (e.g. ``imdb_url``); ``description``, ``director`` and
+            ``cast`` given here replace the empty defaults.
+
+    Returns:
+        A frame indexed by ``item_id`` (int64) with ``title``, ``year`` (Int64), ``genres``,
+        ``description``, ``director``, ``cast`` and the extra columns.
+    """
+    index = pd.Index(np.asarray(list(item_ids), dtype=np.int64), name="item_id")
+    n = len(index)
+    frame = pd.DataFrame(index=index)
+    frame["title"] = pd.Series(list(titles), index=index, dtype=object)
+    frame["year"] = (
+        pd.array([pd.NA] * n, dtype="Int64")
+        if years is None
+        else pd.array(pd.to_numeric(pd.Series(list(years), dtype=object), errors="coerce"), dtype="Int64")
+    )
+    frame["genres"] = pd.Series([tuple(g) for g in genres], index=index, dtype=object)
+    for column in ITEM_TEXT_COLUMNS:
+        frame[column] = pd.Series([None] * n, index=index, dtype=object)
+    for column, values in extra.items():
+        frame[column] = pd.Series(list(values), index=index, dtype=object)
+    return frame

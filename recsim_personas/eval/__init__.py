@@ -1,1 +1,30 @@
-"""recsim_personas.eval."""
+"""Offline evaluation: metrics, evaluation of recommenders on a split, and result reports.
+
+- :mod:`~recsim_personas.eval.metrics`: ``rmse``, ``mae`` (raise on a missing prediction), ``urr``,
+  ``precision_at_k``, ``recall_at_k``, ``ndcg_at_k``, ``coverage``.
+- :mod:`~recsim_personas.eval.offline`: ``evaluate_predictor``, ``evaluate_ranker``,
+  ``evaluate_baselines``.
+- :mod:`~recsim_personas.eval.report`: rich / Markdown tables and the results JSON file.
+"""
+
+from __future__ import annotations
+
+from recsim_personas.eval.metrics import (
+    coverage,
+    mae,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    rmse,
+    urr,
+)
+
+__all__ = [
+    "coverage",
+    "mae",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "rmse",
+    "urr",
+]

@@ -1,0 +1,170 @@
+"""Item rankers without rating predictions: random, popularity, and implicit-feedback ALS.
+
+These only rank, so reports give them ranking metrics (precision, recall, NDCG at k, coverage) and
+no RMSE. ALS treats every train interaction as a positive, whatever its rating: its scores are
+preference strengths, not stars.
+
+Fallbacks: ALS has no factors for a user not in train and ranks by popularity instead; each such
+``recommend`` call adds one to ``fallback_count``. Popularity and random treat every user alike, so
+they never fall back. Candidate items not in train score 0 for popularity, a seeded random score
+for random, and ``-inf`` for ALS (ranked last).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from recsim_personas.baselines.protocol import BaseRecommender
+from recsim_personas.errors import ConfigError
+
+__all__ = ["ALSRanker", "PopularityRanker", "RandomRanker"]
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
+    return float(value)
+
+
+class RandomRanker(BaseRecommender):
+    """Uniformly random ranking; the order for a user depends only on (``seed``, user id).
+
+    Args:
+        seed: Seed; the same seed gives every user the same order on every call.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = _check_int("seed", seed, 0)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
+        pass
+
+    def _on_unknown_user_recommend(self) -> None:
+        pass
+
+    def _score_user(self, u: int, i: np.ndarray) -> np.ndarray:  # pragma: no cover - unused
+        raise NotImplementedError("RandomRanker scores by id; see _score_candidates")
+
+    def _score_candidates(
+        self, user_id: int, u: int, item_ids: np.ndarray, i: np.ndarray
+    ) -> np.ndarray:
+        # Scores come from ids, not indices: an item keeps its score in any candidate set.
+        return self._scores(user_id, item_ids)
+
+    def _scores(self, user_id: int, item_ids: np.ndarray) -> np.ndarray:
+        # A hash of (seed, user, item) rather than a stream: independent of list order and size.
+        key = np.uint64(self.seed) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(user_id & (2**64 - 1))
+        with np.errstate(over="ignore"):
+            x = item_ids.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) ^ key
+            x ^= x >> np.uint64(30)
+            x *= np.uint64(0x94D049BB133111EB)
+            x ^= x >> np.uint64(31)
+        return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+class PopularityRanker(BaseRecommender):
+    """Ranks items by their number of train interactions (most popular first).
+
+    Unknown users get the same ranking as everyone (minus nothing seen), so no fallback is counted.
+    """
+
+    name = "popularity"
+
+    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
+        self.item_counts_ = np.bincount(i, minlength=len(self.item_ids_)).astype(np.float64)
+
+    def _score_user(self, u: int, i: np.ndarray) -> np.ndarray:
+        return np.where(i >= 0, self.item_counts_[np.maximum(i, 0)], 0.0)
+
+    def _on_unknown_user_recommend(self) -> None:
+        pass
+
+
+class ALSRanker(BaseRecommender):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) from the ``implicit`` library.
+
+    Every train interaction is a positive with confidence ``1 + alpha``. Fitting runs with BLAS
+    limited to one thread (implicit's own recommendation; the ALS loop is parallel itself, over
+    ``num_threads``).
+
+    Args:
+        factors: Latent dimensions.
+        regularization: L2 regularisation.
+        alpha: Confidence weight of an observed interaction.
+        iterations: ALS sweeps.
+        seed: Seed of the initial factors.
+        num_threads: Threads of implicit's solver (0 = all cores).
+    """
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 16,
+        regularization: float = 0.05,
+        alpha: float = 2.0,
+        iterations: int = 15,
+        seed: int = 0,
+        num_threads: int = 1,
+    ) -> None:
+        super().__init__()
+        self.factors = _check_int("factors", factors, 1)
+        self.regularization = _check_float("regularization", regularization)
+        self.alpha = _check_float("alpha", alpha)
+        self.iterations = _check_int("iterations", iterations, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.num_threads = _check_int("num_threads", num_threads, 0)
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "factors": self.factors,
+            "regularization": self.regularization,
+            "alpha": self.alpha,
+            "iterations": self.iterations,
+            "seed": self.seed,
+            "num_threads": self.num_threads,
+        }
+
+    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        user_items = self._seen.astype(np.float32)
+        model = AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=self.num_threads,
+        )
+        with threadpool_limits(limits=1, user_api="blas"):
+            model.fit(user_items, show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float64)
+        self.item_counts_ = np.bincount(i, minlength=len(self.item_ids_)).astype(np.float64)
+
+    def _score_user(self, u: int, i: np.ndarray) -> np.ndarray:
+        known = i >= 0
+        out = np.full(len(i), -np.inf)
+        if u < 0:
+            out[known] = self.item_counts_[i[known]]
+        else:
+            out[known] = self.item_factors_[i[known]] @ self.user_factors_[u]
+        return out

@@ -1,0 +1,248 @@
+"""Settings of ``PersonaRec-v0`` as data: :class:`PersonaRecConfig`.
+
+Every keyword that ``gym.make("PersonaRec-v0", ...)`` accepts (besides ``agent``, ``population`` and
+``render_mode``, which are objects) is a field here, with help text in the field's metadata. A config
+round-trips through :meth:`PersonaRecConfig.to_dict` / :meth:`PersonaRecConfig.from_dict`, and all
+invalid fields are reported at once, before any data or model is loaded.
+
+Example:
+    >>> cfg = PersonaRecConfig(horizon=10, slate_size=3, reward="like")
+    >>> PersonaRecConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> cfg.resolved_agent
+    'bias'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from recsim_personas.envs.exits import ExitRuleConfig
+from recsim_personas.errors import ConfigError
+
+__all__ = ["PersonaRecConfig"]
+
+Reward = Literal["rating", "normalized", "like"]
+RatingMode = Literal["sample", "expectation"]
+SeenRule = Literal["penalty", "mask", "allow"]
+ExitMode = Literal["agent", "rule", "none"]
+AgentKind = Literal["auto", "lm", "bias"]
+MemoryMode = Literal["ms", "msml"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class PersonaRecConfig:
+    """What one ``PersonaRec-v0`` session looks like and which simulated users answer.
+
+    See :class:`~recsim_personas.envs.persona_rec.PersonaRecEnv` for how each field acts.
+    """
+
+    horizon: int = field(
+        default=20, metadata=_help("Steps per session; the episode is truncated after this many.")
+    )
+    slate_size: int = field(
+        default=1,
+        metadata=_help(
+            "Items per recommendation. 1: Discrete action, the user rates the item. >1: "
+            "MultiDiscrete action, the user picks one item of the slate or none (conditional logit)."
+        ),
+    )
+    reward: Reward = field(
+        default="rating",
+        metadata=_help(
+            "rating: the rating (0 when nothing was rated); normalized: (rating - min) / (max - min); "
+            "like: 1.0 when the rating is at or above like_threshold."
+        ),
+    )
+    like_threshold: float = field(
+        default=4.0, metadata=_help("A rating at or above this counts as a like (stars).")
+    )
+    rating: RatingMode = field(
+        default="sample",
+        metadata=_help(
+            "sample: draw the rating from the agent's distribution with the env's np_random; "
+            "expectation: use the distribution's mean (off the scale's grid)."
+        ),
+    )
+    seen_items: SeenRule = field(
+        default="penalty",
+        metadata=_help(
+            "What happens to an item the user rated in train or was already shown in this session: "
+            "penalty: not rated, reward = seen_penalty; mask: choosing it raises EnvError (use "
+            "info['action_mask']); allow: rated again as usual."
+        ),
+    )
+    seen_penalty: float = field(
+        default=-1.0, metadata=_help("Reward of a seen item under seen_items='penalty'.")
+    )
+    exit: ExitMode = field(
+        default="agent",
+        metadata=_help(
+            "Who decides that the user leaves after a step: agent (the user agent's "
+            "leave_probability; the LM agent scores a leave/stay prompt, the bias agent applies the "
+            "patience rule), rule (the patience rule of recsim_personas.envs.exits), none (never)."
+        ),
+    )
+    exit_rule: ExitRuleConfig = field(
+        default_factory=ExitRuleConfig,
+        metadata=_help("Parameters of the patience rule (exit='rule', and the bias agent)."),
+    )
+    choice_temperature: float = field(
+        default=0.5,
+        metadata=_help("Slate choice model: logit temperature in stars (> 0); lower = pickier."),
+    )
+    no_choice_utility: float = field(
+        default=3.0,
+        metadata=_help(
+            "Slate choice model: the expected rating that the 'pick nothing' option is worth (stars)."
+        ),
+    )
+    history_len: int = field(
+        default=10, metadata=_help("Recent items (and their ratings) in the observation.")
+    )
+    agent: AgentKind = field(
+        default="auto",
+        metadata=_help(
+            "The simulated user when none is passed: lm (persona-LoRA language model; needs run_dir "
+            "with trained adapters), bias (cheap user+item bias model with noise and the patience "
+            "exit), auto (lm when run_dir is set, else bias)."
+        ),
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "A run folder of the memory stage (profiles, personas, embeddings, split, adapters). "
+            "None: the embedded default (ml-latest-small, paper split, template profiles)."
+        ),
+    )
+    dataset: str = field(
+        default="ml-latest-small",
+        metadata=_help("Dataset of the default population (run_dir=None): ml-latest-small, ml-100k, ml-1m."),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=_help("Folder of the dataset files (None: the embedded ml-latest-small)."),
+    )
+    memory_mode: MemoryMode = field(
+        default="ms",
+        metadata=_help("LM agent prompt memories: ms (profile) or msml (profile + retrieved M_l)."),
+    )
+    model: str | None = field(
+        default=None,
+        metadata=_help(
+            "LM agent base model: hub id or local path (None: the model the adapters were trained "
+            "on, else the default SmolLM2-135M-Instruct)."
+        ),
+    )
+    device: str = field(default="auto", metadata=_help("LM agent device: auto, cpu or cuda."))
+    dtype: str = field(default="auto", metadata=_help("LM agent dtype: auto, float32, bfloat16."))
+    noise_std: float | None = field(
+        default=None,
+        metadata=_help(
+            "Bias agent: standard deviation of the Gaussian rating noise in stars "
+            "(None: the predictor's residual RMSE on train)."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        errors: list[str] = []
+        if isinstance(self.exit_rule, dict):
+            try:
+                object.__setattr__(self, "exit_rule", ExitRuleConfig.from_dict(self.exit_rule))
+            except ConfigError as exc:
+                errors.append(str(exc))
+        elif not isinstance(self.exit_rule, ExitRuleConfig):
+            errors.append(f"exit_rule must be an ExitRuleConfig or a dict, got {type(self.exit_rule).__name__}")
+        if isinstance(self.run_dir, Path):
+            object.__setattr__(self, "run_dir", str(self.run_dir))
+        if isinstance(self.data_dir, Path):
+            object.__setattr__(self, "data_dir", str(self.data_dir))
+        for name in ("horizon", "slate_size", "history_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("like_threshold", "seen_penalty", "no_choice_utility"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                errors.append(f"{name} must be a finite number, got {value!r}")
+        if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):
+            errors.append(f"choice_temperature must be > 0, got {self.choice_temperature!r}")
+        if self.noise_std is not None and not (
+            isinstance(self.noise_std, (int, float)) and self.noise_std >= 0
+        ):
+            errors.append(f"noise_std must be >= 0 or None, got {self.noise_std!r}")
+        for name, kind in (
+            ("reward", Reward),
+            ("rating", RatingMode),
+            ("seen_items", SeenRule),
+            ("exit", ExitMode),
+            ("agent", AgentKind),
+            ("memory_mode", MemoryMode),
+        ):
+            choices = get_args(kind)
+            value = getattr(self, name)
+            if value not in choices:
+                close = difflib.get_close_matches(str(value), choices, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}.{hint}")
+        if self.agent == "lm" and self.run_dir is None:
+            errors.append(
+                "agent='lm' needs run_dir: a run folder with trained persona adapters "
+                "(make one with `recsim-personas distill`, `personas` and `train`); or use agent='bias'"
+            )
+        if errors:
+            raise ConfigError("invalid PersonaRecConfig: " + "; ".join(errors))
+
+    @property
+    def resolved_agent(self) -> Literal["lm", "bias"]:
+        """The agent kind ``agent='auto'`` stands for: ``lm`` with a run folder, else ``bias``."""
+        if self.agent == "auto":
+            return "lm" if self.run_dir is not None else "bias"
+        return self.agent
+
+    def replace(self, **changes: Any) -> PersonaRecConfig:
+        """A copy with ``changes`` applied (unknown names raise :class:`ConfigError`)."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the nested exit rule becomes a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["exit_rule"] = self.exit_rule.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PersonaRecConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"PersonaRecConfig.from_dict needs a dict, got {type(data).__name__}")
+        _check_names(data)
+        return cls(**data)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """``{field name: help text}`` for every field."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _check_names(data: dict[str, Any]) -> None:
+    known = [f.name for f in dataclasses.fields(PersonaRecConfig)]
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown PersonaRec-v0 option(s): {', '.join(parts)}; known options: {', '.join(known)}, "
+            "plus the objects agent=, population= and render_mode="
+        )

@@ -1,0 +1,501 @@
+"""The simulated user population of ``PersonaRec-v0``: who can start a session, and what they know.
+
+A :class:`UserPopulation` holds everything the environment needs about its users and items, as
+arrays (so that ``step`` never touches a file and the environment pickles):
+
+* the users (sorted ids), each with a persona id, a fixed-size profile embedding and an activity
+  level (0 low, 1 mid, 2 high: the patience of the rule-based exit);
+* the **action catalogue**: the ids of the items in the split's *train* part, sorted ascending.
+  Action index ``i`` recommends item ``item_ids[i]``; :meth:`UserPopulation.item_index` maps back;
+* each user's train items (the items the user has "seen", see the environment's seen-item rule);
+* the train and test interactions (policies fit on train; ``simulate`` scores them on test).
+
+Where a population comes from (:func:`load_population`):
+
+``run_dir`` set
+    A run folder of the memory stage (see ``docs/design.md``): the split in ``split/``, the profiles
+    (``profiles.parquet``: ``activity_level``), the persona of each user (``personas.parquet``) and
+    the L2-normalised profile embeddings (``embeddings/profiles.npy``), read through
+    :class:`~recsim_personas.memory.store.MemoryStore`. The language-model agent also needs one
+    trained adapter per persona under ``adapters/persona_<k>__<memory_mode>``; a folder without them
+    is an :class:`~recsim_personas.errors.EnvError` that names the missing adapters and the command
+    that trains them.
+
+``run_dir`` None: the embedded default
+    ml-latest-small (shipped inside the package), the paper's split (200 users with 100-200
+    ratings, temporal 60:40, seed 0), and profiles from the memory stage's ``template`` backend
+    (deterministic, no language model), computed on first use and cached under
+    ``recsim_personas.paths.cache_dir("envs", ...)``. Later ``gym.make`` calls read the cache. The
+    default user agent on this population is the cheap
+    :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` (no adapters are trained yet); point
+    the environment at a trained run folder with ``gym.make("PersonaRec-v0", run_dir=...)`` to get
+    the persona-LoRA language-model users.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from recsim_personas.data.dataset import RatingScale
+from recsim_personas.envs.exits import activity_levels_from_counts
+from recsim_personas.errors import EnvError
+
+if TYPE_CHECKING:
+    from recsim_personas.envs.config import PersonaRecConfig
+
+__all__ = [
+    "UserPopulation",
+    "adapter_name",
+    "default_population",
+    "load_population",
+    "missing_adapters",
+    "population_from_run_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the default population's construction changes (its cache folder name carries it).
+_DEFAULT_VERSION = "1"
+
+
+def adapter_name(persona: int, memory_mode: str) -> str:
+    """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``)."""
+    return f"persona_{int(persona)}__{memory_mode}"
+
+
+@dataclass(eq=False)
+class UserPopulation:
+    """Users, the item catalogue and what the environment shows of them (module docstring).
+
+    Build one with :meth:`from_split`, :func:`population_from_run_dir` or
+    :func:`default_population`; all arrays are aligned with :attr:`user_ids` or :attr:`item_ids`.
+
+    Attributes:
+        name: Short description for messages and renders (``"ml-latest-small/paper-split"``).
+        scale: The rating scale.
+        user_ids: Sorted user ids (``int64``).
+        item_ids: Sorted ids of the catalogue: every item in ``train`` (``int64``).
+        item_titles: Title per catalogue item (``"Toy Story (1995)"``).
+        personas: Persona id per user (``int64``, ``0 .. n_personas - 1``).
+        n_personas: Number of personas (at least 1).
+        profile_embeddings: ``(n_users, dim)`` float32 profile embedding per user, in [-1, 1].
+        activity_levels: Activity level per user (0 low, 1 mid, 2 high).
+        train: Train interactions (``user_id, item_id, rating, timestamp``).
+        test: Test interactions (same columns; may be empty).
+        run_dir: The run folder it was read from (``None`` for in-memory populations).
+        store: The :class:`~recsim_personas.memory.store.MemoryStore` (for the LM agent) or None.
+        catalog: The :class:`~recsim_personas.data.item_catalog.ItemCatalog` or None.
+        dataset: The :class:`~recsim_personas.data.dataset.RatingDataset` or None.
+    """
+
+    name: str
+    scale: RatingScale
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_titles: np.ndarray
+    personas: np.ndarray
+    n_personas: int
+    profile_embeddings: np.ndarray
+    activity_levels: np.ndarray
+    train: pd.DataFrame
+    test: pd.DataFrame
+    run_dir: Path | None = None
+    store: Any = None
+    catalog: Any = None
+    dataset: Any = None
+    seen_indptr: np.ndarray = field(init=False, repr=False)
+    seen_indices: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
+        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        n_users, n_items = len(self.user_ids), len(self.item_ids)
+        if n_users == 0:
+            raise EnvError(f"population {self.name!r} has no users; check the split's user filter")
+        if n_items == 0:
+            raise EnvError(f"population {self.name!r} has no items in train")
+        if np.any(np.diff(self.user_ids) <= 0) or np.any(np.diff(self.item_ids) <= 0):
+            raise EnvError(f"population {self.name!r}: user_ids and item_ids must be sorted and unique")
+        self.item_titles = np.asarray(self.item_titles, dtype=object)
+        self.personas = np.asarray(self.personas, dtype=np.int64)
+        self.activity_levels = np.asarray(self.activity_levels, dtype=np.int64)
+        emb = np.asarray(self.profile_embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != n_users or emb.shape[1] < 1:
+            raise EnvError(
+                f"population {self.name!r}: profile_embeddings must have shape (n_users={n_users}, "
+                f"dim >= 1), got {emb.shape}"
+            )
+        self.profile_embeddings = np.clip(emb, -1.0, 1.0)
+        for attr, length in (("item_titles", n_items), ("personas", n_users), ("activity_levels", n_users)):
+            if len(getattr(self, attr)) != length:
+                raise EnvError(
+                    f"population {self.name!r}: {attr} has {len(getattr(self, attr))} entries, expected {length}"
+                )
+        if self.personas.min() < 0 or self.personas.max() >= self.n_personas:
+            raise EnvError(
+                f"population {self.name!r}: persona ids must lie in 0..{self.n_personas - 1}, got "
+                f"{self.personas.min()}..{self.personas.max()}"
+            )
+        # The items each user rated in train, as catalogue indices in CSR form.
+        tr = self.train
+        u = np.searchsorted(self.user_ids, tr["user_id"].to_numpy(np.int64))
+        known = (u < n_users) & (self.user_ids[np.minimum(u, n_users - 1)] == tr["user_id"].to_numpy(np.int64))
+        i = np.searchsorted(self.item_ids, tr["item_id"].to_numpy(np.int64))
+        u, i = u[known], i[known]
+        order = np.lexsort((i, u))
+        counts = np.bincount(u, minlength=n_users)
+        self.seen_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.seen_indices = i[order].astype(np.int64)
+
+    # -- sizes --------------------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.profile_embeddings.shape[1])
+
+    # -- lookups ------------------------------------------------------------------------------------
+    def user_position(self, user_id: Any) -> int:
+        """Row of ``user_id`` in the user arrays.
+
+        Raises:
+            EnvError: The user is not in the population (with the closest ids as suggestions).
+        """
+        try:
+            uid = int(user_id)
+            if uid != user_id:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise EnvError(
+                f"user_id must be an integer user id, got {user_id!r}; pick one of "
+                "env.unwrapped.population.user_ids"
+            ) from None
+        pos = int(np.searchsorted(self.user_ids, uid))
+        if pos < self.n_users and self.user_ids[pos] == uid:
+            return pos
+        close = difflib.get_close_matches(str(uid), [str(u) for u in self.user_ids], n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise EnvError(
+            f"unknown user id {uid}: the population {self.name!r} has {self.n_users} users "
+            f"(ids {self.user_ids[0]}..{self.user_ids[-1]}, see env.unwrapped.population.user_ids).{hint}"
+        )
+
+    def item_index(self, item_id: Any) -> int:
+        """Action index of ``item_id`` (its position in the sorted catalogue).
+
+        Raises:
+            EnvError: The item is not in the catalogue (items of the train split).
+        """
+        iid = int(item_id)
+        pos = int(np.searchsorted(self.item_ids, iid))
+        if pos < self.n_items and self.item_ids[pos] == iid:
+            return pos
+        close = difflib.get_close_matches(str(iid), [str(i) for i in self.item_ids], n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise EnvError(
+            f"item id {iid} is not in the catalogue of {self.name!r} (the {self.n_items} items of the "
+            f"train split, env.unwrapped.item_ids).{hint}"
+        )
+
+    def seen_items(self, position: int) -> np.ndarray:
+        """Catalogue indices of the items the user at row ``position`` rated in train."""
+        return self.seen_indices[self.seen_indptr[position] : self.seen_indptr[position + 1]]
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_split(
+        cls,
+        train: pd.DataFrame,
+        test: pd.DataFrame | None,
+        scale: RatingScale,
+        *,
+        name: str = "in-memory",
+        items: pd.DataFrame | None = None,
+        personas: Mapping[int, int] | None = None,
+        profile_embeddings: Mapping[int, np.ndarray] | np.ndarray | None = None,
+        activity_levels: Mapping[int, int] | None = None,
+        **extra: Any,
+    ) -> UserPopulation:
+        """A population over the users and items of ``train``.
+
+        Args:
+            train: Train interactions; its users are the population, its items the catalogue.
+            test: Test interactions (``None`` = empty).
+            scale: The rating scale.
+            name: Description for messages.
+            items: Item table indexed by ``item_id`` with ``title`` (and ``year``) for titles;
+                ``None`` = titles ``"item <id>"``.
+            personas: ``{user_id: persona}``; ``None`` = everyone in persona 0.
+            profile_embeddings: ``{user_id: vector}`` or an ``(n_users, dim)`` array in sorted user
+                order; ``None`` = a single zero feature (no profile).
+            activity_levels: ``{user_id: 0|1|2}``; ``None`` = terciles of train rating counts.
+            **extra: ``run_dir``, ``store``, ``catalog``, ``dataset``.
+        """
+        user_ids = np.unique(train["user_id"].to_numpy(np.int64))
+        item_ids = np.unique(train["item_id"].to_numpy(np.int64))
+        titles = item_titles(items, item_ids)
+        if personas is None:
+            persona_arr = np.zeros(len(user_ids), dtype=np.int64)
+        else:
+            persona_arr = np.array([int(personas[int(u)]) for u in user_ids], dtype=np.int64)
+        n_personas = int(persona_arr.max()) + 1 if len(persona_arr) else 1
+        if profile_embeddings is None:
+            emb = np.zeros((len(user_ids), 1), dtype=np.float32)
+        elif isinstance(profile_embeddings, np.ndarray):
+            emb = profile_embeddings
+        else:
+            emb = np.stack([np.asarray(profile_embeddings[int(u)]) for u in user_ids])
+        if activity_levels is None:
+            counts = train.groupby("user_id").size().reindex(user_ids).to_numpy()
+            act = activity_levels_from_counts(counts)
+        else:
+            act = np.array([int(activity_levels.get(int(u), 1)) for u in user_ids], dtype=np.int64)
+        if test is None:
+            test = train.iloc[:0]
+        return cls(
+            name=name,
+            scale=scale,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            item_titles=titles,
+            personas=persona_arr,
+            n_personas=max(n_personas, 1),
+            profile_embeddings=emb,
+            activity_levels=act,
+            train=train.reset_index(drop=True),
+            test=test.reset_index(drop=True),
+            **extra,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"UserPopulation({self.name!r}, users={self.n_users}, items={self.n_items}, "
+            f"personas={self.n_personas}, embedding_dim={self.embedding_dim})"
+        )
+
+
+def item_titles(items: pd.DataFrame | None, item_ids: np.ndarray) -> np.ndarray:
+    """``"Title (year)"`` per item id (``"item <id>"`` where the table has no title)."""
+    out = np.empty(len(item_ids), dtype=object)
+    if items is None or "title" not in items.columns:
+        out[:] = [f"item {int(i)}" for i in item_ids]
+        return out
+    table = items.reindex(item_ids)
+    years = table["year"] if "year" in table.columns else pd.Series(pd.NA, index=table.index)
+    for j, (iid, title, year) in enumerate(zip(item_ids, table["title"], years, strict=True)):
+        if not isinstance(title, str) or not title:
+            out[j] = f"item {int(iid)}"
+        elif year is not None and not pd.isna(year):
+            out[j] = f"{title} ({int(year)})"
+        else:
+            out[j] = title
+    return out
+
+
+# -- run folders ------------------------------------------------------------------------------------
+_RUN_FILES = {
+    "split/config.json": "recsim-personas distill (writes the split)",
+    "profiles.parquet": "recsim-personas distill",
+    "personas.parquet": "recsim-personas personas",
+    "embeddings/profiles.npy": "recsim-personas distill",
+}
+
+
+def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> list[str]:
+    """Names of persona adapters the LM agent needs that ``run_dir/adapters/`` lacks."""
+    root = Path(run_dir) / "adapters"
+    return [
+        adapter_name(k, memory_mode)
+        for k in range(n_personas)
+        if not (root / adapter_name(k, memory_mode) / "adapter_config.json").is_file()
+    ]
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise EnvError(
+            f"run_dir {str(run_dir)!r} does not exist; make one with `recsim-personas distill --out "
+            f"{run_dir}` (then `personas` and `train`), or leave run_dir unset for the embedded default"
+        )
+    missing = [name for name in _RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        fixes = sorted({_RUN_FILES[name] for name in missing})
+        raise EnvError(
+            f"run folder {run_dir} is incomplete: missing {', '.join(missing)}; run "
+            f"{' and '.join(f'`{f} --out {run_dir}`' for f in fixes)} first"
+        )
+
+
+def _dataset_for_run(run_dir: Path, dataset_name: str, data_dir: str | None) -> Any:
+    """The dataset a run folder was built from (for item titles and the LM agent's item text)."""
+    from recsim_personas.data.registry import load_dataset
+
+    if dataset_name == "ml-latest-small" and data_dir is None:
+        return load_dataset("ml-latest-small")
+    manifest = run_dir / "manifest.json"
+    if data_dir is None and manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            info = {}
+        data_dir = _find_key(info, "data_dir")
+    if data_dir is None:
+        raise EnvError(
+            f"run folder {run_dir} was built from {dataset_name!r}, whose files are not embedded: "
+            f"pass data_dir= (the folder holding the {dataset_name} files) to gym.make"
+        )
+    return load_dataset(dataset_name, data_dir)
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    if isinstance(obj, dict):
+        if obj.get(key):
+            return obj[key]
+        for value in obj.values():
+            found = _find_key(value, key)
+            if found:
+                return found
+    return None
+
+
+def population_from_run_dir(
+    run_dir: str | Path,
+    *,
+    require_adapters: str | None = None,
+    data_dir: str | None = None,
+) -> UserPopulation:
+    """The population of a memory-stage run folder.
+
+    Args:
+        run_dir: The run folder (see the module docstring for the files it needs).
+        require_adapters: A memory mode (``"ms"`` or ``"msml"``) whose persona adapters must exist
+            (the LM agent needs them); ``None`` = no check.
+        data_dir: Folder of the dataset files when the run was not built on the embedded dataset.
+
+    Raises:
+        EnvError: The folder is missing, incomplete, or lacks a persona's adapter.
+    """
+    from recsim_personas.data.splits import Split
+    from recsim_personas.memory.store import MemoryStore
+
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    split = Split.load(run_dir / "split")
+    store = MemoryStore.from_run_dir(run_dir)
+    users = np.unique(split.train["user_id"].to_numpy(np.int64))
+    personas = {int(u): int(store.persona(int(u))) for u in users}
+    n_personas = max(personas.values()) + 1
+    if require_adapters is not None:
+        missing = missing_adapters(run_dir, n_personas, require_adapters)
+        if missing:
+            raise EnvError(
+                f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)} under "
+                f"{run_dir / 'adapters'} (the LM agent needs one per persona for memory mode "
+                f"{require_adapters!r}); train them with `recsim-personas train --run-dir {run_dir} "
+                f"--memory-mode {require_adapters}`, or use the cheap agent: "
+                "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
+            )
+    dataset = _dataset_for_run(run_dir, split.dataset_name or "ml-latest-small", data_dir)
+    from recsim_personas.data.item_catalog import ItemCatalog
+
+    activity = {int(u): int(store.profile_row(int(u))["activity_level"]) for u in users}
+    embeddings = {int(u): np.asarray(store.profile_embedding(int(u))) for u in users}
+    return UserPopulation.from_split(
+        split.train,
+        split.test,
+        split.scale or dataset.scale,
+        name=f"{run_dir.name}",
+        items=dataset.items,
+        personas=personas,
+        profile_embeddings=embeddings,
+        activity_levels=activity,
+        run_dir=run_dir,
+        store=store,
+        catalog=ItemCatalog(dataset, split.train),
+        dataset=dataset,
+    )
+
+
+def default_run_dir(dataset: str = "ml-latest-small", data_dir: str | None = None) -> Path:
+    """The cached run folder of the default population (built on first use)."""
+    from recsim_personas.artifacts import stable_hash
+    from recsim_personas.paths import cache_dir
+
+    tag = dataset if data_dir is None else f"{dataset}-{stable_hash(str(Path(data_dir).resolve()))[:8]}"
+    return cache_dir("envs", f"default-v{_DEFAULT_VERSION}-{tag}")
+
+
+def default_population(dataset: str = "ml-latest-small", data_dir: str | None = None) -> UserPopulation:
+    """The embedded default population: ``dataset``, the paper split, template profiles (cached).
+
+    The first call runs the memory stage's ``template`` backend (deterministic, no language model)
+    on the paper split and writes a run folder under ``cache_dir("envs")``; later calls only read it.
+    """
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import PAPER_SPLIT, make_split
+    from recsim_personas.memory.pipeline import build_memories
+
+    run_dir = default_run_dir(dataset, data_dir)
+    ds = load_dataset(dataset, data_dir)
+    if not (run_dir / "personas.parquet").is_file():
+        logger.info("building the default PersonaRec-v0 population in %s (once)", run_dir)
+    split = make_split(ds, PAPER_SPLIT)
+    build_memories(ds, split, run_dir, backend="template")
+    return population_from_run_dir(run_dir, data_dir=data_dir)
+
+
+def load_population(config: PersonaRecConfig) -> UserPopulation:
+    """The population ``config`` names: its ``run_dir``, else the embedded default."""
+    if config.run_dir is None:
+        return default_population(config.dataset, config.data_dir)
+    require = config.memory_mode if config.resolved_agent == "lm" else None
+    return population_from_run_dir(config.run_dir, require_adapters=require, data_dir=config.data_dir)
+
+
+# -- agents -----------------------------------------------------------------------------------------
+def build_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
+    """The user agent ``config.agent`` names, on ``population``.
+
+    ``bias``: :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` fitted on the population's
+    train split, with the population's activity levels and ``config.exit_rule``. ``lm``:
+    :func:`build_lm_agent`.
+    """
+    if config.resolved_agent == "bias":
+        from recsim_personas.agents.bias_agent import BiasUserAgent
+
+        return BiasUserAgent.fit(
+            population.train,
+            population.scale,
+            noise_std=config.noise_std,
+            activity_levels=dict(
+                zip(population.user_ids.tolist(), population.activity_levels.tolist(), strict=True)
+            ),
+            exit_rule=config.exit_rule,
+        )
+    return build_lm_agent(config, population)
+
+
+def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
+    """The persona-LoRA language-model agent of a run folder (loads the model and the adapters)."""
+    if population.run_dir is None or population.store is None or population.catalog is None:
+        raise EnvError(
+            "the LM agent needs a run folder with profiles, memories and trained adapters: "
+            "gym.make('PersonaRec-v0', run_dir=...); the embedded default population has none, "
+            "use agent='bias'"
+        )
+    raise EnvError("the LM agent is not available yet")  # replaced once agents/lm_agent.py lands

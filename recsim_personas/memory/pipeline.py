@@ -1,0 +1,461 @@
+"""The memory pipeline: split -> distill -> embed -> personas, written into one run folder.
+
+:func:`build_memories` runs four stages and writes exactly the run-folder files of docs/design.md:
+
+=========== ======================================================================================
+stage        writes
+=========== ======================================================================================
+``split``    ``split/train.parquet``, ``split/test.parquet``, ``split/config.json``
+``distill``  ``profiles.parquet``, ``memories.parquet`` (one M_l row per train interaction),
+             ``distill_log.parquet``
+``embed``    ``embeddings/profiles.npy`` + ``profile_user_ids.npy`` (profile_text),
+             ``embeddings/items.npy`` + ``item_ids.npy`` (item text of every item in the split's
+             train or test rows, or of the whole catalogue with ``item_scope="catalog"``)
+``personas`` ``personas.parquet``, ``personas.json``, ``plots/elbow.png``,
+             ``plots/persona_sizes.png``, ``plots/persona_words.png``
+=========== ======================================================================================
+
+plus ``manifest.json`` (the pipeline config, each stage's inputs and their hash, package versions,
+git commit, seconds per stage).
+
+**Caching.** A stage's inputs are its config and the SHA-256 of the files it reads (so a re-distilled
+profile re-runs the embeddings even when the distill config is unchanged). A stage whose inputs match
+its manifest record and whose outputs exist is skipped; anything else re-runs it. Before a stage runs,
+its record is removed from the manifest, so a crash mid-stage can never leave a mix of old and new
+files marked as done. Every file is written atomically (temporary name + rename). The distill stage
+keeps per-user checkpoints in ``distill_checkpoint/`` while it runs (an interrupted run resumes from
+them) and deletes that folder when it finishes.
+
+**Item text** embedded for retrieval (:func:`item_embedding_text`): the item's MOVIE line
+(``catalog.describe``: title, year, genres, historical average rating on train) plus its SUMMARY line
+(``catalog.summary``: description and cast) when the dataset has one.
+
+Example:
+    >>> run = build_memories(dataset, PAPER_SPLIT, MemoryPipelineConfig.paper(), "runs/ml1m")  # doctest: +SKIP
+    >>> run.timings["distill"].seconds                                                          # doctest: +SKIP
+    >>> store = run.store()                                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy
+from recsim_personas.data.dataset import RatingDataset
+from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.memory.distill import DistillConfig
+from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
+from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from recsim_personas.data.splits import Split, SplitConfig
+    from recsim_personas.memory.store import MemoryStore
+
+__all__ = [
+    "ITEM_TEXT_VERSION",
+    "STAGES",
+    "STAGE_OUTPUTS",
+    "MemoryPipelineConfig",
+    "MemoryRun",
+    "StageTiming",
+    "build_memories",
+    "file_digest",
+    "item_embedding_text",
+]
+
+#: Stages in the order they run.
+STAGES: tuple[str, ...] = ("split", "distill", "embed", "personas")
+#: The files each stage writes, relative to the run folder.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "split": ("split/train.parquet", "split/test.parquet", "split/config.json"),
+    "distill": ("profiles.parquet", "memories.parquet", "distill_log.parquet"),
+    "embed": ("embeddings/profiles.npy", "embeddings/profile_user_ids.npy", "embeddings/items.npy",
+              "embeddings/item_ids.npy"),
+    "personas": ("personas.parquet", "personas.json", "plots/elbow.png", "plots/persona_sizes.png",
+                 "plots/persona_words.png"),
+}
+#: Bump when :func:`item_embedding_text` changes (re-runs the embed stage).
+ITEM_TEXT_VERSION = "1"
+_ITEM_SCOPES = ("split", "catalog")
+_CHECKPOINTS = "distill_checkpoint"
+
+
+def item_embedding_text(catalog: Any, item_id: int) -> str:
+    """The text embedded for an item: ``catalog.describe`` plus ``catalog.summary`` when present."""
+    text = str(catalog.describe(item_id))
+    summary = catalog.summary(item_id) if hasattr(catalog, "summary") else None
+    if summary and str(summary).strip() and str(summary) not in text:
+        text = f"{text} {str(summary).strip()}"
+    return text
+
+
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 (first 16 hex digits) of a file's bytes; ``None`` if it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    h = hashlib.sha256(pd.util.hash_pandas_object(frame.astype(str), index=True).to_numpy().tobytes())
+    h.update(",".join(map(str, frame.columns)).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MemoryPipelineConfig:
+    """Everything the memory stages depend on (the split comes separately).
+
+    Attributes:
+        distill: Distillation options, including ``backend`` (``template`` / ``openai`` / ``hf``),
+            ``model`` and ``base_url``.
+        embedder: Embedding spec for :func:`~recsim_personas.memory.embeddings.make_embedder`:
+            ``"minilm"`` (default, offline all-MiniLM-L6-v2), ``"hashing"``, ``"openai:<model>"``, or a
+            sentence-transformers id / path.
+        embedding_base_url: Endpoint of an ``openai:<model>`` embedder.
+        item_scope: Items to embed: ``"split"`` (every item in the split's train or test rows) or
+            ``"catalog"`` (every item of the dataset, for environments that recommend any item).
+        personas: Clustering options; ``personas.k=None`` chooses K by the elbow method.
+    """
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    embedder: str = DEFAULT_EMBEDDER
+    embedding_base_url: str | None = None
+    item_scope: Literal["split", "catalog"] = "split"
+    personas: PersonaConfig = field(default_factory=PersonaConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.distill, DistillConfig):
+            problems.append(f"distill must be a DistillConfig, got {type(self.distill).__name__}")
+        if not isinstance(self.personas, PersonaConfig):
+            problems.append(f"personas must be a PersonaConfig, got {type(self.personas).__name__}")
+        if not isinstance(self.embedder, str) or not self.embedder.strip():
+            problems.append(f"embedder must be a non-empty spec such as 'minilm', got {self.embedder!r}")
+        if self.item_scope not in _ITEM_SCOPES:
+            close = difflib.get_close_matches(str(self.item_scope), _ITEM_SCOPES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"item_scope {self.item_scope!r} is not one of {', '.join(_ITEM_SCOPES)}{hint}")
+        if problems:
+            raise ConfigError("invalid MemoryPipelineConfig: " + "; ".join(problems))
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> MemoryPipelineConfig:
+        """The paper's setting with the offline defaults: batches of 10, 2,000 words, K = 4."""
+        return cls(**{"personas": PAPER_PERSONAS, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (inverse of :meth:`from_dict`)."""
+        return {
+            "distill": self.distill.to_dict(),
+            "embedder": self.embedder,
+            "embedding_base_url": self.embedding_base_url,
+            "item_scope": self.item_scope,
+            "personas": self.personas.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryPipelineConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a memory pipeline config must be a mapping, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        bad = []
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                bad.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if bad:
+            raise ConfigError(f"unknown memory pipeline config key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
+        values = dict(data)
+        if isinstance(values.get("distill"), dict):
+            values["distill"] = DistillConfig.from_dict(values["distill"])
+        if isinstance(values.get("personas"), dict):
+            values["personas"] = PersonaConfig.from_dict(values["personas"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """How one stage went in the last :func:`build_memories` call.
+
+    Attributes:
+        stage: The stage name.
+        ran: True if it ran, False if its cached outputs were reused.
+        seconds: Wall time of the stage (0 when skipped).
+        detail: Stage-specific counts (users, memories, embedder, K ...).
+    """
+
+    stage: str
+    ran: bool
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class MemoryRun(RunFolder):
+    """A :class:`~recsim_personas.artifacts.RunFolder` plus what the last build did per stage."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        #: Per stage of the last :func:`build_memories` call (stages it did not reach are absent).
+        self.timings: dict[str, StageTiming] = {}
+
+    def store(self, **kwargs: Any) -> MemoryStore:
+        """Open the folder as a :class:`~recsim_personas.memory.store.MemoryStore`."""
+        from recsim_personas.memory.store import MemoryStore
+
+        return MemoryStore.from_run_dir(self.path, **kwargs)
+
+    def forget(self, stage: str) -> None:
+        """Drop ``stage``'s manifest record (it will re-run); called before a stage starts."""
+        manifest = self.manifest()
+        if manifest["stages"].pop(stage, None) is not None:
+            atomic_write_json(self.manifest_path, manifest)
+
+    def set_manifest_fields(self, **values: Any) -> None:
+        """Set top-level manifest fields (the pipeline config, the dataset)."""
+        manifest = self.manifest()
+        manifest.update(values)
+        atomic_write_json(self.manifest_path, manifest)
+
+
+def _parse_stages(stages: Sequence[str] | str | None) -> list[str]:
+    if stages is None:
+        return list(STAGES)
+    names = [s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages) if s.strip()]
+    if not names:
+        raise ConfigError(f"no stage given; choose from {', '.join(STAGES[1:])}")
+    for name in names:
+        if name not in STAGES:
+            close = difflib.get_close_matches(name, STAGES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}.{hint}")
+    return sorted({"split", *names}, key=STAGES.index)
+
+
+def build_memories(
+    dataset: RatingDataset,
+    split: Split | SplitConfig,
+    config: MemoryPipelineConfig | None = None,
+    run_dir: str | Path = "runs/memory",
+    *,
+    stages: Sequence[str] | str | None = None,
+    progress: bool = True,
+    on_stage: Callable[[StageTiming], None] | None = None,
+) -> MemoryRun:
+    """Run the memory stages into ``run_dir``, skipping stages whose inputs did not change.
+
+    Args:
+        dataset: The dataset (items and ratings).
+        split: A :class:`~recsim_personas.data.splits.Split`, or a ``SplitConfig`` to make one.
+        config: Pipeline options (default :class:`MemoryPipelineConfig()`; the paper's preset is
+            :meth:`MemoryPipelineConfig.paper`).
+        run_dir: The run folder (created if missing).
+        stages: Stages to (re-)run, e.g. ``["distill", "embed"]`` or ``"personas"``; ``None`` = all.
+            ``split`` is always included; the last named stage is where the build stops. A stage
+            before it that is not named must already be up to date, else :class:`ConfigError`.
+        progress: Show progress bars.
+        on_stage: Called after each stage with its :class:`StageTiming` (for live reports).
+
+    Returns:
+        The run folder, with :attr:`MemoryRun.timings`.
+
+    Raises:
+        ConfigError: Unknown stage, or an unnamed stage that would need to re-run.
+        DataError: The split belongs to another dataset, or distillation did not cover every user /
+            train interaction.
+        BackendError: A distillation or embedding backend failed (finished users are checkpointed).
+    """
+    from recsim_personas.data.splits import Split, SplitConfig
+
+    config = config or MemoryPipelineConfig()
+    if not isinstance(config, MemoryPipelineConfig):
+        raise ConfigError(f"config must be a MemoryPipelineConfig, got {type(config).__name__}")
+    selected = _parse_stages(stages)
+    last = max(STAGES.index(s) for s in selected)
+    run = MemoryRun(run_dir)
+    fingerprint = dataset.fingerprint()
+    if isinstance(split, Split):
+        if split.dataset_fingerprint and split.dataset_fingerprint != fingerprint:
+            raise DataError(
+                f"the split was made from dataset {split.dataset_name!r} (fingerprint "
+                f"{split.dataset_fingerprint}), not from {dataset.name!r} ({fingerprint}); make it "
+                "with make_split(dataset, config)"
+            )
+        split_inputs = {"dataset": fingerprint, "split": split.config.to_dict(),
+                        "rows": [_frame_digest(split.train), _frame_digest(split.test)]}
+    elif isinstance(split, SplitConfig):
+        split_inputs = {"dataset": fingerprint, "split": split.to_dict()}
+    else:
+        raise ConfigError(f"split must be a Split or SplitConfig, got {type(split).__name__}")
+    run.set_manifest_fields(config=config.to_dict(),
+                            dataset={"name": dataset.name, "fingerprint": fingerprint})
+    items_digest = _frame_digest(dataset.items)
+    state: dict[str, Any] = {}
+
+    def split_obj() -> Split:
+        if "split" not in state:
+            state["split"] = Split.load(run / "split")
+        return state["split"]
+
+    def catalog() -> Any:
+        if "catalog" not in state:
+            from recsim_personas.data.item_catalog import ItemCatalog
+
+            state["catalog"] = ItemCatalog(dataset, split_obj().train)
+        return state["catalog"]
+
+    def digest(*names: str) -> list[str | None]:
+        return [file_digest(run / n) for n in names]
+
+    def inputs_for(stage: str) -> dict[str, Any]:
+        split_files = digest("split/train.parquet", "split/test.parquet")
+        if stage == "split":
+            return split_inputs
+        if stage == "distill":
+            return {"split": split_files, "items": items_digest, "distill": config.distill.output_dict(),
+                    "versions": _distill_versions()}
+        if stage == "embed":
+            return {"profiles": digest("profiles.parquet"), "split": split_files, "items": items_digest,
+                    "embedder": {"spec": config.embedder, "base_url": config.embedding_base_url},
+                    "item_scope": config.item_scope, "item_text": ITEM_TEXT_VERSION}
+        return {"profiles": digest("profiles.parquet"), "split": split_files,
+                "embeddings": digest("embeddings/profiles.npy", "embeddings/profile_user_ids.npy"),
+                "personas": config.personas.to_dict(), "word_method": _word_method()}
+
+    def build_split() -> dict[str, Any]:
+        made = split if isinstance(split, Split) else _make_split(dataset, split)
+        made.save(run / "split")
+        state.pop("split", None)
+        state.pop("catalog", None)
+        return {"users": len(made.users), "train_rows": len(made.train), "test_rows": len(made.test)}
+
+    def build_distill() -> dict[str, Any]:
+        from recsim_personas.memory.distill import distill_users
+
+        sp = split_obj()
+        ckpt = run / _CHECKPOINTS
+        result = distill_users(dataset, catalog(), sp.train, None, config.distill, progress=progress,
+                               checkpoint_dir=ckpt)
+        _check_distill(result.profiles, result.memories, sp)
+        result.save(run.path)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return {"users": len(result.profiles), "memories": len(result.memories),
+                "rejected": len(result.log), "usage": _jsonable(result.usage)}
+
+    def build_embed() -> dict[str, Any]:
+        from recsim_personas.memory.embeddings import make_embedder
+
+        sp = split_obj()
+        embedder = make_embedder(config.embedder, base_url=config.embedding_base_url, progress=progress)
+        profiles = pd.read_parquet(run / "profiles.parquet").sort_values("user_id", kind="stable")
+        p_vecs = embedder.embed(profiles["profile_text"].astype(str).tolist())
+        if config.item_scope == "catalog":
+            item_ids = np.asarray(sorted(int(i) for i in catalog().item_ids), dtype=np.int64)
+        else:
+            item_ids = np.unique(np.r_[sp.train["item_id"].to_numpy(), sp.test["item_id"].to_numpy()]).astype(np.int64)
+        cat = catalog()
+        i_vecs = embedder.embed([item_embedding_text(cat, int(i)) for i in item_ids])
+        atomic_write_npy(run / "embeddings/profiles.npy", p_vecs.astype(np.float32))
+        atomic_write_npy(run / "embeddings/profile_user_ids.npy", profiles["user_id"].to_numpy(np.int64))
+        atomic_write_npy(run / "embeddings/items.npy", i_vecs.astype(np.float32))
+        atomic_write_npy(run / "embeddings/item_ids.npy", item_ids)
+        detail: dict[str, Any] = {"embedder": embedder.name, "dim": int(p_vecs.shape[1]),
+                                  "profiles": len(p_vecs), "items": len(i_vecs)}
+        if hasattr(embedder, "hits"):
+            detail.update(cache_hits=int(embedder.hits), cache_misses=int(embedder.misses))
+        return detail
+
+    def build_personas() -> dict[str, Any]:
+        from recsim_personas.memory.personas import PersonaClusters
+
+        users = np.load(run / "embeddings/profile_user_ids.npy")
+        vecs = np.load(run / "embeddings/profiles.npy")
+        clusters = PersonaClusters.fit(users, vecs, config.personas)
+        clusters.describe(pd.read_parquet(run / "profiles.parquet"), split_obj().train)
+        clusters.save(run.path)
+        return {"k": clusters.k, "k_source": clusters.k_source, "elbow_k": clusters.elbow,
+                "sizes": clusters.sizes.tolist()}
+
+    builders = {"split": build_split, "distill": build_distill, "embed": build_embed,
+                "personas": build_personas}
+    for stage in STAGES[: last + 1]:
+        inputs = inputs_for(stage)
+        if run.is_done(stage, inputs):
+            rec = run.stage_record(stage) or {}
+            timing = StageTiming(stage, False, 0.0, dict(rec.get("detail", {})))
+        elif stage not in selected:
+            raise ConfigError(
+                f"stage {stage!r} of run folder {run.path} is not up to date (never ran, or its "
+                f"inputs changed), but the requested stages were {', '.join(s for s in selected if s != 'split')}; "
+                f"add {stage} (e.g. --stages {','.join(s for s in STAGES[1:last + 1])})"
+            )
+        else:
+            run.forget(stage)
+            t0 = time.perf_counter()
+            detail = builders[stage]() or {}
+            seconds = round(time.perf_counter() - t0, 3)
+            run.mark_done(stage, inputs, list(STAGE_OUTPUTS[stage]), extra={"seconds": seconds, "detail": detail})
+            timing = StageTiming(stage, True, seconds, detail)
+        run.timings[stage] = timing
+        if on_stage is not None:
+            on_stage(timing)
+    return run
+
+
+def _make_split(dataset: RatingDataset, config: SplitConfig) -> Split:
+    from recsim_personas.data.splits import make_split
+
+    return make_split(dataset, config)
+
+
+def _distill_versions() -> dict[str, str]:
+    from recsim_personas.memory.backends.template import TEMPLATE_VERSION
+    from recsim_personas.memory.distill import CHECKPOINT_VERSION
+    from recsim_personas.memory.prompts import PROMPT_VERSION
+
+    return {"template": TEMPLATE_VERSION, "prompts": PROMPT_VERSION, "distill": CHECKPOINT_VERSION}
+
+
+def _word_method() -> str:
+    from recsim_personas.memory.personas import word_method
+
+    return word_method()
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+
+def _check_distill(profiles: pd.DataFrame, memories: pd.DataFrame, split: Split) -> None:
+    """Distillation must cover every split user and give one memory per train interaction."""
+    users = set(split.users.tolist())
+    got = set(profiles["user_id"].astype(int).tolist())
+    if users - got:
+        missing = sorted(users - got)
+        raise DataError(f"distillation returned no profile for {len(missing)} split user(s), e.g. {missing[:5]}")
+    want = set(zip(split.train["user_id"].astype(int), split.train["item_id"].astype(int)))
+    have = list(zip(memories["user_id"].astype(int), memories["item_id"].astype(int)))
+    if len(have) != len(set(have)) or set(have) != want:
+        lost = sorted(want - set(have))[:5]
+        extra = sorted(set(have) - want)[:5]
+        raise DataError(
+            f"memories.parquet must hold one row per train interaction ({len(want)}); got {len(have)} rows "
+            f"(missing e.g. {lost}, not in train e.g. {extra})"
+        )

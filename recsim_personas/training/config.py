@@ -1,0 +1,257 @@
+"""LoRA fine-tuning settings as data: :class:`LoraTrainConfig` and its named presets.
+
+Two presets ship with the library:
+
+``paper``
+    Appendix A of Thakur et al. (2025): LoRA on the attention query and key projections, rank 256,
+    alpha 32, dropout 0.1, learning rate 3e-4, 2 epochs, AdamW. Meant for a GPU and a 3.8B model.
+
+``cpu``
+    Tuned for SmolLM2-135M on a 2-core CPU (see ``benchmarks/fidelity.py``): LoRA on all seven linear
+    projections of each block at rank 16, a higher learning rate and a step cap, so that an adapter
+    learns the rating task in minutes. ``../shared/models.md`` records that q/k-only LoRA at this model
+    size learned nothing in 60 steps while all-linear LoRA did; the fidelity benchmark re-measures it.
+
+Example:
+    >>> cfg = LoraTrainConfig.preset("cpu", max_steps=20)
+    >>> cfg.r, cfg.max_steps
+    (16, 20)
+    >>> LoraTrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from recsim_personas.errors import ConfigError
+
+__all__ = ["PRESETS", "LoraTrainConfig", "preset_names"]
+
+Optimizer = Literal["adamw"]
+Scheduler = Literal["constant", "linear", "cosine"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+#: All linear projections of a llama-style block (Llama, SmolLM2, Phi-3 after its fused-qkv split,
+#: Mistral, Qwen2). peft matches these names as suffixes of module names.
+ALL_LINEAR_LLAMA: tuple[str, ...] = (
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    """How one LoRA adapter is trained on rating rows (the base model stays frozen).
+
+    Every field carries help text in ``dataclasses.fields(LoraTrainConfig)[i].metadata["help"]``
+    (the CLI shows it). Build one with :meth:`preset` and keyword overrides, or from a JSON dict with
+    :meth:`from_dict`; :meth:`to_dict` round-trips.
+    """
+
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj"),
+        metadata=_help(
+            "Names (suffixes) of the linear modules that get LoRA weights, e.g. q_proj,k_proj "
+            "(the paper) or all seven projections of a llama block."
+        ),
+    )
+    r: int = field(default=256, metadata=_help("LoRA rank."))
+    alpha: float = field(default=32.0, metadata=_help("LoRA alpha; the update is scaled by alpha/r."))
+    dropout: float = field(default=0.1, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
+    learning_rate: float = field(default=3e-4, metadata=_help("Peak learning rate of AdamW."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    optimizer: Optimizer = field(default="adamw", metadata=_help("Optimizer (only AdamW, as the paper)."))
+    scheduler: Scheduler = field(
+        default="linear",
+        metadata=_help("Learning-rate schedule after warm-up: constant, linear decay to 0, or cosine."),
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("Share of the optimizer steps spent warming up linearly, in [0, 1).")
+    )
+    epochs: float = field(
+        default=2.0, metadata=_help("Passes over the rows (may be fractional); max_steps caps it.")
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata=_help("Cap on optimizer steps (None: epochs decide). The CPU budget uses it."),
+    )
+    batch_size: int = field(default=8, metadata=_help("Rows per forward pass."))
+    grad_accumulation: int = field(
+        default=1, metadata=_help("Forward passes per optimizer step (effective batch = product).")
+    )
+    max_length: int = field(
+        default=1024,
+        metadata=_help(
+            "Longest prompt+answer in tokens; longer rows are skipped and counted (the prompt "
+            "builder truncates memories first, so this should rarely happen)."
+        ),
+    )
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("Gradient-norm clip (None: no clipping).")
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("Recompute activations in the backward pass: less memory, about 30% slower."),
+    )
+    dtype: DType = field(
+        default="auto",
+        metadata=_help(
+            "dtype of the frozen base weights when the trainer loads the model "
+            "(auto: bfloat16 on CUDA, the measured best on CPU). LoRA weights stay float32."
+        ),
+    )
+    checkpoint_every: int = field(
+        default=50,
+        metadata=_help(
+            "Optimizer steps between resumable checkpoints in <out_dir>/checkpoint (0: only on "
+            "Ctrl-C)."
+        ),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of the LoRA init, data order and dropout."))
+
+    def __post_init__(self) -> None:
+        errors: list[str] = []
+        # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
+        if isinstance(self.target_modules, str):
+            object.__setattr__(
+                self, "target_modules", tuple(m.strip() for m in self.target_modules.split(",") if m.strip())
+            )
+        elif not isinstance(self.target_modules, tuple):
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            errors.append("target_modules must name at least one module, e.g. ('q_proj', 'k_proj')")
+        if len(set(self.target_modules)) != len(self.target_modules):
+            errors.append(f"target_modules has duplicates: {list(self.target_modules)}")
+        for name in ("r", "batch_size", "grad_accumulation", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.alpha > 0:
+            errors.append(f"alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.learning_rate > 0:
+            errors.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            errors.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            errors.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.epochs > 0:
+            errors.append(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1
+        ):
+            errors.append(f"max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            errors.append(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            errors.append(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        for name, kind in (("optimizer", Optimizer), ("scheduler", Scheduler), ("dtype", DType)):
+            choices = get_args(kind)
+            value = getattr(self, name)
+            if value not in choices:
+                close = difflib.get_close_matches(str(value), choices, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}.{hint}")
+        if not errors and self.alpha / self.r > 64:
+            # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
+            errors.append(
+                f"alpha/r = {self.alpha / self.r:g} is implausibly large (alpha={self.alpha}, r={self.r}); "
+                "keep alpha/r <= 64"
+            )
+        if errors:
+            raise ConfigError("invalid LoraTrainConfig: " + "; ".join(errors))
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Rows per optimizer step."""
+        return self.batch_size * self.grad_accumulation
+
+    def total_steps(self, n_rows: int) -> int:
+        """Optimizer steps for ``n_rows`` training rows: ``ceil(epochs * n / effective batch)``, capped."""
+        import math
+
+        steps = max(1, math.ceil(self.epochs * n_rows / self.effective_batch_size)) if n_rows else 0
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
+
+    def replace(self, **changes: Any) -> LoraTrainConfig:
+        """A copy with ``changes`` applied (unknown names raise :class:`ConfigError`)."""
+        _check_names(changes, "LoraTrainConfig")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["target_modules"] = list(self.target_modules)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoraTrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"LoraTrainConfig.from_dict needs a dict, got {type(data).__name__}")
+        _check_names(data, "LoraTrainConfig")
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LoraTrainConfig:
+        """The preset ``name`` (``paper`` or ``cpu``) with field ``overrides`` applied."""
+        if name not in PRESETS:
+            close = difflib.get_close_matches(name, list(PRESETS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown LoRA training preset {name!r}; choose one of {', '.join(PRESETS)}.{hint}"
+            )
+        return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """``{field name: help text}`` for every field."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _check_names(data: dict[str, Any], what: str) -> None:
+    known = [f.name for f in dataclasses.fields(LoraTrainConfig)]
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown {what} field(s): {', '.join(parts)}; known fields: {', '.join(known)}"
+        )
+
+
+#: Named presets. ``paper`` = Appendix A of the paper; ``cpu`` = tuned for SmolLM2-135M on 2 CPU cores.
+PRESETS: dict[str, LoraTrainConfig] = {
+    "paper": LoraTrainConfig(),
+    "cpu": LoraTrainConfig(
+        target_modules=ALL_LINEAR_LLAMA,
+        r=16,
+        alpha=32.0,
+        dropout=0.05,
+        learning_rate=1e-3,
+        scheduler="linear",
+        warmup_ratio=0.05,
+        epochs=1.0,
+        max_steps=200,
+        batch_size=8,
+        grad_accumulation=1,
+        max_length=1024,
+        dtype="auto",
+        checkpoint_every=25,
+    ),
+}
+
+
+def preset_names() -> tuple[str, ...]:
+    """Names of the shipped presets."""
+    return tuple(PRESETS)
