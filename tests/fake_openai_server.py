@@ -11,7 +11,7 @@ It answers ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (and ``GET 
 
 Chat answers are JSON objects derived from the request (sha256 of the messages), so the same request
 always gets the same answer: ``{"taste": "...", "explanations": [{"item_id": ..., "reason": ...}]}``
-with one explanation per ``"item_id": N`` found in the last user message. Pass ``responder`` to
+with one explanation per ``"item_id": N`` found in the first user message (the task prompt). Pass ``responder`` to
 answer differently (``responder(body) -> str`` returns the message content). Embeddings are
 deterministic unit vectors of ``embedding_dim`` floats seeded by the input text's sha256.
 
@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import re
+import socket
 import struct
 import threading
 import time
@@ -49,8 +50,9 @@ def default_chat_content(body: dict[str, Any]) -> str:
     """The default answer: valid JSON for every step of the distillation prompts."""
     messages = body.get("messages", [])
     digest = _digest(messages)[:8]
-    last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-    ids = list(dict.fromkeys(int(x) for x in _ITEM_ID.findall(str(last_user))))
+    # The task prompt is the first user message; retries append an assistant + user message pair.
+    task = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
+    ids = list(dict.fromkeys(int(x) for x in _ITEM_ID.findall(str(task))))
     answer = {
         "taste": f"I enjoy films with a clear story; my notes {digest} say so.",
         "explanations": [
@@ -119,6 +121,12 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK
+                # add ~40 ms to every request.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, format: str, *args: Any) -> None:  # silence stderr
                 return

@@ -17,16 +17,26 @@ from pathlib import Path
 import pytest
 
 from recsim_personas.data import load_dataset
-from recsim_personas.data.download import ARCHIVES, DATA_URL_ENV, cached_dataset_dir, download_dataset
-from recsim_personas.errors import DataError
-
+from recsim_personas.data.download import (
+    ARCHIVES,
+    DATA_URL_ENV,
+    cached_dataset_dir,
+    download_dataset,
+)
 from recsim_personas.data.movielens import ML100K_GENRES
+from recsim_personas.errors import DataError
 
 # A tiny but valid ml-100k (the loader tests cover the format itself).
 _FLAGS = "|".join(["0"] * 8 + ["1"] + ["0"] * 10)  # Drama
 ML100K_ITEMS = [f"{i}|Film {i} (199{i})|01-Jan-199{i}||http://imdb/{i}|{_FLAGS}" for i in (1, 2, 3)]
 ML100K_USERS = ["1|24|M|technician|85711", "2|53|F|other|94043", "3|23|M|writer|32067"]
-ML100K_RATINGS = ["1\t1\t5\t881250949", "1\t2\t3\t881250950", "2\t1\t4\t881250951", "2\t3\t1\t881250952", "3\t2\t2\t881250953"]
+ML100K_RATINGS = [
+    "1\t1\t5\t881250949",
+    "1\t2\t3\t881250950",
+    "2\t1\t4\t881250951",
+    "2\t3\t1\t881250952",
+    "3\t2\t2\t881250953",
+]
 
 
 def _ml100k_zip(extra_members: dict[str, str] | None = None) -> bytes:
@@ -83,10 +93,13 @@ def test_good_checksum_extracts_and_load_dataset_finds_it(
     (root / "ml-100k.zip").write_bytes(data)
     cache = tmp_path / "cache"
     monkeypatch.setenv("RECSIM_PERSONAS_CACHE", str(cache))
-    folder = download_dataset("ml-100k", base_url=base, sha256=hashlib.sha256(data).hexdigest(), progress=False)
+    folder = download_dataset(
+        "ml-100k", base_url=base, sha256=hashlib.sha256(data).hexdigest(), progress=False
+    )
     assert folder == cache / "datasets" / "ml-100k"
     assert (folder / "u.data").read_text() == "\n".join(ML100K_RATINGS) + "\n"
     assert cached_dataset_dir("ml-100k") == folder
+    assert hashlib.sha256(data).hexdigest() in (folder / ".recsim-complete").read_text()
     # nothing else left beside it (no archive, no staging folder)
     assert sorted(p.name for p in (cache / "datasets").iterdir()) == ["ml-100k"]
     assert load_dataset("ml-100k").n_ratings == len(ML100K_RATINGS)
@@ -96,17 +109,23 @@ def test_bad_checksum_leaves_no_folder(served: tuple[str, Path], tmp_path: Path)
     base, root = served
     (root / "ml-100k.zip").write_bytes(_ml100k_zip())
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=re.escape(f"checksum mismatch for {base}/ml-100k.zip: expected sha256 {'0' * 64}")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(f"checksum mismatch for {base}/ml-100k.zip: expected sha256 {'0' * 64}"),
+    ):
         download_dataset("ml-100k", cache, base_url=base, sha256="0" * 64, progress=False)
     assert list(cache.iterdir()) == []
 
 
-def test_default_checksum_rejects_a_different_archive(served: tuple[str, Path], tmp_path: Path) -> None:
+def test_default_checksum_rejects_a_different_archive(
+    served: tuple[str, Path], tmp_path: Path
+) -> None:
     base, root = served
     (root / "ml-1m.zip").write_bytes(b"not the real archive")
+    cache = tmp_path / "cache"
     with pytest.raises(DataError, match=re.escape(f"expected sha256 {ARCHIVES['ml-1m'].sha256}")):
-        download_dataset("ml-1m", tmp_path, base_url=base, progress=False)
-    assert list(tmp_path.iterdir()) == []
+        download_dataset("ml-1m", cache, base_url=base, progress=False)
+    assert list(cache.iterdir()) == []
 
 
 def test_offline_fails_at_once_with_one_line(closed_port_url: str, tmp_path: Path) -> None:
@@ -124,7 +143,9 @@ def test_offline_fails_at_once_with_one_line(closed_port_url: str, tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_base_url_from_environment(closed_port_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_url_from_environment(
+    closed_port_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(DATA_URL_ENV, closed_port_url + "/")
     with pytest.raises(DataError, match=re.escape(f"cannot reach {closed_port_url}/ml-100k.zip")):
         download_dataset("ml-100k", tmp_path, progress=False)
@@ -132,39 +153,61 @@ def test_base_url_from_environment(closed_port_url: str, tmp_path: Path, monkeyp
 
 def test_http_error_is_named(served: tuple[str, Path], tmp_path: Path) -> None:
     base, _ = served
+    cache = tmp_path / "cache"
     with pytest.raises(DataError, match=re.escape(f"{base}/ml-100k.zip answered HTTP 404")):
-        download_dataset("ml-100k", tmp_path, base_url=base, progress=False)
-    assert list(tmp_path.iterdir()) == []
+        download_dataset("ml-100k", cache, base_url=base, progress=False)
+    assert list(cache.iterdir()) == []
 
 
-def test_cached_copy_is_reused_and_force_replaces_it(served: tuple[str, Path], tmp_path: Path, closed_port_url: str) -> None:
+def test_cached_copy_is_reused_and_force_replaces_it(
+    served: tuple[str, Path], tmp_path: Path, closed_port_url: str
+) -> None:
     base, root = served
     data = _ml100k_zip()
     (root / "ml-100k.zip").write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
-    folder = download_dataset("ml-100k", tmp_path, base_url=base, sha256=digest, progress=False)
+    cache = tmp_path / "cache"
+    folder = download_dataset("ml-100k", cache, base_url=base, sha256=digest, progress=False)
     (folder / "marker-from-first-download").write_text("x")
     # cached: no network needed
-    assert download_dataset("ml-100k", tmp_path, base_url=closed_port_url, progress=False) == folder
-    again = download_dataset("ml-100k", tmp_path, base_url=base, sha256=digest, force=True, progress=False)
+    assert download_dataset("ml-100k", cache, base_url=closed_port_url, progress=False) == folder
+    again = download_dataset(
+        "ml-100k", cache, base_url=base, sha256=digest, force=True, progress=False
+    )
     assert again == folder and not (folder / "marker-from-first-download").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-100k"]
+    assert sorted(p.name for p in cache.iterdir()) == ["ml-100k"]
 
 
-def test_archive_missing_files_or_escaping_paths_is_refused(served: tuple[str, Path], tmp_path: Path) -> None:
+def test_archive_missing_files_or_escaping_paths_is_refused(
+    served: tuple[str, Path], tmp_path: Path
+) -> None:
     base, root = served
     evil = _ml100k_zip({"../evil.txt": "x"})
     (root / "ml-100k.zip").write_bytes(evil)
     with pytest.raises(DataError, match="would extract outside the folder"):
-        download_dataset("ml-100k", tmp_path / "c1", base_url=base, sha256=hashlib.sha256(evil).hexdigest(), progress=False)
+        download_dataset(
+            "ml-100k",
+            tmp_path / "c1",
+            base_url=base,
+            sha256=hashlib.sha256(evil).hexdigest(),
+            progress=False,
+        )
     assert not (tmp_path / "evil.txt").exists() and list((tmp_path / "c1").iterdir()) == []
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("ml-100k/u.data", "1\t1\t5\t1\n")
     (root / "ml-100k.zip").write_bytes(buf.getvalue())
-    with pytest.raises(DataError, match="the archive lacks u.item, u.user, u.genre, README"):
-        download_dataset("ml-100k", tmp_path / "c2", base_url=base, sha256=hashlib.sha256(buf.getvalue()).hexdigest(), progress=False)
+    with pytest.raises(
+        DataError, match=re.escape("the archive lacks u.item, u.user, u.genre, README")
+    ):
+        download_dataset(
+            "ml-100k",
+            tmp_path / "c2",
+            base_url=base,
+            sha256=hashlib.sha256(buf.getvalue()).hexdigest(),
+            progress=False,
+        )
     assert list((tmp_path / "c2").iterdir()) == []
 
 
@@ -186,7 +229,10 @@ def _cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
 
 
 def test_cli_offline_exit_code_2_and_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], closed_port_url: str, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    closed_port_url: str,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv(DATA_URL_ENV, closed_port_url)
     code = _cli(monkeypatch, ["data", "download", "ml-1m", "--cache-dir", str(tmp_path)])
@@ -197,14 +243,21 @@ def test_cli_offline_exit_code_2_and_one_line(
 
 
 def test_cli_download_and_info(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], served: tuple[str, Path], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served: tuple[str, Path],
+    tmp_path: Path,
 ) -> None:
     base, root = served
     data = _ml100k_zip()
     (root / "ml-100k.zip").write_bytes(data)
-    monkeypatch.setitem(ARCHIVES, "ml-100k", ARCHIVES["ml-100k"].__class__(
-        "ml-100k", hashlib.sha256(data).hexdigest(), len(data), ARCHIVES["ml-100k"].files
-    ))
+    monkeypatch.setitem(
+        ARCHIVES,
+        "ml-100k",
+        ARCHIVES["ml-100k"].__class__(
+            "ml-100k", hashlib.sha256(data).hexdigest(), len(data), ARCHIVES["ml-100k"].files
+        ),
+    )
     monkeypatch.setenv("RECSIM_PERSONAS_CACHE", str(tmp_path))
     assert _cli(monkeypatch, ["data", "download", "ml-100k", "--base-url", base]) == 0
     assert str(tmp_path / "datasets" / "ml-100k") in capsys.readouterr().out

@@ -46,12 +46,18 @@ ML100K_RATINGS = [
 ]
 
 
-def write_ml100k(folder: Path, ratings: list[str] | None = None, items: list[str] | None = None) -> Path:
+def write_ml100k(
+    folder: Path, ratings: list[str] | None = None, items: list[str] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "u.data").write_text("\n".join(ML100K_RATINGS if ratings is None else ratings) + "\n")
-    (folder / "u.item").write_bytes(("\n".join(ML100K_ITEMS if items is None else items) + "\n").encode("latin-1"))
+    (folder / "u.item").write_bytes(
+        ("\n".join(ML100K_ITEMS if items is None else items) + "\n").encode("latin-1")
+    )
     (folder / "u.user").write_text("\n".join(ML100K_USERS) + "\n")
-    (folder / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(ML100K_GENRES)) + "\n")
+    (folder / "u.genre").write_text(
+        "".join(f"{g}|{i}\n" for i, g in enumerate(ML100K_GENRES)) + "\n"
+    )
     return folder
 
 
@@ -68,7 +74,9 @@ def write_ml1m(folder: Path, ratings: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "movies.dat").write_bytes(("\n".join(ML1M_MOVIES) + "\n").encode("latin-1"))
     (folder / "users.dat").write_text("\n".join(ML1M_USERS) + "\n")
-    (folder / "ratings.dat").write_text("\n".join(ML1M_RATINGS if ratings is None else ratings) + "\n")
+    (folder / "ratings.dat").write_text(
+        "\n".join(ML1M_RATINGS if ratings is None else ratings) + "\n"
+    )
     return folder
 
 
@@ -88,11 +96,19 @@ LS_RATINGS = [
 ]
 
 
-def write_latest_small(folder: Path, ratings: list[str] | None = None, movies: list[str] | None = None) -> Path:
+def write_latest_small(
+    folder: Path, ratings: list[str] | None = None, movies: list[str] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "movies.csv").write_text("\n".join(LS_MOVIES if movies is None else movies) + "\n", encoding="utf-8")
-    (folder / "ratings.csv").write_text("\n".join(LS_RATINGS if ratings is None else ratings) + "\n")
-    (folder / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0114709,862\n11,0112346,\n12,0173714,1\n13,1677720,333339\n")
+    (folder / "movies.csv").write_text(
+        "\n".join(LS_MOVIES if movies is None else movies) + "\n", encoding="utf-8"
+    )
+    (folder / "ratings.csv").write_text(
+        "\n".join(LS_RATINGS if ratings is None else ratings) + "\n"
+    )
+    (folder / "links.csv").write_text(
+        "movieId,imdbId,tmdbId\n1,0114709,862\n11,0112346,\n12,0173714,1\n13,1677720,333339\n"
+    )
     return folder
 
 
@@ -117,7 +133,12 @@ def test_ml100k_loads_items_users_and_ratings(tmp_path: Path) -> None:
     assert items.loc[4, "genres"] == ()  # the "unknown" flag means no genre
     assert str(items["year"].dtype) == "Int64"
     assert items.loc[1, "description"] is None
-    assert ds.users.loc[2].to_dict() == {"age": 53, "gender": "F", "occupation": "other", "zip_code": "94043"}
+    assert ds.users.loc[2].to_dict() == {
+        "age": 53,
+        "gender": "F",
+        "occupation": "other",
+        "zip_code": "94043",
+    }
 
 
 def test_ml100k_folder_may_be_the_parent(tmp_path: Path) -> None:
@@ -159,10 +180,15 @@ def test_load_csv_maps_columns_and_items(tmp_path: Path) -> None:
     ratings = tmp_path / "r.csv"
     ratings.write_text("u;i;stars;when\n7;100;2;10\n7;101;3;11\n8;100;1;12\n")
     items = tmp_path / "items.csv"
-    items.write_text('iid;name;kinds;plot\n100;"Alien; The (1979)";Horror|Sci-Fi;In space\n101;Heat;;\n')
+    items.write_text(
+        'iid;name;kinds;plot\n100;"Alien; The (1979)";Horror|Sci-Fi;In space\n101;Heat;;\n'
+    )
     ds = load_csv(
-        ratings, columns={"user_id": "u", "item_id": "i", "rating": "stars", "timestamp": "when"},
-        scale=RatingScale(1, 3, 1), sep=";", items_path=items,
+        ratings,
+        columns={"user_id": "u", "item_id": "i", "rating": "stars", "timestamp": "when"},
+        scale=RatingScale(1, 3, 1),
+        sep=";",
+        items_path=items,
         item_columns={"item_id": "iid", "title": "name", "genres": "kinds", "description": "plot"},
     )
     assert ds.name == "r" and ds.n_ratings == 3
@@ -177,7 +203,11 @@ def test_load_csv_without_timestamp_uses_row_order_and_reads_parquet(tmp_path: P
     frame = pd.DataFrame({"user": [1, 1, 2], "item": [5, 6, 5], "score": [0.5, 1.0, 0.0]})
     path = tmp_path / "r.parquet"
     frame.to_parquet(path)
-    ds = load_csv(path, columns={"user_id": "user", "item_id": "item", "rating": "score"}, scale=RatingScale(0, 1, 0.5))
+    ds = load_csv(
+        path,
+        columns={"user_id": "user", "item_id": "item", "rating": "score"},
+        scale=RatingScale(0, 1, 0.5),
+    )
     assert ds.interactions["timestamp"].tolist() == [0, 1, 2]
     assert ds.items.index.tolist() == [5, 6]
     assert ds.source["format"] == "parquet"
@@ -186,15 +216,25 @@ def test_load_csv_without_timestamp_uses_row_order_and_reads_parquet(tmp_path: P
 def test_load_csv_bad_mapping_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("u,i,r\n1,2,3\n")
-    with pytest.raises(ConfigError, match=re.escape("unknown key 'user'") + ".*Did you mean 'user_id'"):
-        load_csv(path, columns={"user": "u", "item_id": "i", "rating": "r"}, scale=RatingScale(1, 5, 1))
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown key 'user'") + ".*Did you mean 'user_id'"
+    ):
+        load_csv(
+            path, columns={"user": "u", "item_id": "i", "rating": "r"}, scale=RatingScale(1, 5, 1)
+        )
 
 
 def test_load_csv_parquet_bad_values_name_the_row(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet"
     pd.DataFrame({"u": [1, 2, 3], "i": [1, 1, 1], "r": [3.0, None, 9.0]}).to_parquet(path)
-    with pytest.raises(DataError, match=re.escape(f"{path}: row 2, field 'r': empty value (1 more bad row: 3)")):
-        load_csv(path, columns={"user_id": "u", "item_id": "i", "rating": "r"}, scale=RatingScale(1, 5, 1))
+    with pytest.raises(
+        DataError, match=re.escape(f"{path}: row 2, field 'r': empty value (1 more bad row: 3)")
+    ):
+        load_csv(
+            path,
+            columns={"user_id": "u", "item_id": "i", "rating": "r"},
+            scale=RatingScale(1, 5, 1),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,94 +243,159 @@ def test_load_csv_parquet_bad_values_name_the_row(tmp_path: Path) -> None:
 
 def test_missing_field_names_file_line_and_field(tmp_path: Path) -> None:
     folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS[:2], "2\t1\t4", *ML100K_RATINGS[3:]])
-    with pytest.raises(DataError, match=re.escape(f"{folder / 'u.data'}: line 3, field 'timestamp': missing: the line has 3 fields where 4 are expected")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"{folder / 'u.data'}: line 3, field 'timestamp': missing: the line has 3 fields where 4 are expected"
+        ),
+    ):
         load_ml100k(folder)
 
 
 def test_extra_field_is_reported(tmp_path: Path) -> None:
-    folder = write_ml1m(tmp_path, ratings=[*ML1M_RATINGS[:1], "1::2::3::978302109::9", ML1M_RATINGS[2]])
-    with pytest.raises(DataError, match=r"ratings\.dat: line 2, field '#5 \(extra\)': unexpected extra field"):
+    folder = write_ml1m(
+        tmp_path, ratings=[*ML1M_RATINGS[:1], "1::2::3::978302109::9", ML1M_RATINGS[2]]
+    )
+    with pytest.raises(
+        DataError, match=r"ratings\.dat: line 2, field '#5 \(extra\)': unexpected extra field"
+    ):
         load_ml1m(folder)
 
 
 def test_wrong_separator_is_named(tmp_path: Path) -> None:
     folder = write_ml100k(tmp_path, ratings=[r.replace("\t", ",") for r in ML100K_RATINGS])
-    with pytest.raises(DataError, match=r"u\.data: line 1, field 'item_id': missing.*it contains ',': wrong separator\? \(the format uses TAB\).*\(4 more bad lines: 2, 3, 4, 5\)"):
+    with pytest.raises(
+        DataError,
+        match=r"u\.data: line 1, field 'item_id': missing.*it contains ',': wrong separator\? \(the format uses TAB\).*\(4 more bad lines: 2, 3, 4, 5\)",
+    ):
         load_ml100k(folder)
 
 
 def test_wrong_separator_in_csv_header(tmp_path: Path) -> None:
     folder = write_latest_small(tmp_path, ratings=[r.replace(",", ";") for r in LS_RATINGS])
-    with pytest.raises(DataError, match=r"ratings\.csv: line 1 \(header\), field 'userId': column missing.*wrong separator"):
+    with pytest.raises(
+        DataError,
+        match=r"ratings\.csv: line 1 \(header\), field 'userId': column missing.*wrong separator",
+    ):
         load_ml_latest_small(folder)
 
 
 def test_non_numeric_rating(tmp_path: Path) -> None:
-    folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS[:3], "2\t3\tfive\t881250952", ML100K_RATINGS[4]])
+    folder = write_ml100k(
+        tmp_path, ratings=[*ML100K_RATINGS[:3], "2\t3\tfive\t881250952", ML100K_RATINGS[4]]
+    )
     with pytest.raises(DataError, match=r"u\.data: line 4, field 'rating': 'five' is not a number"):
         load_ml100k(folder)
 
 
 def test_non_integer_id(tmp_path: Path) -> None:
     folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS[:4], "3\t4.5\t2\t881250953"])
-    with pytest.raises(DataError, match=r"u\.data: line 5, field 'item_id': 4\.5 is not an integer"):
+    with pytest.raises(
+        DataError, match=r"u\.data: line 5, field 'item_id': 4\.5 is not an integer"
+    ):
         load_ml100k(folder)
 
 
 @pytest.mark.parametrize(("value", "shown"), [("6", "6"), ("0", "0"), ("3.5", "3.5")])
 def test_rating_off_the_integer_scale(tmp_path: Path, value: str, shown: str) -> None:
-    folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS[:1], f"1\t2\t{value}\t881250950", *ML100K_RATINGS[2:]])
-    with pytest.raises(DataError, match=re.escape(f"line 2, field 'rating': {shown} is off the 1-5 scale (step 1)")):
+    folder = write_ml100k(
+        tmp_path, ratings=[*ML100K_RATINGS[:1], f"1\t2\t{value}\t881250950", *ML100K_RATINGS[2:]]
+    )
+    with pytest.raises(
+        DataError, match=re.escape(f"line 2, field 'rating': {shown} is off the 1-5 scale (step 1)")
+    ):
         load_ml100k(folder)
 
 
 def test_rating_off_the_half_star_scale(tmp_path: Path) -> None:
-    folder = write_latest_small(tmp_path, ratings=[*LS_RATINGS[:2], "1,11,3.25,964981247", *LS_RATINGS[3:]])
-    with pytest.raises(DataError, match=re.escape("ratings.csv: line 3, field 'rating': 3.25 is off the 0.5-5 scale (step 0.5)")):
+    folder = write_latest_small(
+        tmp_path, ratings=[*LS_RATINGS[:2], "1,11,3.25,964981247", *LS_RATINGS[3:]]
+    )
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "ratings.csv: line 3, field 'rating': 3.25 is off the 0.5-5 scale (step 0.5)"
+        ),
+    ):
         load_ml_latest_small(folder)
 
 
 def test_missing_column_suggests_the_close_one(tmp_path: Path) -> None:
-    folder = write_latest_small(tmp_path, ratings=["userId,movieId,ratings,timestamp", "1,1,4.0,964982703"])
-    with pytest.raises(DataError, match=r"ratings\.csv: line 1 \(header\), field 'rating': column missing.*Did you mean 'ratings'\?"):
+    folder = write_latest_small(
+        tmp_path, ratings=["userId,movieId,ratings,timestamp", "1,1,4.0,964982703"]
+    )
+    with pytest.raises(
+        DataError,
+        match=r"ratings\.csv: line 1 \(header\), field 'rating': column missing.*Did you mean 'ratings'\?",
+    ):
         load_ml_latest_small(folder)
 
 
 def test_duplicate_pair_names_both_lines(tmp_path: Path) -> None:
     folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS, "1\t2\t4\t881250999"])
-    with pytest.raises(DataError, match=re.escape("u.data: line 6, field 'user_id, item_id': duplicate rating of item 2 by user 1 (first at line 2)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "u.data: line 6, field 'user_id, item_id': duplicate rating of item 2 by user 1 (first at line 2)"
+        ),
+    ):
         load_ml100k(folder)
 
 
 def test_unknown_item_id(tmp_path: Path) -> None:
     folder = write_ml1m(tmp_path, ratings=[*ML1M_RATINGS, "2::99::4::978301968"])
-    with pytest.raises(DataError, match=re.escape("ratings.dat: line 4, field 'item_id': unknown item id 99 (not in movies.dat)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "ratings.dat: line 4, field 'item_id': unknown item id 99 (not in movies.dat)"
+        ),
+    ):
         load_ml1m(folder)
 
 
 def test_bad_genre_flag_in_item_file(tmp_path: Path) -> None:
     items = [*ML100K_ITEMS[:3], ML100K_ITEMS[3].replace("|1|", "|2|", 1)]
     folder = write_ml100k(tmp_path, items=items)
-    with pytest.raises(DataError, match=r"u\.item: line 4, field 'genre flag': genre flag 'unknown' is 2, expected 0 or 1"):
+    with pytest.raises(
+        DataError,
+        match=r"u\.item: line 4, field 'genre flag': genre flag 'unknown' is 2, expected 0 or 1",
+    ):
         load_ml100k(folder)
 
 
 def test_line_numbers_count_blank_lines_and_multiline_quoted_fields(tmp_path: Path) -> None:
-    movies = ["movieId,title,genres", '1,"A film\nwith a two-line title (1990)",Drama', "", "1,Again (1991),Drama"]
-    folder = write_latest_small(tmp_path, movies=movies, ratings=["userId,movieId,rating,timestamp", "1,1,4.0,1"])
-    with pytest.raises(DataError, match=re.escape("movies.csv: line 5, field 'movieId': duplicate id 1 (first at line 2)")):
+    movies = [
+        "movieId,title,genres",
+        '1,"A film\nwith a two-line title (1990)",Drama',
+        "",
+        "1,Again (1991),Drama",
+    ]
+    folder = write_latest_small(
+        tmp_path, movies=movies, ratings=["userId,movieId,rating,timestamp", "1,1,4.0,1"]
+    )
+    with pytest.raises(
+        DataError,
+        match=re.escape("movies.csv: line 5, field 'movieId': duplicate id 1 (first at line 2)"),
+    ):
         load_ml_latest_small(folder)
 
 
 def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     folder = write_latest_small(tmp_path)
-    (folder / "movies.csv").write_bytes(b"movieId,title,genres\n1,Toy Story (1995),A\n2,Caf\xe9 (1990),B\n")
-    with pytest.raises(DataError, match=r"movies\.csv: line 3: byte 0xe9 is not valid UTF-8; pass encoding='latin-1'"):
+    (folder / "movies.csv").write_bytes(
+        b"movieId,title,genres\n1,Toy Story (1995),A\n2,Caf\xe9 (1990),B\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"movies\.csv: line 3: byte 0xe9 is not valid UTF-8; pass encoding='latin-1'",
+    ):
         load_ml_latest_small(folder)
 
 
 def test_missing_file_and_wrong_folder(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="does not hold ml-100k: expected u.data, u.item"):
+    with pytest.raises(
+        DataError, match=re.escape("does not hold ml-100k: expected u.data, u.item")
+    ):
         load_ml100k(tmp_path)
     with pytest.raises(DataError, match="data folder not found"):
         load_ml1m(tmp_path / "nope")
@@ -299,7 +404,9 @@ def test_missing_file_and_wrong_folder(tmp_path: Path) -> None:
 def test_many_bad_lines_are_counted_in_the_message(tmp_path: Path) -> None:
     bad = [f"1\t{i}\t9\t1" for i in range(1, 5)]
     folder = write_ml100k(tmp_path, ratings=[*bad, *ML100K_RATINGS[2:]])
-    with pytest.raises(DataError, match=re.escape("(3 more bad lines: 2, 3, 4)") + ".*skip_bad_rows=True"):
+    with pytest.raises(
+        DataError, match=re.escape("(3 more bad lines: 2, 3, 4)") + ".*skip_bad_rows=True"
+    ):
         load_ml100k(folder)
 
 
@@ -349,13 +456,19 @@ def test_skip_bad_rows_in_the_item_file_reports_and_ratings_then_fail(tmp_path: 
 
 
 def test_load_dataset_unknown_name_suggests() -> None:
-    with pytest.raises(DataError, match=re.escape("unknown dataset 'ml-100'") + ".*Did you mean 'ml-100k'"):
+    with pytest.raises(
+        DataError, match=re.escape("unknown dataset 'ml-100'") + ".*Did you mean 'ml-100k'"
+    ):
         load_dataset("ml-100")
 
 
-def test_load_dataset_not_downloaded_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_dataset_not_downloaded_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECSIM_PERSONAS_CACHE", str(tmp_path))
-    with pytest.raises(DataError, match=re.escape("run `recsim-personas data download ml-1m`") + ".*--data-dir"):
+    with pytest.raises(
+        DataError, match=re.escape("run `recsim-personas data download ml-1m`") + ".*--data-dir"
+    ):
         load_dataset("ml-1m")
 
 
@@ -363,8 +476,8 @@ def test_load_dataset_reads_data_dir_and_enrichment(tmp_path: Path) -> None:
     write_ml100k(tmp_path / "ml-100k")
     enrichment = tmp_path / "details.csv"
     enrichment.write_text(
-        'movie_id,description,director,cast\n'
-        '2,"The Dude\nabides.",[\'Joel Coen\'],"[\'Jeff Bridges\', \'John Goodman\']"\n'
+        "movie_id,description,director,cast\n"
+        "2,\"The Dude\nabides.\",['Joel Coen'],\"['Jeff Bridges', 'John Goodman']\"\n"
         "1,\"It looks like we don't have any Plot Summaries for this title yet.\",['nan'],['nan']\n"
         "999,Not in the dataset,[],[]\n"
     )
@@ -381,7 +494,10 @@ def test_enrichment_duplicate_id_is_an_error(tmp_path: Path) -> None:
     ds = load_ml100k(write_ml100k(tmp_path / "d"))
     path = tmp_path / "e.csv"
     path.write_text("movie_id,description\n1,a\n2,b\n1,c\n")
-    with pytest.raises(DataError, match=re.escape("e.csv: line 4, field 'movie_id': duplicate item id 1 (first at line 2)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape("e.csv: line 4, field 'movie_id': duplicate item id 1 (first at line 2)"),
+    ):
         enrich_items(ds, path)
     with pytest.raises(DataError, match=r"id column missing.*Did you mean 'movie_id'"):
         enrich_items(ds, path, id_column="movieid")
@@ -436,8 +552,12 @@ def test_real_ml100k_enrichment_join(shared_data: Path) -> None:
     ds = load_dataset("ml-100k", shared_data / "ml-100k", enrichment=path)
     # Independent count: rows whose description is not IMDb's "no summary" placeholder.
     raw = pd.read_csv(path)
-    placeholder = raw["description"].str.startswith("It looks like we don't have any Plot Summaries")
-    expected = int((raw["movie_id"].isin(ds.items.index) & ~placeholder & raw["description"].notna()).sum())
+    placeholder = raw["description"].str.startswith(
+        "It looks like we don't have any Plot Summaries"
+    )
+    expected = int(
+        (raw["movie_id"].isin(ds.items.index) & ~placeholder & raw["description"].notna()).sum()
+    )
     got = int(ds.items["description"].notna().sum())
     assert got == expected
     assert 1_400 < got < len(ds.items)
@@ -445,3 +565,58 @@ def test_real_ml100k_enrichment_join(shared_data: Path) -> None:
     assert lebowski["cast"].startswith("Jeff Bridges, John Goodman, Julianne Moore")
     assert not ds.items["cast"].dropna().str.contains(r"\[|'nan'").any()
     assert np.all(ds.items["description"].dropna().map(lambda s: "\n" not in s))
+
+
+def test_stray_quote_inside_a_field_is_read_literally(tmp_path: Path) -> None:
+    movies = ["movieId,title,genres", '1,Foo "bar (1990),Drama', "11,Baz (1991),Comedy"]
+    ratings = ["userId,movieId,rating,timestamp", "1,1,4.0,1", "1,11,3.0,2"]
+    ds = load_ml_latest_small(write_latest_small(tmp_path, movies=movies, ratings=ratings))
+    assert ds.items.loc[1, "title"] == 'Foo "bar'
+    # a real field-count error in a file with quotes still names its line
+    movies.append('12,"Quoted, title (1992)",Drama,extra')
+    (tmp_path / "movies.csv").write_text("\n".join(movies) + "\n")
+    with pytest.raises(
+        DataError, match=r"movies\.csv: line 4, field '#4 \(extra\)': unexpected extra field"
+    ):
+        load_ml_latest_small(tmp_path)
+
+
+def test_id_too_large_for_int64(tmp_path: Path) -> None:
+    folder = write_ml100k(tmp_path, ratings=[*ML100K_RATINGS, "1\t99999999999999999999999\t3\t1"])
+    with pytest.raises(DataError, match=r"line 6, field 'item_id': 1e\+23 does not fit in int64"):
+        load_ml100k(folder)
+
+
+def test_enrichment_from_a_frame(tmp_path: Path) -> None:
+    ds = load_ml100k(write_ml100k(tmp_path))
+    frame = pd.DataFrame({"item_id": [1, 2], "cast": [["A", "B"], "['C']"]})
+    out = enrich_items(ds, frame)
+    assert out.items.loc[[1, 2], "cast"].tolist() == ["A, B", "C"]
+    assert ds.items.loc[1, "cast"] is None  # the input dataset is not modified
+    with pytest.raises(DataError, match="item id 1 appears more than once"):
+        enrich_items(ds, pd.DataFrame({"item_id": [1, 1], "cast": ["A", "B"]}))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_ratings_file(tmp_path: Path, content: str) -> None:
+    folder = write_ml100k(tmp_path)
+    (folder / "u.data").write_text(content)
+    with pytest.raises(DataError, match=r"u\.data: no ratings in the file"):
+        load_ml100k(folder)
+    header_only = write_latest_small(tmp_path / "ls", ratings=["userId,movieId,rating,timestamp"])
+    with pytest.raises(DataError, match=r"ratings\.csv: no ratings in the file"):
+        load_ml_latest_small(header_only)
+
+
+def test_unbalanced_quote_is_reported(tmp_path: Path) -> None:
+    movies = [
+        "movieId,title,genres",
+        "1,Toy Story (1995),Drama",
+        '11,"Never closed (1991),Comedy',
+        "12,Fine (1992),Drama",
+    ]
+    folder = write_latest_small(
+        tmp_path, movies=movies, ratings=["userId,movieId,rating,timestamp", "1,1,4.0,1"]
+    )
+    with pytest.raises(DataError, match=r"movies\.csv: line 3, field 'genres': missing"):
+        load_ml_latest_small(folder)

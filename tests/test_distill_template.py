@@ -180,15 +180,15 @@ def test_batches_are_chronological_and_the_profile_is_refined_per_batch():
 
 
 def test_reflection_revises_the_profile_with_new_evidence():
-    # User 1 dislikes the three Horror films of the first two batches, then loves the two of
-    # batch 3: cumulatively Horror is now neutral (the update has no Horror statement), but the
-    # batch contradicts the earlier profile, so the reflection adds a note.
+    # User 1 dislikes the two Horror films of the first two batches, then loves the two of
+    # batch 3: cumulatively Horror is now about neutral (the update states no Horror lean), but
+    # the batch contradicts the earlier profile, so the reflection adds a note.
     ds = make_dataset(n_users=4)
     items = ds.items
-    horror = [i for i in items.index if items.at[i, "genres"] == ("Horror",)][:5]
-    others = [i for i in items.index if "Horror" not in items.at[i, "genres"]][:25]
-    first = [(h, 2.0) for h in horror[:3]] + [(o, 3.0 + k % 2) for k, o in enumerate(others[:17])]
-    third = [(h, 5.0) for h in horror[3:]] + [(o, 3.0) for o in others[17:25]]
+    horror = [i for i in items.index if items.at[i, "genres"] == ("Horror",)][:4]
+    others = [i for i in items.index if "Horror" not in items.at[i, "genres"]][:26]
+    first = [(h, 2.0) for h in horror[:2]] + [(o, 3.0 + k % 2) for k, o in enumerate(others[:18])]
+    third = [(h, 5.0) for h in horror[2:]] + [(o, 3.0) for o in others[18:26]]
     rows = [(1, int(i), r, k) for k, (i, r) in enumerate(first + third)]
     other_users = ds.interactions[ds.interactions.user_id != 1]
     inter = pd.concat([other_users, pd.DataFrame(rows, columns=other_users.columns)])

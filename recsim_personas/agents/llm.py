@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CPU_AUTO_DTYPE",
-    "DEFAULT_MODEL_NAME",
     "DEFAULT_HUB_ID",
+    "DEFAULT_MODEL_NAME",
     "default_model_dir",
     "load_causal_lm",
     "load_tokenizer",
@@ -118,7 +118,7 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> tor
     if key not in _DTYPES:
         import difflib
 
-        close = difflib.get_close_matches(key, list(_DTYPES) + ["auto"], n=1)
+        close = difflib.get_close_matches(key, [*list(_DTYPES), "auto"], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ModelError(
             f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'.{hint}"

@@ -4,17 +4,23 @@ Model: ``r(u, i) = mu + b_u + b_i + p_u . q_i``. It minimises
 
     sum (r - mu - b_u - b_i - p_u . q_i)^2
         + reg * (sum_u n_u |p_u|^2 + sum_i n_i |q_i|^2)
-        + reg_bias * (sum_u n_u b_u^2 + sum_i n_i b_i^2)
+        + reg_bias * (sum_u b_u^2 + sum_i b_i^2)
 
-(weighted-lambda regularisation, Zhou et al. 2008: each user's and item's penalty grows with its
-number of ratings ``n``, which keeps one ``reg`` right for light and heavy users alike).
+The factors use weighted-lambda regularisation (Zhou et al. 2008: a user's or item's penalty grows
+with its number of ratings ``n``, which keeps one ``reg`` right for light and heavy users); the
+biases a constant, as in :class:`~recsim_personas.baselines.bias.BiasPredictor`, so an item with
+one rating does not get that rating's full offset.
+
+The defaults (20 factors, ``reg=0.2``, ``reg_bias=5``, 15 passes) were chosen on ml-100k with a
+per-user random 80:20 split, seed 0 (RMSE 0.922 against 0.943 for the bias baseline), and checked
+on the temporal paper split, where they stay close to the bias baseline instead of overfitting.
 
 Each half-step solves every user's (then every item's) ``(n_factors + 1)``-dimensional ridge
 problem for ``[b_u, p_u]`` exactly. The per-user normal equations are built for all users at once
 with one sparse-times-dense product (the user-item indicator matrix times each item's outer product
-``[1, q_i] [1, q_i]^T``) and solved in one batched ``numpy.linalg.solve``, so a pass over ml-100k
-takes a few hundredths of a second. Biases start at the regularised bias baseline and factors at
-``N(0, init_std^2)`` from ``seed``: the same seed gives the same model.
+``[1, q_i] [1, q_i]^T``) and solved in one batched ``numpy.linalg.solve``: a full fit on
+ml-100k (15 passes) takes about a second on one core. Biases start at the regularised bias
+baseline and factors at ``N(0, init_std^2)`` from ``seed``: the same seed gives the same model.
 
 Fallbacks (counted in ``fallback_count``): an unknown user gets ``mu + b_i`` (item bias only), an
 unknown item ``mu + b_u``, both unknown the global mean.
@@ -81,8 +87,9 @@ class BiasedMF(BasePredictor):
 
     Args:
         n_factors: Latent dimensions.
-        reg: Weighted-lambda regularisation of the factors.
-        reg_bias: Weighted-lambda regularisation of the biases.
+        reg: Weighted-lambda regularisation of the factors (times each row's rating count);
+            must be positive.
+        reg_bias: Regularisation of the biases (a constant, like the bias baseline's).
         n_iter: ALS passes (each updates all users, then all items).
         init_std: Standard deviation of the initial factors.
         seed: Seed of the initial factors.
@@ -94,7 +101,7 @@ class BiasedMF(BasePredictor):
     def __init__(
         self,
         n_factors: int = 20,
-        reg: float = 0.15,
+        reg: float = 0.2,
         reg_bias: float = 5.0,
         n_iter: int = 15,
         init_std: float = 0.1,
@@ -109,6 +116,8 @@ class BiasedMF(BasePredictor):
         for key, value in (("reg", reg), ("reg_bias", reg_bias), ("init_std", init_std)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 problems.append(f"{key} must be a number >= 0, got {value!r}")
+        if not problems and reg == 0:
+            problems.append("reg must be > 0: it keeps each ALS least-squares problem well-posed")
         if problems:
             raise ConfigError("invalid BiasedMF parameters: " + "; ".join(problems))
         self.n_factors = int(n_factors)

@@ -55,7 +55,7 @@ def _users(text: str) -> int | str:
 
 
 def _bound(text: str) -> int | None:
-    if text.strip().lower() in ("none", "any", "0"):
+    if text.strip().lower() in ("none", "any"):
         return None
     try:
         value = int(text)

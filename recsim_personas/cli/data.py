@@ -37,18 +37,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     dl.add_argument("name", metavar=_NAMES, help="dataset to download")
-    dl.add_argument("--cache-dir", default=None, help="folder to extract into (default: the library cache)")
+    dl.add_argument(
+        "--cache-dir", default=None, help="folder to extract into (default: the library cache)"
+    )
     dl.add_argument("--base-url", default=None, help="mirror holding NAME.zip (default: GroupLens)")
-    dl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server (default 15)")
+    dl.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the server (default 15)"
+    )
     dl.add_argument("--force", action="store_true", help="download again even if the cache has it")
     dl.set_defaults(func=run)
 
     info = actions.add_parser("info", help="load a dataset and print its size, scale and coverage")
     info.add_argument("name", metavar=_NAMES, help="dataset to describe")
-    info.add_argument("--data-dir", default=None, help="folder with the dataset's files (default: embedded / cache)")
-    info.add_argument("--enrichment", default=None, help="item-enrichment table to join (CSV or parquet)")
-    info.add_argument("--skip-bad-rows", action="store_true", help="drop bad rows and report how many")
-    info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    info.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the dataset's files (default: embedded / cache)",
+    )
+    info.add_argument(
+        "--enrichment", default=None, help="item-enrichment table to join (CSV or parquet)"
+    )
+    info.add_argument(
+        "--skip-bad-rows", action="store_true", help="drop bad rows and report how many"
+    )
+    info.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
     info.set_defaults(func=run)
 
     p.set_defaults(func=run, data_parser=p)
@@ -63,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
         from recsim_personas.data.download import download_dataset
 
         folder = download_dataset(
-            args.name, args.cache_dir, base_url=args.base_url, timeout=args.timeout, force=args.force
+            args.name,
+            args.cache_dir,
+            base_url=args.base_url,
+            timeout=args.timeout,
+            force=args.force,
         )
         print(f"{args.name}: {folder}")
         return 0
@@ -73,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from recsim_personas.data.registry import load_dataset
 
-    ds = load_dataset(args.name, args.data_dir, enrichment=args.enrichment, skip_bad_rows=args.skip_bad_rows)
+    ds = load_dataset(
+        args.name, args.data_dir, enrichment=args.enrichment, skip_bad_rows=args.skip_bad_rows
+    )
     items = ds.items
     facts: dict[str, object] = {
         **ds.summary(),
@@ -90,7 +110,11 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in facts)
     for key, value in facts.items():
-        shown = f"{value:,}" if isinstance(value, int) else (f"{value:.5f}" if isinstance(value, float) else value)
+        shown = (
+            f"{value:,}"
+            if isinstance(value, int)
+            else (f"{value:.5f}" if isinstance(value, float) else value)
+        )
         print(f"{key:<{width}}  {shown}")
     for note in ds.report.notes:
         print(f"note: {note}")

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "data",
     "baselines",
+    "memory",
 )
 
 

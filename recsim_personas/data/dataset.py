@@ -194,7 +194,9 @@ class RatingDataset:
 
 # "Toy Story (1995)", "Hyena Road (2015) ", "Death Note: Desu nôto (2006–2007)" and the one ml-100k
 # title with a trailing video marker, "Land Before Time III: ... (1995) (V)".
-_TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)(?P<tag>\s*\((?:V|TV)\))?\s*$")
+_TITLE_YEAR = re.compile(
+    r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)(?P<tag>\s*\((?:V|TV)\))?\s*$"
+)
 
 
 def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -248,7 +250,9 @@ def make_items_frame(
     frame["year"] = (
         pd.array([pd.NA] * n, dtype="Int64")
         if years is None
-        else pd.array(pd.to_numeric(pd.Series(list(years), dtype=object), errors="coerce"), dtype="Int64")
+        else pd.array(
+            pd.to_numeric(pd.Series(list(years), dtype=object), errors="coerce"), dtype="Int64"
+        )
     )
     frame["genres"] = pd.Series([tuple(g) for g in genres], index=index, dtype=object)
     for column in ITEM_TEXT_COLUMNS:

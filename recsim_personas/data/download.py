@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.request
@@ -103,10 +102,14 @@ def downloads_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def cached_dataset_dir(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The extracted folder of ``name`` if a complete download is in the cache, else ``None``."""
+    """The extracted folder of ``name`` if the cache holds all its files, else ``None``.
+
+    A folder the downloader made also holds ``.recsim-complete`` (URL and sha256); one a user
+    extracted there by hand counts too, as long as every expected file is present.
+    """
     spec = _spec(name)
     folder = downloads_dir(cache_dir) / spec.name
-    if (folder / _COMPLETE).is_file() and all((folder / f).is_file() for f in spec.files):
+    if all((folder / f).is_file() for f in spec.files):
         return folder
     return None
 
@@ -129,11 +132,13 @@ def _offline_message(url: str, reason: object) -> str:
     )
 
 
-def _fetch(url: str, dest: Path, timeout: float, expected_size: int, progress: bool, label: str) -> str:
+def _fetch(
+    url: str, dest: Path, timeout: float, expected_size: int, progress: bool, label: str
+) -> str:
     """Stream ``url`` into ``dest``; return the sha256 of what was written."""
     digest = hashlib.sha256()
     try:
-        response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - https/http only, checked
+        response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise DataError(
             f"{url} answered HTTP {exc.code} {exc.reason}; check the URL (or {DATA_URL_ENV}) and retry"
@@ -153,8 +158,10 @@ def _fetch(url: str, dest: Path, timeout: float, expected_size: int, progress: b
                 while True:
                     try:
                         chunk = response.read(_CHUNK)
-                    except (OSError, socket.timeout) as exc:
-                        raise DataError(_offline_message(url, f"connection lost during download ({exc})")) from None
+                    except (TimeoutError, OSError) as exc:
+                        raise DataError(
+                            _offline_message(url, f"connection lost during download ({exc})")
+                        ) from None
                     if not chunk:
                         break
                     out.write(chunk)
@@ -175,7 +182,9 @@ def _safe_extract(archive: Path, into: Path) -> None:
             for member in zf.infolist():
                 target = (root / member.filename).resolve()
                 if root != target and root not in target.parents:
-                    raise DataError(f"{archive.name}: member {member.filename!r} would extract outside the folder; refusing")
+                    raise DataError(
+                        f"{archive.name}: member {member.filename!r} would extract outside the folder; refusing"
+                    )
             zf.extractall(root)
     except zipfile.BadZipFile as exc:
         raise DataError(f"{archive.name} is not a valid zip archive ({exc})") from None
@@ -221,7 +230,9 @@ def download_dataset(
             return cached
     base = (base_url or os.environ.get(DATA_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     if not base.startswith(("https://", "http://")):
-        raise DataError(f"base URL {base!r} must start with https:// or http:// (from base_url or ${DATA_URL_ENV})")
+        raise DataError(
+            f"base URL {base!r} must start with https:// or http:// (from base_url or ${DATA_URL_ENV})"
+        )
     url = f"{base}/{spec.filename}"
     expected = (sha256 or spec.sha256).lower()
     root.mkdir(parents=True, exist_ok=True)

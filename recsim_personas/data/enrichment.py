@@ -95,7 +95,11 @@ def load_enrichment(
         header = _header_names(path, sep, encoding)
         if id_column not in header:
             close = difflib.get_close_matches(id_column, header, n=1)
-            hint = f" Did you mean {close[0]!r}? (pass id_column=...)" if close else " (pass id_column=...)"
+            hint = (
+                f" Did you mean {close[0]!r}? (pass id_column=...)"
+                if close
+                else " (pass id_column=...)"
+            )
             raise DataError(
                 f"{path}: line 1 (header), field {id_column!r}: id column missing; the header has "
                 f"{', '.join(map(repr, header))}.{hint}"
@@ -110,7 +114,9 @@ def load_enrichment(
         if key not in ITEM_TEXT_COLUMNS:
             close = difflib.get_close_matches(key, ITEM_TEXT_COLUMNS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"enrichment columns: unknown key {key!r}; expected {', '.join(ITEM_TEXT_COLUMNS)}.{hint}")
+            raise ConfigError(
+                f"enrichment columns: unknown key {key!r}; expected {', '.join(ITEM_TEXT_COLUMNS)}.{hint}"
+            )
     kinds = {id_column: "int", **{v: "str" for v in columns.values()}}
     table = read_file_table(path, columns=kinds, sep=sep, encoding=encoding)
     ids = table.frame[id_column]
@@ -118,13 +124,21 @@ def load_enrichment(
     dup = ids.notna().to_numpy() & ~first_mask
     if dup.any():
         first = dict(zip(ids[first_mask].tolist(), table.lines[first_mask].tolist(), strict=True))
-        table.flag(dup, id_column, lambda pos: f"duplicate item id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})")
+        table.flag(
+            dup,
+            id_column,
+            lambda pos: (
+                f"duplicate item id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})"
+            ),
+        )
     table.int_columns = (id_column,)
     frame = table.resolve(skip_bad_rows=skip_bad_rows, report=report)
     out = pd.DataFrame(index=pd.Index(frame[id_column].to_numpy(np.int64), name="item_id"))
     for key in ITEM_TEXT_COLUMNS:
         if key in columns:
-            out[key] = pd.Series([clean_text(v) for v in frame[columns[key]]], index=out.index, dtype=object)
+            out[key] = pd.Series(
+                [clean_text(v) for v in frame[columns[key]]], index=out.index, dtype=object
+            )
         else:
             out[key] = pd.Series([None] * len(out), index=out.index, dtype=object)
     return out
@@ -176,16 +190,29 @@ def enrich_items(
         how many items matched and how many got each field.
     """
     report = dataclasses.replace(
-        dataset.report, skipped=dict(dataset.report.skipped), examples=list(dataset.report.examples),
+        dataset.report,
+        skipped=dict(dataset.report.skipped),
+        examples=list(dataset.report.examples),
         notes=list(dataset.report.notes),
     )
     if isinstance(enrichment, pd.DataFrame):
         table = enrichment.copy()
+        if "item_id" in table.columns:
+            table = table.set_index("item_id")
+        if table.index.has_duplicates:
+            dup = table.index[table.index.duplicated()][0]
+            raise DataError(f"enrichment frame: item id {dup} appears more than once")
         for key in ITEM_TEXT_COLUMNS:
             table[key] = [clean_text(v) for v in table[key]] if key in table else None
         label = "<frame>"
     else:
-        table = load_enrichment(enrichment, id_column=id_column, columns=columns, skip_bad_rows=skip_bad_rows, report=report)
+        table = load_enrichment(
+            enrichment,
+            id_column=id_column,
+            columns=columns,
+            skip_bad_rows=skip_bad_rows,
+            report=report,
+        )
         label = str(enrichment)
     items = dataset.items.copy()
     matched = table.index.isin(items.index)

@@ -20,17 +20,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsim_personas.data.dataset import LoadReport, RatingDataset, RatingScale, make_items_frame, split_title_year
+from recsim_personas.data.dataset import (
+    LoadReport,
+    RatingDataset,
+    RatingScale,
+    make_items_frame,
+    split_title_year,
+)
 from recsim_personas.data.tabular import Table, check_interactions, finish_interactions, read_table
 from recsim_personas.errors import DataError
 
 __all__ = [
+    "HALF_STAR_SCALE",
     "ML1M_AGE_GROUPS",
     "ML1M_OCCUPATIONS",
     "ML100K_GENRES",
     "MOVIELENS_FILES",
     "STAR_SCALE",
-    "HALF_STAR_SCALE",
     "embedded_ml_latest_small",
     "load_ml1m",
     "load_ml100k",
@@ -52,24 +58,62 @@ MOVIELENS_FILES: dict[str, tuple[str, ...]] = {
 
 #: ml-100k genre names in flag order, used only when ``u.genre`` is absent (from its README).
 ML100K_GENRES: tuple[str, ...] = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 # Markers that mean "no genre"; an item with only these gets an empty genres tuple.
 _NO_GENRE = {"unknown", "(no genres listed)"}
 
 #: ML-1M ``users.dat`` age codes -> range (from the ML-1M README).
 ML1M_AGE_GROUPS: dict[int, str] = {
-    1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+",
+    1: "Under 18",
+    18: "18-24",
+    25: "25-34",
+    35: "35-44",
+    45: "45-49",
+    50: "50-55",
+    56: "56+",
 }
 #: ML-1M ``users.dat`` occupation codes -> name (from the ML-1M README).
 ML1M_OCCUPATIONS: dict[int, str] = {
-    0: "other", 1: "academic/educator", 2: "artist", 3: "clerical/admin", 4: "college/grad student",
-    5: "customer service", 6: "doctor/health care", 7: "executive/managerial", 8: "farmer",
-    9: "homemaker", 10: "K-12 student", 11: "lawyer", 12: "programmer", 13: "retired",
-    14: "sales/marketing", 15: "scientist", 16: "self-employed", 17: "technician/engineer",
-    18: "tradesman/craftsman", 19: "unemployed", 20: "writer",
+    0: "other",
+    1: "academic/educator",
+    2: "artist",
+    3: "clerical/admin",
+    4: "college/grad student",
+    5: "customer service",
+    6: "doctor/health care",
+    7: "executive/managerial",
+    8: "farmer",
+    9: "homemaker",
+    10: "K-12 student",
+    11: "lawyer",
+    12: "programmer",
+    13: "retired",
+    14: "sales/marketing",
+    15: "scientist",
+    16: "self-employed",
+    17: "technician/engineer",
+    18: "tradesman/craftsman",
+    19: "unemployed",
+    20: "writer",
 }
 
 _RATING_NAMES = ("user_id", "item_id", "rating", "timestamp")
@@ -102,7 +146,8 @@ def _check_unique_ids(table: Table, column: str, file_column: str | None = None)
     if dup.any():
         first = dict(zip(ids[first_mask].tolist(), table.lines[first_mask].tolist(), strict=True))
         table.flag(
-            dup, file_column or column,
+            dup,
+            file_column or column,
             lambda pos: f"duplicate id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})",
         )
 
@@ -116,14 +161,18 @@ def _genre_tuples(lists: pd.Series) -> list[tuple[str, ...]]:
 
 
 def _users_index_only(interactions: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(index=pd.Index(np.unique(interactions["user_id"].to_numpy()), name="user_id"))
+    return pd.DataFrame(
+        index=pd.Index(np.unique(interactions["user_id"].to_numpy()), name="user_id")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # ml-latest-small
 
 
-def load_ml_latest_small(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> RatingDataset:
+def load_ml_latest_small(
+    path: str | os.PathLike[str], *, skip_bad_rows: bool = False
+) -> RatingDataset:
     """Load GroupLens ml-latest-small from its CSV files.
 
     Args:
@@ -140,7 +189,9 @@ def load_ml_latest_small(path: str | os.PathLike[str], *, skip_bad_rows: bool = 
     folder = resolve_data_dir(path, "ml-latest-small")
     report = LoadReport()
     movies = read_table(
-        folder / "movies.csv", sep=",", quoted=True,
+        folder / "movies.csv",
+        sep=",",
+        quoted=True,
         columns={"movieId": "int", "title": "str", "genres": "str"},
     )
     _check_unique_ids(movies, "movieId")
@@ -150,31 +201,55 @@ def load_ml_latest_small(path: str | os.PathLike[str], *, skip_bad_rows: bool = 
     extra: dict[str, object] = {}
     links_path = folder / "links.csv"
     if links_path.is_file():
-        links = read_table(links_path, sep=",", quoted=True, columns={"movieId": "int", "imdbId": "str", "tmdbId": "str"})
+        links = read_table(
+            links_path,
+            sep=",",
+            quoted=True,
+            columns={"movieId": "int", "imdbId": "str", "tmdbId": "str"},
+        )
         _check_unique_ids(links, "movieId")
         lframe = links.resolve(skip_bad_rows=skip_bad_rows, report=report).set_index("movieId")
         lframe = lframe.reindex(mframe["movieId"].to_numpy())
-        extra["imdb_id"] = lframe["imdbId"].where(lframe["imdbId"].notna() & (lframe["imdbId"] != ""), None).tolist()
+        extra["imdb_id"] = (
+            lframe["imdbId"]
+            .where(lframe["imdbId"].notna() & (lframe["imdbId"] != ""), None)
+            .tolist()
+        )
         tmdb = pd.to_numeric(lframe["tmdbId"].replace("", None), errors="coerce").astype("Int64")
         extra["tmdb_id"] = tmdb.tolist()
     items = make_items_frame(mframe["movieId"], title, genres, year, **extra)
 
     ratings = read_table(
-        folder / "ratings.csv", sep=",", quoted=True,
+        folder / "ratings.csv",
+        sep=",",
+        quoted=True,
         columns={"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"},
     )
     ratings.frame.columns = list(_RATING_NAMES)
     check_interactions(
-        ratings, HALF_STAR_SCALE,
-        fields={"user_id": "userId", "item_id": "movieId", "rating": "rating", "timestamp": "timestamp"},
-        item_ids=items.index, item_file="movies.csv",
+        ratings,
+        HALF_STAR_SCALE,
+        fields={
+            "user_id": "userId",
+            "item_id": "movieId",
+            "rating": "rating",
+            "timestamp": "timestamp",
+        },
+        item_ids=items.index,
+        item_file="movies.csv",
     )
     ratings.int_columns = ("user_id", "item_id", "timestamp")
-    interactions = finish_interactions(ratings.resolve(skip_bad_rows=skip_bad_rows, report=report))
+    interactions = finish_interactions(
+        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
+    )
     return RatingDataset(
-        name="ml-latest-small", interactions=interactions, items=items,
-        users=_users_index_only(interactions), scale=HALF_STAR_SCALE,
-        source={"path": str(folder), "format": "ml-latest-small"}, report=report,
+        name="ml-latest-small",
+        interactions=interactions,
+        items=items,
+        users=_users_index_only(interactions),
+        scale=HALF_STAR_SCALE,
+        source={"path": str(folder), "format": "ml-latest-small"},
+        report=report,
     )
 
 
@@ -183,7 +258,10 @@ def embedded_ml_latest_small(*, skip_bad_rows: bool = False) -> RatingDataset:
     ref = resources.files("recsim_personas.data").joinpath("ml_latest_small")
     with resources.as_file(ref) as folder:
         dataset = load_ml_latest_small(folder, skip_bad_rows=skip_bad_rows)
-    dataset.source = {"path": "embedded:recsim_personas/data/ml_latest_small", "format": "ml-latest-small"}
+    dataset.source = {
+        "path": "embedded:recsim_personas/data/ml_latest_small",
+        "format": "ml-latest-small",
+    }
     return dataset
 
 
@@ -195,7 +273,9 @@ def _ml100k_genres(folder: Path, skip_bad_rows: bool, report: LoadReport) -> lis
     path = folder / "u.genre"
     if not path.is_file():
         return list(ML100K_GENRES)
-    table = read_table(path, sep="|", names=("genre", "index"), columns={"genre": "str", "index": "int"})
+    table = read_table(
+        path, sep="|", names=("genre", "index"), columns={"genre": "str", "index": "int"}
+    )
     _check_unique_ids(table, "index")
     frame = table.resolve(skip_bad_rows=skip_bad_rows, report=report).sort_values("index")
     expected = np.arange(len(frame))
@@ -228,7 +308,9 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
     item_names = ("item_id", "title", "release_date", "video_release_date", "imdb_url", *flag_cols)
     item_kinds = {"item_id": "int", "title": "str", "release_date": "str", "imdb_url": "str"}
     item_kinds.update(dict.fromkeys(flag_cols, "int"))
-    items_t = read_table(folder / "u.item", sep="|", names=item_names, columns=item_kinds, encoding="latin-1")
+    items_t = read_table(
+        folder / "u.item", sep="|", names=item_names, columns=item_kinds, encoding="latin-1"
+    )
     _check_unique_ids(items_t, "item_id")
     flags = items_t.frame[flag_cols].to_numpy(dtype=np.float64)
     bad_flag = ~np.isin(flags, (0.0, 1.0)) & ~np.isnan(flags)
@@ -236,8 +318,11 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
         rows = bad_flag.any(axis=1)
         first_col = bad_flag.argmax(axis=1)
         items_t.flag(
-            rows, "genre flag",
-            lambda pos: f"genre flag {flag_cols[first_col[pos]][6:]!r} is {flags[pos, first_col[pos]]:g}, expected 0 or 1",
+            rows,
+            "genre flag",
+            lambda pos: (
+                f"genre flag {flag_cols[first_col[pos]][6:]!r} is {flags[pos, first_col[pos]]:g}, expected 0 or 1"
+            ),
         )
     iframe = items_t.resolve(skip_bad_rows=skip_bad_rows, report=report)
     title, year = split_title_year(iframe["title"])
@@ -245,14 +330,25 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
     names = np.asarray(genre_names, dtype=object)
     genres = _genre_tuples(pd.Series([tuple(names[row]) for row in flag_matrix], dtype=object))
     items = make_items_frame(
-        iframe["item_id"], title, genres, year,
+        iframe["item_id"],
+        title,
+        genres,
+        year,
         release_date=iframe["release_date"].where(iframe["release_date"] != "", None),
         imdb_url=iframe["imdb_url"].where(iframe["imdb_url"] != "", None),
     )
 
     users_t = read_table(
-        folder / "u.user", sep="|", names=("user_id", "age", "gender", "occupation", "zip_code"),
-        columns={"user_id": "int", "age": "int", "gender": "str", "occupation": "str", "zip_code": "str"},
+        folder / "u.user",
+        sep="|",
+        names=("user_id", "age", "gender", "occupation", "zip_code"),
+        columns={
+            "user_id": "int",
+            "age": "int",
+            "gender": "str",
+            "occupation": "str",
+            "zip_code": "str",
+        },
         encoding="latin-1",
     )
     _check_unique_ids(users_t, "user_id")
@@ -261,13 +357,24 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
 
     ratings = read_table(folder / "u.data", sep="\t", names=_RATING_NAMES, columns=_RATING_KINDS)
     check_interactions(
-        ratings, STAR_SCALE, item_ids=items.index, item_file="u.item",
-        user_ids=users.index, user_file="u.user",
+        ratings,
+        STAR_SCALE,
+        item_ids=items.index,
+        item_file="u.item",
+        user_ids=users.index,
+        user_file="u.user",
     )
-    interactions = finish_interactions(ratings.resolve(skip_bad_rows=skip_bad_rows, report=report))
+    interactions = finish_interactions(
+        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
+    )
     return RatingDataset(
-        name="ml-100k", interactions=interactions, items=items, users=users, scale=STAR_SCALE,
-        source={"path": str(folder), "format": "ml-100k"}, report=report,
+        name="ml-100k",
+        interactions=interactions,
+        items=items,
+        users=users,
+        scale=STAR_SCALE,
+        source={"path": str(folder), "format": "ml-100k"},
+        report=report,
     )
 
 
@@ -295,28 +402,43 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
     folder = resolve_data_dir(path, "ml-1m")
     report = LoadReport()
     movies = read_table(
-        folder / "movies.dat", sep="::", names=("item_id", "title", "genres"),
-        columns={"item_id": "int", "title": "str", "genres": "str"}, encoding="latin-1",
+        folder / "movies.dat",
+        sep="::",
+        names=("item_id", "title", "genres"),
+        columns={"item_id": "int", "title": "str", "genres": "str"},
+        encoding="latin-1",
     )
     _check_unique_ids(movies, "item_id")
     mframe = movies.resolve(skip_bad_rows=skip_bad_rows, report=report)
     title, year = split_title_year(mframe["title"])
-    items = make_items_frame(mframe["item_id"], title, _genre_tuples(mframe["genres"].fillna("").str.split("|")), year)
+    items = make_items_frame(
+        mframe["item_id"], title, _genre_tuples(mframe["genres"].fillna("").str.split("|")), year
+    )
 
     users_t = read_table(
-        folder / "users.dat", sep="::", names=("user_id", "gender", "age", "occupation", "zip_code"),
-        columns={"user_id": "int", "gender": "str", "age": "int", "occupation": "int", "zip_code": "str"},
+        folder / "users.dat",
+        sep="::",
+        names=("user_id", "gender", "age", "occupation", "zip_code"),
+        columns={
+            "user_id": "int",
+            "gender": "str",
+            "age": "int",
+            "occupation": "int",
+            "zip_code": "str",
+        },
         encoding="latin-1",
     )
     _check_unique_ids(users_t, "user_id")
     age = users_t.frame["age"]
     users_t.flag(
-        age.notna().to_numpy() & ~age.isin(list(ML1M_AGE_GROUPS)).to_numpy(), "age",
+        age.notna().to_numpy() & ~age.isin(list(ML1M_AGE_GROUPS)).to_numpy(),
+        "age",
         lambda pos: f"age code {age.iloc[pos]:g} is not one of {sorted(ML1M_AGE_GROUPS)}",
     )
     occ = users_t.frame["occupation"]
     users_t.flag(
-        occ.notna().to_numpy() & ~occ.isin(list(ML1M_OCCUPATIONS)).to_numpy(), "occupation",
+        occ.notna().to_numpy() & ~occ.isin(list(ML1M_OCCUPATIONS)).to_numpy(),
+        "occupation",
         lambda pos: f"occupation code {occ.iloc[pos]:g} is not in 0-20",
     )
     users_t.int_columns = ("user_id", "age", "occupation")
@@ -332,13 +454,26 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
         index=pd.Index(uframe["user_id"].to_numpy(), name="user_id"),
     )
 
-    ratings = read_table(folder / "ratings.dat", sep="::", names=_RATING_NAMES, columns=_RATING_KINDS)
-    check_interactions(
-        ratings, STAR_SCALE, item_ids=items.index, item_file="movies.dat",
-        user_ids=users.index, user_file="users.dat",
+    ratings = read_table(
+        folder / "ratings.dat", sep="::", names=_RATING_NAMES, columns=_RATING_KINDS
     )
-    interactions = finish_interactions(ratings.resolve(skip_bad_rows=skip_bad_rows, report=report))
+    check_interactions(
+        ratings,
+        STAR_SCALE,
+        item_ids=items.index,
+        item_file="movies.dat",
+        user_ids=users.index,
+        user_file="users.dat",
+    )
+    interactions = finish_interactions(
+        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
+    )
     return RatingDataset(
-        name="ml-1m", interactions=interactions, items=items, users=users, scale=STAR_SCALE,
-        source={"path": str(folder), "format": "ml-1m"}, report=report,
+        name="ml-1m",
+        interactions=interactions,
+        items=items,
+        users=users,
+        scale=STAR_SCALE,
+        source={"path": str(folder), "format": "ml-1m"},
+        report=report,
     )

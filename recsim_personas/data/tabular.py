@@ -175,7 +175,10 @@ class Table:
             if report is not None:
                 report.add_skipped(self.path.name, n_bad, examples)
             logger.warning(
-                "skipped %d bad %ss in %s (first: %s)", n_bad, self.problems.unit, self.path,
+                "skipped %d bad %ss in %s (first: %s)",
+                n_bad,
+                self.problems.unit,
+                self.path,
                 examples[0] if examples else "?",
             )
             if frame.empty:
@@ -214,7 +217,11 @@ def _scan_records(arr: np.ndarray, sep: int, quoted: bool) -> _Scan:
             # (an escaped quote "" adds two, so parity still tells inside from outside).
             terminators = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
             seps = seps[np.searchsorted(quotes, seps) % 2 == 0]
-    starts = np.concatenate(([0], terminators[:-1] + 1)).astype(np.int64)
+    if arr.size and (not terminators.size or terminators[-1] != arr.size - 1):
+        # An unbalanced quote swallowed the final newlines: the rest is one (bad) record.
+        terminators = np.append(terminators, arr.size - 1)
+    # The buffer ends with a newline (or is empty), so records end exactly at the terminators.
+    starts = np.concatenate(([0], terminators[:-1] + 1)).astype(np.int64)[: len(terminators)]
     ends = terminators.astype(np.int64)
     n_fields = np.searchsorted(seps, ends) - np.searchsorted(seps, starts) + 1
     lines = np.searchsorted(newlines, starts) + 1
@@ -262,6 +269,22 @@ def _wrong_sep_hint(text: str, sep: str) -> str:
     return ""
 
 
+def _field_count_problem(
+    n: int, expected: int, field_names: Sequence[str], sep: str, text: str
+) -> str:
+    what = "missing" if n < expected else "unexpected extra field"
+    hint = _wrong_sep_hint(text, sep) if n == 1 else ""
+    return (
+        f"{what}: the line has {n} field{'s' if n != 1 else ''} where {expected} are expected "
+        f"({', '.join(field_names)}; separator {_show_sep(sep)}){hint}: {_short(text, 60)}"
+    )
+
+
+def _field_count_name(n: int, expected: int, field_names: Sequence[str]) -> str:
+    """The field a line with ``n`` of ``expected`` fields gets wrong: the first missing, or the extra."""
+    return field_names[n] if n < expected else f"#{expected + 1} (extra)"
+
+
 def read_table(
     path: str | os.PathLike[str],
     *,
@@ -294,7 +317,9 @@ def read_table(
     buf = _read_bytes(path, encoding)
     if len(sep.encode(encoding)) > 1:
         if _UNIT_SEP in buf:
-            raise DataError(f"{path}: contains the control byte 0x1f; it is not a {sep!r}-separated text file")
+            raise DataError(
+                f"{path}: contains the control byte 0x1f; it is not a {sep!r}-separated text file"
+            )
         buf = buf.replace(sep.encode(encoding), _UNIT_SEP)
         parse_sep = _UNIT_SEP.decode()
     else:
@@ -306,7 +331,9 @@ def read_table(
 
     if names is None:
         if not len(scan.starts) or blank[0]:
-            raise DataError(f"{path}: line 1 is empty; expected a header naming the columns ({', '.join(columns)})")
+            raise DataError(
+                f"{path}: line 1 is empty; expected a header naming the columns ({', '.join(columns)})"
+            )
         header_text = _line_text(buf, int(scan.starts[0]), int(scan.ends[0]), encoding)
         header = _split_header(header_text, parse_sep)
         header_text = header_text.replace(parse_sep, sep)
@@ -331,27 +358,31 @@ def read_table(
 
     body = np.arange(len(scan.starts)) >= first_record
     wrong = body & ~blank & (scan.n_fields != expected)
+    if wrong.any() and quoted and _QUOTE in arr:
+        # Quote parity can misjudge quotes that do not open a field (`Foo "bar,Drama`), which
+        # pandas and the csv module read literally: let the csv module, the authority on quoting,
+        # decide (only on this error path).
+        return _read_table_python(
+            path, buf, sep=parse_sep, columns=columns, names=names, encoding=encoding
+        )
     if wrong.any():
         idx = np.flatnonzero(wrong)
 
         def reason(k: int, idx: np.ndarray = idx) -> str:
             i = int(idx[k])
-            n = int(scan.n_fields[i])
             text = _line_text(buf, int(scan.starts[i]), int(scan.ends[i]), encoding)
             if parse_sep != sep:
                 text = text.replace(parse_sep, sep)
-            what = "missing" if n < expected else "unexpected extra field"
-            hint = _wrong_sep_hint(text, sep) if n == 1 else ""
-            return (
-                f"{what}: the line has {n} field{'s' if n != 1 else ''} where {expected} are expected "
-                f"({', '.join(field_names)}; separator {_show_sep(sep)}){hint}: {_short(text, 60)}"
-            )
+            return _field_count_problem(int(scan.n_fields[i]), expected, field_names, sep, text)
 
         # One flag per distinct field count, so each names the first missing (or extra) field.
         for n in np.unique(scan.n_fields[idx]):
             sub = np.flatnonzero(scan.n_fields[idx] == n)
-            bad_field = field_names[int(n)] if n < expected else f"#{expected + 1} (extra)"
-            problems.add(scan.lines[idx[sub]], bad_field, lambda k, sub=sub: reason(int(sub[k])))
+            problems.add(
+                scan.lines[idx[sub]],
+                _field_count_name(int(n), expected, field_names),
+                lambda k, sub=sub: reason(int(sub[k])),
+            )
 
     keep = body & ~blank & ~wrong
     header_keep = ~body  # the header record (if any) stays in the parsed bytes
@@ -365,22 +396,26 @@ def read_table(
         data = arr[mask].tobytes()
     row_lines = scan.lines[keep]
 
-    if names is None:
-        usecols = list(columns)
-        read_names = None
-    else:
-        usecols = list(columns)
-        read_names = field_names
-
     frame = _parse_columns(
-        data, path=path, sep=parse_sep, names=read_names, usecols=usecols, kinds=columns,
-        encoding=encoding, quoted=quoted, n_rows=int(keep.sum()),
+        data,
+        path=path,
+        sep=parse_sep,
+        names=None if names is None else field_names,
+        usecols=list(columns),
+        kinds=columns,
+        encoding=encoding,
+        quoted=quoted,
+        n_rows=int(keep.sum()),
     )
     if frame is None:
         # Quote parity and pandas disagree (quotes that do not follow RFC 4180): re-read with the
         # csv module, which treats quotes the way pandas' parser does.
-        return _read_table_python(path, buf, sep=sep, columns=columns, names=names, encoding=encoding)
-    table = Table(path, frame, row_lines, problems, tuple(c for c, k in columns.items() if k == "int"))
+        return _read_table_python(
+            path, buf, sep=parse_sep, columns=columns, names=names, encoding=encoding
+        )
+    table = Table(
+        path, frame, row_lines, problems, tuple(c for c, k in columns.items() if k == "int")
+    )
     _flag_numeric(table, columns)
     return table
 
@@ -417,6 +452,10 @@ def _parse_columns(
     n_rows: int,
 ) -> pd.DataFrame | None:
     """Parse the kept records; numeric columns that fail get a raw-text twin for messages."""
+    if n_rows == 0:
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if kinds[c] == "str" else np.float64) for c in usecols}
+        )
     kw = _read_csv_kwargs(sep, names, encoding, quoted)
     dtypes = {c: {"int": "int64", "float": "float64", "str": object}[kinds[c]] for c in usecols}
     try:
@@ -435,9 +474,13 @@ def _parse_columns(
                 if kinds[column] == "str":
                     continue
                 try:
-                    col = pd.read_csv(io.BytesIO(data), usecols=[column], dtype={column: dtypes[column]}, **kw)[column]
+                    col = pd.read_csv(
+                        io.BytesIO(data), usecols=[column], dtype={column: dtypes[column]}, **kw
+                    )[column]
                 except (ValueError, OverflowError):
-                    raw = pd.read_csv(io.BytesIO(data), usecols=[column], dtype=object, **kw)[column]
+                    raw = pd.read_csv(io.BytesIO(data), usecols=[column], dtype=object, **kw)[
+                        column
+                    ]
                     col = pd.to_numeric(raw.str.strip(), errors="coerce").astype(np.float64)
                     frame[_RAW + column] = raw.to_numpy()
                 frame[column] = col.to_numpy()
@@ -478,6 +521,8 @@ def _flag_numeric(table: Table, kinds: Mapping[str, ColumnKind]) -> None:
             frac = np.isfinite(v) & (v != np.round(v))
             inf = np.isinf(v)
             table.flag(frac | inf, column, lambda pos, v=v: f"{float(v[pos]):g} is not an integer")
+            huge = np.isfinite(v) & (np.abs(v) >= 2.0**63)
+            table.flag(huge, column, lambda pos, v=v: f"{float(v[pos]):g} does not fit in int64")
 
 
 def _read_table_python(
@@ -505,11 +550,14 @@ def _read_table_python(
             header = [c.strip() for c in record]
             continue
         if len(record) != len(header):
-            n, expected = len(record), len(header)
+            n, expected, names_ = len(record), len(header), header
+            raw_text = sep.join(record)
             problems.add(
                 np.array([start]),
-                header[min(n, expected - 1)] if n < expected else f"#{expected + 1}",
-                lambda k, n=n, expected=expected: f"the line has {n} fields where {expected} are expected",
+                _field_count_name(n, expected, names_),
+                lambda k, n=n, e=expected, f=names_, t=raw_text: _field_count_problem(
+                    n, e, f, sep, t
+                ),
             )
             continue
         rows.append(record)
@@ -517,16 +565,26 @@ def _read_table_python(
     header = header or []
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataError(f"{path}: line 1 (header), field {missing[0]!r}: column missing")
+        raise DataError(
+            f"{path}: line 1 (header), field {missing[0]!r}: column missing; the header has "
+            f"{', '.join(map(repr, header))}"
+        )
     positions = [header.index(c) for c in columns]
-    frame = pd.DataFrame({c: [r[i] for r in rows] for c, i in zip(columns, positions, strict=True)}, dtype=object)
+    frame = pd.DataFrame(
+        {c: [r[i] for r in rows] for c, i in zip(columns, positions, strict=True)}, dtype=object
+    )
     for column, kind in columns.items():
         if kind != "str":
             raw = frame[column]
             frame[_RAW + column] = raw
             frame[column] = pd.to_numeric(raw.str.strip(), errors="coerce").astype(np.float64)
-    table = Table(path, frame, np.asarray(lines, dtype=np.int64), problems,
-                  tuple(c for c, k in columns.items() if k == "int"))
+    table = Table(
+        path,
+        frame,
+        np.asarray(lines, dtype=np.int64),
+        problems,
+        tuple(c for c, k in columns.items() if k == "int"),
+    )
     _flag_numeric(table, columns)
     return table
 
@@ -557,7 +615,9 @@ def _read_parquet(path: Path, columns: Mapping[str, ColumnKind]) -> Table:
         if frame[column].dtype.kind not in "iuf":
             raw = frame[column].astype(object)
             frame[_RAW + column] = raw
-            frame[column] = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").astype(np.float64)
+            frame[column] = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").astype(
+                np.float64
+            )
             frame.loc[raw.isna().to_numpy(), column] = np.nan
         elif frame[column].isna().any():
             frame[_RAW + column] = frame[column].astype(object).where(frame[column].notna(), None)
@@ -602,22 +662,31 @@ def check_interactions(
     off = finite & ~scale.contains(np.where(finite, rating, scale.min))
     off |= np.isinf(rating)
     table.flag(
-        off, name("rating"),
-        lambda pos: f"{rating[pos]:g} is off the {scale.min:g}-{scale.max:g} scale (step {scale.step:g})",
+        off,
+        name("rating"),
+        lambda pos: (
+            f"{rating[pos]:g} is off the {scale.min:g}-{scale.max:g} scale (step {scale.step:g})"
+        ),
     )
     if item_ids is not None:
         ids = frame["item_id"]
         unknown = ids.notna().to_numpy() & ~ids.isin(item_ids).to_numpy()
         table.flag(
-            unknown, name("item_id"),
-            lambda pos: f"unknown item id {int(ids.iloc[pos])} (not in {item_file or 'the item file'})",
+            unknown,
+            name("item_id"),
+            lambda pos: (
+                f"unknown item id {int(ids.iloc[pos])} (not in {item_file or 'the item file'})"
+            ),
         )
     if user_ids is not None:
         uids = frame["user_id"]
         unknown_u = uids.notna().to_numpy() & ~uids.isin(user_ids).to_numpy()
         table.flag(
-            unknown_u, name("user_id"),
-            lambda pos: f"unknown user id {int(uids.iloc[pos])} (not in {user_file or 'the user file'})",
+            unknown_u,
+            name("user_id"),
+            lambda pos: (
+                f"unknown user id {int(uids.iloc[pos])} (not in {user_file or 'the user file'})"
+            ),
         )
     # Duplicates among rows that are otherwise fine: the first occurrence is kept with
     # skip_bad_rows, later ones are reported with the line of the first.
@@ -627,15 +696,18 @@ def check_interactions(
     if dup_local.any():
         ok_positions = np.flatnonzero(ok)
         first_line = (
-            pd.Series(table.lines[ok_positions]).groupby([keys["user_id"].to_numpy(), keys["item_id"].to_numpy()])
-            .transform("min").to_numpy()
+            pd.Series(table.lines[ok_positions])
+            .groupby([keys["user_id"].to_numpy(), keys["item_id"].to_numpy()])
+            .transform("min")
+            .to_numpy()
         )
         dup = np.zeros(len(frame), dtype=bool)
         dup[ok_positions[dup_local]] = True
         first_by_pos = np.zeros(len(frame), dtype=np.int64)
         first_by_pos[ok_positions] = first_line
         table.flag(
-            dup, f"{name('user_id')}, {name('item_id')}",
+            dup,
+            f"{name('user_id')}, {name('item_id')}",
             lambda pos: (
                 f"duplicate rating of item {int(frame['item_id'].iloc[pos])} by user "
                 f"{int(frame['user_id'].iloc[pos])} (first at line {int(first_by_pos[pos])})"
@@ -643,8 +715,14 @@ def check_interactions(
         )
 
 
-def finish_interactions(frame: pd.DataFrame) -> pd.DataFrame:
-    """Canonical interactions: the four columns of :data:`INTERACTION_COLUMNS`, in file order."""
+def finish_interactions(frame: pd.DataFrame, path: Path | None = None) -> pd.DataFrame:
+    """Canonical interactions: the four columns of :data:`INTERACTION_COLUMNS`, in file order.
+
+    Raises:
+        DataError: No rating at all (an empty file is never a valid dataset).
+    """
+    if frame.empty:
+        raise DataError(f"{path or 'ratings'}: no ratings in the file; is it the right file?")
     return pd.DataFrame({c: frame[c].to_numpy().astype(t) for c, t in INTERACTION_COLUMNS.items()})
 
 
@@ -655,18 +733,24 @@ _RATING_KEYS = ("user_id", "item_id", "rating", "timestamp")
 _ITEM_KEYS = ("item_id", "title", "year", "genres", *ITEM_TEXT_COLUMNS)
 
 
-def _check_mapping(mapping: Mapping[str, str], allowed: Sequence[str], required: Sequence[str], what: str) -> None:
+def _check_mapping(
+    mapping: Mapping[str, str], allowed: Sequence[str], required: Sequence[str], what: str
+) -> None:
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{what}: unknown key {key!r}; expected some of {', '.join(allowed)}.{hint}")
+            raise ConfigError(
+                f"{what}: unknown key {key!r}; expected some of {', '.join(allowed)}.{hint}"
+            )
     for key in required:
         if key not in mapping:
             raise ConfigError(f"{what}: key {key!r} is required (map it to the file's column name)")
 
 
-def read_file_table(path: Path, *, columns: Mapping[str, ColumnKind], sep: str, encoding: str) -> Table:
+def read_file_table(
+    path: Path, *, columns: Mapping[str, ColumnKind], sep: str, encoding: str
+) -> Table:
     """A parquet file (by suffix) or a quoted delimited file with a header, as a :class:`Table`."""
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path, columns)
@@ -717,7 +801,12 @@ def load_csv(
     """
     path = Path(path)
     _check_mapping(columns, _RATING_KEYS, ("user_id", "item_id", "rating"), "load_csv columns")
-    kinds: dict[str, ColumnKind] = {"user_id": "int", "item_id": "int", "rating": "float", "timestamp": "int"}
+    kinds: dict[str, ColumnKind] = {
+        "user_id": "int",
+        "item_id": "int",
+        "rating": "float",
+        "timestamp": "int",
+    }
     file_kinds = {columns[k]: kinds[k] for k in columns}
     if len(set(columns.values())) != len(columns):
         raise ConfigError(f"load_csv columns map two keys to the same column: {dict(columns)}")
@@ -731,24 +820,44 @@ def load_csv(
     items = None
     if items_path is not None:
         items = _load_items_table(
-            Path(items_path), item_columns or {"item_id": columns["item_id"]}, sep=sep,
-            encoding=encoding, genre_sep=genre_sep, skip_bad_rows=skip_bad_rows, report=report,
+            Path(items_path),
+            item_columns or {"item_id": columns["item_id"]},
+            sep=sep,
+            encoding=encoding,
+            genre_sep=genre_sep,
+            skip_bad_rows=skip_bad_rows,
+            report=report,
         )
     check_interactions(
-        table, scale, fields=columns, item_ids=items.index if items is not None else None,
+        table,
+        scale,
+        fields=columns,
+        item_ids=items.index if items is not None else None,
         item_file=Path(items_path).name if items_path is not None else None,
     )
-    interactions = finish_interactions(table.resolve(skip_bad_rows=skip_bad_rows, report=report))
+    interactions = finish_interactions(
+        table.resolve(skip_bad_rows=skip_bad_rows, report=report), path
+    )
     rated = np.unique(interactions["item_id"].to_numpy())
     if items is None:
         items = make_items_frame(rated, [str(i) for i in rated], [()] * len(rated))
-    users = pd.DataFrame(index=pd.Index(np.unique(interactions["user_id"].to_numpy()), name="user_id"))
-    source = {"path": str(path), "format": "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"}
+    users = pd.DataFrame(
+        index=pd.Index(np.unique(interactions["user_id"].to_numpy()), name="user_id")
+    )
+    source = {
+        "path": str(path),
+        "format": "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv",
+    }
     if items_path is not None:
         source["items_path"] = str(items_path)
     return RatingDataset(
-        name=name or path.stem, interactions=interactions, items=items, users=users,
-        scale=scale, source=source, report=report,
+        name=name or path.stem,
+        interactions=interactions,
+        items=items,
+        users=users,
+        scale=scale,
+        source=source,
+        report=report,
     )
 
 
@@ -771,15 +880,29 @@ def _load_items_table(
     ids = table.frame["item_id"]
     dup = ids.notna().to_numpy() & ids.duplicated(keep="first").to_numpy()
     if dup.any():
-        first = dict(zip(ids[~ids.duplicated(keep="first")], table.lines[~ids.duplicated(keep="first").to_numpy()], strict=True))
-        table.flag(dup, mapping["item_id"], lambda pos: f"duplicate item id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})")
+        first = dict(
+            zip(
+                ids[~ids.duplicated(keep="first")],
+                table.lines[~ids.duplicated(keep="first").to_numpy()],
+                strict=True,
+            )
+        )
+        table.flag(
+            dup,
+            mapping["item_id"],
+            lambda pos: (
+                f"duplicate item id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})"
+            ),
+        )
     if "year" in mapping:
         raw_year = table.frame["year"].map(lambda v: v.strip() if isinstance(v, str) else v)
         year_num = pd.to_numeric(raw_year.replace("", None), errors="coerce")
         bad_year = (raw_year.notna() & (raw_year != "")).to_numpy() & (
             year_num.isna().to_numpy() | (year_num.fillna(0) % 1 != 0).to_numpy()
         )
-        table.flag(bad_year, mapping["year"], lambda pos: f"{_short(raw_year.iloc[pos])} is not a year")
+        table.flag(
+            bad_year, mapping["year"], lambda pos: f"{_short(raw_year.iloc[pos])} is not a year"
+        )
         table.frame["year"] = year_num
     table.int_columns = ("item_id",)
     frame = table.resolve(skip_bad_rows=skip_bad_rows, report=report)
@@ -787,9 +910,14 @@ def _load_items_table(
         title, parsed_year = split_title_year(frame["title"])
     else:
         title, parsed_year = frame["item_id"].astype(str).astype(object), None
-    year = frame["year"] if "year" in frame else parsed_year
+    year = frame.get("year", parsed_year)
     if "genres" in frame:
-        genres = [tuple(g.strip() for g in str(v).split(genre_sep) if g.strip()) if isinstance(v, str) else () for v in frame["genres"]]
+        genres = [
+            tuple(g.strip() for g in str(v).split(genre_sep) if g.strip())
+            if isinstance(v, str)
+            else ()
+            for v in frame["genres"]
+        ]
     else:
         genres = [()] * len(frame)
     extra = {}

@@ -35,7 +35,6 @@ Where a population comes from (:func:`load_population`):
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ __all__ = [
     "load_population",
     "missing_adapters",
     "population_from_run_dir",
+    "synthetic_population",
 ]
 
 logger = logging.getLogger(__name__)
@@ -307,6 +307,60 @@ def item_titles(items: pd.DataFrame | None, item_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def synthetic_population(
+    n_users: int = 60,
+    n_items: int = 300,
+    n_personas: int = 3,
+    ratings_per_user: tuple[int, int] = (20, 60),
+    scale: RatingScale | None = None,
+    seed: int = 0,
+) -> UserPopulation:
+    """A small population with known structure, for tests, examples and quick RL experiments.
+
+    User ``u`` belongs to persona ``u % n_personas``; item ``i`` to genre ``i % n_personas``. A rating
+    is ``3.4 + b_u + q_i + a + noise`` snapped to the scale, with user bias ``b_u ~ N(0, 0.4)``,
+    item quality ``q_i ~ N(0, 0.6)``, affinity ``a = +0.8`` when the item's genre is the user's
+    persona and ``-0.3`` otherwise, and ``noise ~ N(0, 0.5)``. Each user rates a random number of
+    distinct items in ``ratings_per_user``; the oldest 60% are train, the rest test. Profile
+    embeddings (dimension 8) are the persona's direction plus noise, L2-normalised.
+    """
+    scale = scale or RatingScale(1, 5, 1)
+    rng = np.random.default_rng(seed)
+    user_ids = np.arange(1, n_users + 1)
+    quality = rng.normal(0.0, 0.6, n_items)
+    user_bias = rng.normal(0.0, 0.4, n_users)
+    rows = []
+    for j, u in enumerate(user_ids):
+        n = int(rng.integers(ratings_per_user[0], ratings_per_user[1] + 1))
+        items = rng.choice(n_items, size=min(n, n_items), replace=False)
+        affinity = np.where(items % n_personas == u % n_personas, 0.8, -0.3)
+        mean = 3.4 + user_bias[j] + quality[items] + affinity
+        ratings = scale.snap(mean + rng.normal(0.0, 0.5, len(items)))
+        for t, (i, r) in enumerate(zip(items.tolist(), ratings.tolist(), strict=True)):
+            rows.append((int(u), int(i), float(r), t))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    frame = frame.astype({"user_id": "int64", "item_id": "int64", "rating": "float64", "timestamp": "int64"})
+    n_train = frame.groupby("user_id")["timestamp"].transform(lambda s: int(0.6 * len(s)))
+    train = frame[frame["timestamp"] < n_train]
+    test = frame[frame["timestamp"] >= n_train]
+    directions = rng.normal(size=(n_personas, 8))
+    emb = directions[user_ids % n_personas] + 0.3 * rng.normal(size=(n_users, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    items_table = pd.DataFrame(
+        {"title": [f"Item {i} (genre {i % n_personas})" for i in range(n_items)]},
+        index=pd.Index(np.arange(n_items), name="item_id"),
+    )
+    return UserPopulation.from_split(
+        train,
+        test,
+        scale,
+        name=f"synthetic-{n_users}x{n_items}-seed{seed}",
+        items=items_table,
+        personas={int(u): int(u % n_personas) for u in user_ids},
+        profile_embeddings=emb,
+    )
+
+
 # -- run folders ------------------------------------------------------------------------------------
 _RUN_FILES = {
     "split/config.json": "recsim-personas distill (writes the split)",
@@ -341,36 +395,15 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
-def _dataset_for_run(run_dir: Path, dataset_name: str, data_dir: str | None) -> Any:
-    """The dataset a run folder was built from (for item titles and the LM agent's item text)."""
+def _dataset_for_run(dataset_name: str, data_dir: str | None) -> Any:
+    """The dataset a run folder was built from (item titles, the LM agent's item text).
+
+    ml-latest-small is embedded; other datasets come from ``data_dir`` or the download cache
+    (``load_dataset`` names both fixes when neither has them).
+    """
     from recsim_personas.data.registry import load_dataset
 
-    if dataset_name == "ml-latest-small" and data_dir is None:
-        return load_dataset("ml-latest-small")
-    manifest = run_dir / "manifest.json"
-    if data_dir is None and manifest.is_file():
-        try:
-            info = json.loads(manifest.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            info = {}
-        data_dir = _find_key(info, "data_dir")
-    if data_dir is None:
-        raise EnvError(
-            f"run folder {run_dir} was built from {dataset_name!r}, whose files are not embedded: "
-            f"pass data_dir= (the folder holding the {dataset_name} files) to gym.make"
-        )
     return load_dataset(dataset_name, data_dir)
-
-
-def _find_key(obj: Any, key: str) -> Any:
-    if isinstance(obj, dict):
-        if obj.get(key):
-            return obj[key]
-        for value in obj.values():
-            found = _find_key(value, key)
-            if found:
-                return found
-    return None
 
 
 def population_from_run_dir(
@@ -378,6 +411,7 @@ def population_from_run_dir(
     *,
     require_adapters: str | None = None,
     data_dir: str | None = None,
+    dataset: Any = None,
 ) -> UserPopulation:
     """The population of a memory-stage run folder.
 
@@ -386,6 +420,7 @@ def population_from_run_dir(
         require_adapters: A memory mode (``"ms"`` or ``"msml"``) whose persona adapters must exist
             (the LM agent needs them); ``None`` = no check.
         data_dir: Folder of the dataset files when the run was not built on the embedded dataset.
+        dataset: The already loaded dataset (skips loading it again).
 
     Raises:
         EnvError: The folder is missing, incomplete, or lacks a persona's adapter.
@@ -395,12 +430,9 @@ def population_from_run_dir(
 
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
-    split = Split.load(run_dir / "split")
-    store = MemoryStore.from_run_dir(run_dir)
-    users = np.unique(split.train["user_id"].to_numpy(np.int64))
-    personas = {int(u): int(store.persona(int(u))) for u in users}
-    n_personas = max(personas.values()) + 1
     if require_adapters is not None:
+        # Checked before anything heavy loads: personas.parquet alone says which adapters are needed.
+        n_personas = int(pd.read_parquet(run_dir / "personas.parquet")["persona"].max()) + 1
         missing = missing_adapters(run_dir, n_personas, require_adapters)
         if missing:
             raise EnvError(
@@ -410,7 +442,12 @@ def population_from_run_dir(
                 f"--memory-mode {require_adapters}`, or use the cheap agent: "
                 "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
             )
-    dataset = _dataset_for_run(run_dir, split.dataset_name or "ml-latest-small", data_dir)
+    split = Split.load(run_dir / "split")
+    store = MemoryStore.from_run_dir(run_dir)
+    users = np.unique(split.train["user_id"].to_numpy(np.int64))
+    personas = {int(u): int(store.persona(int(u))) for u in users}
+    if dataset is None:
+        dataset = _dataset_for_run(split.dataset_name or "ml-latest-small", data_dir)
     from recsim_personas.data.item_catalog import ItemCatalog
 
     activity = {int(u): int(store.profile_row(int(u))["activity_level"]) for u in users}
@@ -440,23 +477,46 @@ def default_run_dir(dataset: str = "ml-latest-small", data_dir: str | None = Non
     return cache_dir("envs", f"default-v{_DEFAULT_VERSION}-{tag}")
 
 
+def default_split_config(dataset: Any) -> Any:
+    """The paper's split (100-200 ratings, temporal 60:40, seed 0), with at most 200 users.
+
+    ml-latest-small has only 115 users with 100-200 ratings, so its default population is all of
+    them (the paper samples 200 of the ML-1M users that qualify).
+    """
+    from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig, eligible_users
+
+    n_eligible = len(eligible_users(dataset.interactions, PAPER_SPLIT))
+    if n_eligible == 0:
+        raise EnvError(
+            f"dataset {dataset.name!r} has no user with 100-200 ratings for the default population; "
+            "build a run folder with your own split (`recsim-personas distill`) and pass run_dir="
+        )
+    if PAPER_SPLIT.n_users is not None and n_eligible < PAPER_SPLIT.n_users:
+        return SplitConfig.from_dict({**PAPER_SPLIT.to_dict(), "n_users": None})
+    return PAPER_SPLIT
+
+
 def default_population(dataset: str = "ml-latest-small", data_dir: str | None = None) -> UserPopulation:
     """The embedded default population: ``dataset``, the paper split, template profiles (cached).
 
-    The first call runs the memory stage's ``template`` backend (deterministic, no language model)
-    on the paper split and writes a run folder under ``cache_dir("envs")``; later calls only read it.
+    The first call runs the memory pipeline (:func:`~recsim_personas.memory.pipeline.build_memories`
+    with the paper's settings: the deterministic ``template`` distillation backend, all-MiniLM-L6-v2
+    embeddings shipped offline, K = 4 personas) on the paper split and writes a run folder under
+    ``cache_dir("envs")``; later calls find every stage up to date and only read it.
     """
     from recsim_personas.data.registry import load_dataset
-    from recsim_personas.data.splits import PAPER_SPLIT, make_split
-    from recsim_personas.memory.pipeline import build_memories
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
 
     run_dir = default_run_dir(dataset, data_dir)
     ds = load_dataset(dataset, data_dir)
+    split = default_split_config(ds)
     if not (run_dir / "personas.parquet").is_file():
-        logger.info("building the default PersonaRec-v0 population in %s (once)", run_dir)
-    split = make_split(ds, PAPER_SPLIT)
-    build_memories(ds, split, run_dir, backend="template")
-    return population_from_run_dir(run_dir, data_dir=data_dir)
+        logger.warning(
+            "building the default PersonaRec-v0 population (%s, paper split, template profiles) in %s; "
+            "this happens once", dataset, run_dir,
+        )
+    build_memories(ds, split, MemoryPipelineConfig.paper(), run_dir, progress=False)
+    return population_from_run_dir(run_dir, data_dir=data_dir, dataset=ds)
 
 
 def load_population(config: PersonaRecConfig) -> UserPopulation:

@@ -29,7 +29,7 @@ Reset options: ``{"user_id": id or a sequence of N ids (None entries = sample)}`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -71,7 +71,11 @@ class PersonaRecVectorEnv(VectorEnv):
         >>> obs, r, term, trunc, info = envs.step(np.zeros(4, dtype=np.int64)) # doctest: +SKIP
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["ansi"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
 
     def __init__(
         self,

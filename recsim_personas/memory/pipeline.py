@@ -72,6 +72,7 @@ __all__ = [
     "build_memories",
     "file_digest",
     "item_embedding_text",
+    "parse_stages",
 ]
 
 #: Stages in the order they run.
@@ -235,7 +236,12 @@ class MemoryRun(RunFolder):
         atomic_write_json(self.manifest_path, manifest)
 
 
-def _parse_stages(stages: Sequence[str] | str | None) -> list[str]:
+def parse_stages(stages: Sequence[str] | str | None) -> list[str]:
+    """The stages to run, in order, ``split`` included: ``"embed,personas"`` -> ``[split, embed, personas]``.
+
+    Raises:
+        ConfigError: An unknown or empty stage list (with a did-you-mean).
+    """
     if stages is None:
         return list(STAGES)
     names = [s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages) if s.strip()]
@@ -287,7 +293,7 @@ def build_memories(
     config = config or MemoryPipelineConfig()
     if not isinstance(config, MemoryPipelineConfig):
         raise ConfigError(f"config must be a MemoryPipelineConfig, got {type(config).__name__}")
-    selected = _parse_stages(stages)
+    selected = parse_stages(stages)
     last = max(STAGES.index(s) for s in selected)
     run = MemoryRun(run_dir)
     fingerprint = dataset.fingerprint()

@@ -131,8 +131,13 @@ class MemoryStore:
                 manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 manifest = {}
-        embed_inputs = (manifest.get("stages", {}).get("embed") or {}).get("inputs", {})
+        stages = manifest.get("stages", {})
+        embed_inputs = (stages.get("embed") or {}).get("inputs", {})
+        _check_fresh(root, "embed", embed_inputs.get("profiles"), ["profiles.parquet"])
         personas_path = root / "personas.parquet"
+        if personas_path.is_file():
+            _check_fresh(root, "personas", ((stages.get("personas") or {}).get("inputs") or {}).get("embeddings"),
+                         ["embeddings/profiles.npy", "embeddings/profile_user_ids.npy"])
         personas = pd.read_parquet(personas_path) if personas_path.is_file() else None
         return cls(
             root,
@@ -343,6 +348,21 @@ class MemoryStore:
     def __repr__(self) -> str:
         return (f"MemoryStore({str(self.path)!r}, users={len(self._users)}, memories={len(self._memories)}, "
                 f"personas={self.n_personas})")
+
+
+def _check_fresh(root: Path, stage: str, recorded: Any, files: list[str]) -> None:
+    """Raise if ``stage`` was computed from other versions of ``files`` than the folder holds now."""
+    if not recorded:
+        return  # no manifest record (a hand-made folder): nothing to compare
+    from recsim_personas.memory.pipeline import file_digest
+
+    current = [file_digest(root / f) for f in files]
+    if list(recorded) != current:
+        raise DataError(
+            f"run folder {root}: the {stage} stage's outputs were computed from another "
+            f"{', '.join(files)} than the folder holds now (an earlier stage re-ran since); re-run it with "
+            f"`recsim-personas memory --stages {stage} --out {root}`"
+        )
 
 
 def _load_npy(path: Path) -> np.ndarray:

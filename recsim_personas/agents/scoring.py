@@ -1,0 +1,757 @@
+"""Batched rating inference with a causal LM: scored distributions, sampled answers, choices.
+
+:class:`RatingScorer` turns :class:`~recsim_personas.agents.prompts.RatingPrompt` objects into rating
+distributions over a :class:`~recsim_personas.data.dataset.RatingScale`:
+
+``score`` (default)
+    One forward pass; the softmax at the answer position, read at each level's token, renormalised
+    over the levels. When every level is one token (``"1"`` ... ``"5"`` for SmolLM2) that is all.
+    When a level needs several tokens (half stars: ``"3.5"`` -> ``"3" "." "5"``) each level's
+    sequence probability is computed with the prompt's key/value cache and one extra batched pass over
+    the levels' continuations (a level that is a proper prefix of another, like ``"1"`` and ``"10"``,
+    is closed with the end-of-turn token). ``outside_mass`` is the probability the model put on
+    tokens other than the levels' first tokens.
+``generate`` (the paper's)
+    Samples up to ``max_new_tokens`` (4) tokens with temperature (0.3) and top-p, seeded, and parses
+    the first number with :func:`parse_rating`; unparsable or off-scale answers are invalid (they
+    count in URR). The paper says "top-p set to 50", which is not a probability: we read it as a typo
+    for either top-k 50 (the Hugging Face default) or top-p 0.5, and default to ``top_p=0.9`` with
+    ``top_k=None``; both are configurable.
+``choice_probs``
+    Probability of each of a few single-token options (leave vs stay).
+
+Speed:
+    * Mixed adapters in one pass: a ``PeftModel`` holding several named LoRA adapters gets peft's
+      per-sample ``adapter_names``; a batch with a single adapter uses ``set_adapter`` (cheaper) and a
+      base-model batch ``disable_adapter()``. ``None`` or ``"__base__"`` mean the base model.
+    * Prefix KV cache: each prompt's user prefix is encoded once per (adapter, prefix) and its
+      keys/values kept in a bounded LRU (entries and bytes). A batch of suffixes from different
+      users is scored against their cached prefixes: the prefixes are left-padded to a common length,
+      the suffixes left-padded after them (the hole is masked), ``position_ids`` continue each row's
+      own prefix length, and the answer logits are read at the last position (``logits_to_keep=1``,
+      so the LM head runs once per row). The cache is per adapter because LoRA on k/v projections
+      changes it; call :meth:`RatingScorer.clear_cache` after changing adapter weights.
+    * Rows are grouped by adapter and prefix before batching (``group_by_adapter``).
+
+Models with sliding-window attention layers (Gemma 3, Mistral) are scored without the prefix cache:
+the masked hole between prefix and suffix would shift their windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recsim_personas.agents.protocol import RatingBatch
+from recsim_personas.data.dataset import RatingScale
+from recsim_personas.errors import AdapterError, ConfigError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from recsim_personas.agents.prompts import RatingPrompt
+
+__all__ = ["BASE_ADAPTER", "RatingScorer", "parse_rating"]
+
+logger = logging.getLogger(__name__)
+
+#: Adapter name meaning "the base model, no adapter" (peft's own convention for ``adapter_names``).
+BASE_ADAPTER = "__base__"
+
+_NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
+
+
+def parse_rating(text: str, scale: RatingScale) -> float | None:
+    """The rating in a generated answer: the first number in ``text``, if it lies on ``scale``.
+
+    ``"4"`` -> 4, ``"A 5."`` -> 5, ``"I'd say 3.5 stars"`` -> 3.5 on half stars (None on 1-5),
+    ``"five"``, ``""`` and ``"6"`` (off the 1-5 scale) -> None. Number words are not read: the prompt
+    asks for digits, and an answer in words counts as unparsable, as with the paper's regex.
+    """
+    match = _NUMBER.search(text or "")
+    if match is None:
+        return None
+    value = float(match.group(0))
+    if not bool(scale.contains(value)):
+        return None
+    return float(scale.snap(value))
+
+
+@dataclass
+class _PrefixEntry:
+    kv: torch.Tensor  # (layers, 2, kv_heads, length, head_dim)
+    length: int
+    nbytes: int
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class RatingScorer:
+    """Rating distributions from a causal LM (optionally a ``PeftModel`` with named adapters).
+
+    Args:
+        model: A transformers causal LM, or a ``peft.PeftModel`` holding one or more named adapters.
+        tokenizer: Its tokenizer (a pad token is needed; EOS is used when missing).
+        scale: The rating scale whose levels are scored.
+        max_batch: Rows per forward pass.
+        prefix_cache: Reuse each (adapter, prefix)'s key/value cache across items.
+        cache_entries: Most prefixes kept in the LRU.
+        cache_bytes: Most bytes of keys/values kept in the LRU (a SmolLM2-135M prefix of 300 tokens
+            is about 14 MB in float32).
+        group_by_adapter: Sort rows by (adapter, prefix) before batching (fewer mixed batches).
+        temperature: Sampling temperature of :meth:`generate` (0 = greedy).
+        top_p: Nucleus threshold of :meth:`generate` in (0, 1].
+        top_k: Optional top-k filter of :meth:`generate` (None = off).
+        max_new_tokens: Tokens sampled by :meth:`generate`.
+        seed: Base seed of :meth:`generate` (call ``i`` uses ``seed + i`` unless given one).
+
+    Raises:
+        ConfigError: invalid settings.
+        ModelError: a level cannot be expressed (two levels tokenize the same way, or a level is a
+            prefix of another and the tokenizer has no end token).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        scale: RatingScale,
+        *,
+        max_batch: int = 16,
+        prefix_cache: bool = True,
+        cache_entries: int = 256,
+        cache_bytes: int = 512 * 2**20,
+        group_by_adapter: bool = True,
+        temperature: float = 0.3,
+        top_p: float = 0.9,
+        top_k: int | None = None,
+        max_new_tokens: int = 4,
+        seed: int = 0,
+    ) -> None:
+        problems = []
+        if max_batch < 1:
+            problems.append(f"max_batch must be >= 1, got {max_batch}")
+        if cache_entries < 1 or cache_bytes < 1:
+            problems.append("cache_entries and cache_bytes must be >= 1")
+        if temperature < 0:
+            problems.append(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            problems.append(
+                f"top_p must be in (0, 1], got {top_p} (the paper's 'top-p 50' is not a probability; "
+                "use top_k=50 for that reading)"
+            )
+        if top_k is not None and top_k < 1:
+            problems.append(f"top_k must be >= 1 or None, got {top_k}")
+        if max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if problems:
+            raise ConfigError("RatingScorer: " + "; ".join(problems))
+        self.model = model
+        self.tokenizer = tokenizer
+        self.scale = scale
+        self.max_batch = int(max_batch)
+        self.cache_entries = int(cache_entries)
+        self.cache_bytes = int(cache_bytes)
+        self.group_by_adapter = bool(group_by_adapter)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.top_k = top_k
+        self.max_new_tokens = int(max_new_tokens)
+        self.seed = int(seed)
+        self._generate_calls = 0
+        self._cache: OrderedDict[tuple[str, str], _PrefixEntry] = OrderedDict()
+        self._cache_nbytes = 0
+        self._token_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._unsplittable: set[str] = set()
+        self._level_cache: dict[str, tuple[list[list[int]], list[int]]] = {}
+        self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0}
+
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        bos = tokenizer.bos_token_id
+        probe = tokenizer("a")["input_ids"]
+        self._bos = [int(bos)] if bos is not None and probe and probe[0] == bos else []
+        self._is_peft = hasattr(model, "peft_config") and hasattr(model, "set_adapter")
+        config = self._config()
+        layer_types = getattr(config, "layer_types", None) or []
+        sliding = bool(getattr(config, "sliding_window", None)) and (
+            not layer_types or any("sliding" in str(t) for t in layer_types)
+        )
+        if sliding and getattr(config, "use_sliding_window", True) is not False and prefix_cache:
+            logger.info("model has sliding-window attention: prefix cache disabled")
+            prefix_cache = False
+        self.prefix_cache = bool(prefix_cache)
+        self.device = next(model.parameters()).device
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    # ------------------------------------------------------------------ model helpers
+    def _config(self) -> Any:
+        config = self.model.config
+        return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the LoRA adapters the model holds (empty for a plain model)."""
+        return tuple(self.model.peft_config) if self._is_peft else ()
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Longest prompt that leaves room for the answer in the model's context."""
+        return self.context_length - self.max_new_tokens - 4
+
+    def _normalise_adapters(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
+        if adapter_names is None:
+            return [BASE_ADAPTER] * n
+        if isinstance(adapter_names, str):
+            adapter_names = [adapter_names] * n
+        names = [BASE_ADAPTER if a is None else str(a) for a in adapter_names]
+        if len(names) != n:
+            raise ConfigError(f"adapter_names has {len(names)} entries for {n} prompts")
+        available = self.adapters
+        for name in sorted(set(names) - {BASE_ADAPTER}):
+            if name not in available:
+                if not available:
+                    raise AdapterError(
+                        f"adapter {name!r} requested but the model holds no adapters; load them with "
+                        "recsim_personas.agents.llm.load_adapters(model, {name: path}) or pass None "
+                        "for the base model"
+                    )
+                close = difflib.get_close_matches(name, list(available), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise AdapterError(
+                    f"unknown adapter {name!r}; the model holds {sorted(available)}.{hint}"
+                )
+        return names
+
+    @contextlib.contextmanager
+    def _adapters_active(self, names: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Activate the adapters of one batch; yields extra forward kwargs."""
+        unique = set(names)
+        if not self._is_peft:
+            yield {}
+            return
+        if unique == {BASE_ADAPTER}:
+            with self.model.disable_adapter():
+                yield {}
+            return
+        if len(unique) == 1:
+            (name,) = unique
+            previous = self.model.active_adapter
+            if previous != name:
+                self.model.set_adapter(name, inference_mode=True)
+            try:
+                yield {}
+            finally:
+                if previous != name:
+                    self.model.set_adapter(previous, inference_mode=not self._trainable(previous))
+            return
+        yield {"adapter_names": list(names)}
+
+    def _trainable(self, name: str) -> bool:
+        for pname, param in self.model.named_parameters():
+            if f".{name}." in pname and "lora_" in pname:
+                return bool(param.requires_grad)
+        return False
+
+    def _forward(self, **kwargs: Any) -> Any:
+        self.stats["forward_passes"] += 1
+        return self.model(**kwargs)
+
+    # ------------------------------------------------------------------ tokens
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prefix_ids(self, prefix: str) -> list[int]:
+        ids = self._token_cache.get(prefix)
+        if ids is None:
+            ids = self._encode(prefix)
+            if self._bos and not prefix.startswith(self.tokenizer.bos_token or "\0"):
+                ids = self._bos + ids
+            self._token_cache[prefix] = ids
+            if len(self._token_cache) > 4 * self.cache_entries:
+                self._token_cache.popitem(last=False)
+        else:
+            self._token_cache.move_to_end(prefix)
+        return ids
+
+    def _rows(self, prompts: Sequence[RatingPrompt | str]) -> list[tuple[str, list[int], list[int]]]:
+        """Per prompt: (prefix text or "", prefix ids, suffix ids); unsplittable prompts get no prefix."""
+        rows = []
+        for p in prompts:
+            prefix, suffix = ("", p) if isinstance(p, str) else (p.prefix, p.suffix)
+            if not prefix or not self.prefix_cache or prefix in self._unsplittable:
+                full = self._encode(prefix + suffix)
+                if self._bos and not (prefix + suffix).startswith(self.tokenizer.bos_token or "\0"):
+                    full = self._bos + full
+                rows.append(("", [], full))
+                continue
+            fresh = prefix not in self._token_cache
+            pids = self._prefix_ids(prefix)
+            sids = self._encode(suffix)
+            if fresh:
+                joint = self._encode(prefix + suffix)
+                if joint != pids[len(self._bos):] + sids:
+                    warnings.warn(
+                        "prompt prefix and suffix tokenize differently apart than together; scoring "
+                        "this user's prompts without the prefix cache (split prompts before a blank "
+                        "line, as recsim_personas.agents.prompts does)",
+                        stacklevel=3,
+                    )
+                    self._unsplittable.add(prefix)
+                    rows.append(("", [], pids[: len(self._bos)] + joint))
+                    continue
+            rows.append((prefix, pids, sids))
+        return rows
+
+    # ------------------------------------------------------------------ prefix cache
+    def clear_cache(self) -> None:
+        """Forget all cached prefixes (call after changing adapter weights)."""
+        self._cache.clear()
+        self._cache_nbytes = 0
+
+    def cache_info(self) -> dict[str, int]:
+        """Entries, bytes, hits and misses of the prefix cache."""
+        return {
+            "entries": len(self._cache),
+            "bytes": self._cache_nbytes,
+            "hits": self.stats["prefix_hits"],
+            "misses": self.stats["prefix_misses"],
+        }
+
+    def _store(self, key: tuple[str, str], entry: _PrefixEntry) -> None:
+        self._cache[key] = entry
+        self._cache_nbytes += entry.nbytes
+        while len(self._cache) > 1 and (
+            len(self._cache) > self.cache_entries or self._cache_nbytes > self.cache_bytes
+        ):
+            _, old = self._cache.popitem(last=False)
+            self._cache_nbytes -= old.nbytes
+
+    def _ensure_prefixes(
+        self, keys: Sequence[tuple[str, str]], ids: dict[tuple[str, str], list[int]]
+    ) -> dict[tuple[str, str], _PrefixEntry]:
+        """Cache entries of ``keys`` (adapter, prefix), encoding the missing ones in batches."""
+        import torch
+
+        found: dict[tuple[str, str], _PrefixEntry] = {}
+        missing: list[tuple[str, str]] = []
+        for key in dict.fromkeys(keys):
+            entry = self._cache.get(key)
+            if entry is None:
+                missing.append(key)
+            else:
+                self._cache.move_to_end(key)
+                found[key] = entry
+                self.stats["prefix_hits"] += 1
+        missing.sort()
+        for start in range(0, len(missing), self.max_batch):
+            chunk = missing[start : start + self.max_batch]
+            lengths = [len(ids[k]) for k in chunk]
+            width = max(lengths)
+            batch = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            for i, k in enumerate(chunk):
+                batch[i, : lengths[i]] = torch.tensor(ids[k])
+            # Right padding: real tokens never attend to the pads after them (causal attention).
+            with self._adapters_active([k[0] for k in chunk]) as extra:
+                out = self._forward(
+                    input_ids=batch.to(self.device), use_cache=True, logits_to_keep=1, **extra
+                )
+            layers = _cache_layers(out.past_key_values)
+            for i, k in enumerate(chunk):
+                kv = torch.stack(
+                    [torch.stack((key[i, :, : lengths[i]], val[i, :, : lengths[i]])) for key, val in layers]
+                ).contiguous()
+                entry = _PrefixEntry(kv=kv, length=lengths[i], nbytes=kv.numel() * kv.element_size())
+                found[k] = entry
+                self._store(k, entry)
+                self.stats["prefix_misses"] += 1
+        return found
+
+    # ------------------------------------------------------------------ core pass
+    def _run_batch(
+        self,
+        rows: Sequence[tuple[str, list[int], list[int]]],
+        names: Sequence[str],
+        *,
+        keep_cache: bool,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits at each row's answer position ``(B, V)`` and, if asked, the state to continue from."""
+        import torch
+        from transformers import DynamicCache
+
+        keys = [(a, r[0]) for a, r in zip(names, rows, strict=True)]
+        cached = [k for k in keys if k[1]]
+        entries = (
+            self._ensure_prefixes(cached, {k: r[1] for k, r in zip(keys, rows, strict=True) if k[1]})
+            if cached
+            else {}
+        )
+        bsz = len(rows)
+        p_len = [entries[k].length if k[1] else 0 for k in keys]
+        s_len = [len(r[2]) for r in rows]
+        p_max, s_max = max(p_len), max(s_len)
+        input_ids = torch.full((bsz, s_max), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((bsz, p_max + s_max), dtype=torch.long)
+        positions = torch.zeros((bsz, s_max), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, s_max - s_len[i] :] = torch.tensor(r[2])
+            mask[i, p_max - p_len[i] : p_max] = 1
+            mask[i, p_max + s_max - s_len[i] :] = 1
+            positions[i, s_max - s_len[i] :] = torch.arange(p_len[i], p_len[i] + s_len[i])
+            positions[i, : s_max - s_len[i]] = p_len[i]
+        past = None
+        if p_max > 0:
+            first = next(entries[k] for k in keys if k[1])
+            n_layers, _, heads, _, dim = first.kv.shape
+            kv = torch.zeros((n_layers, 2, bsz, heads, p_max, dim), dtype=first.kv.dtype, device=self.device)
+            for i, k in enumerate(keys):
+                if k[1]:
+                    kv[:, :, i, :, p_max - p_len[i] :] = entries[k].kv
+            past = DynamicCache(ddp_cache_data=[(kv[layer, 0], kv[layer, 1]) for layer in range(n_layers)])
+        with self._adapters_active(names) as extra:
+            out = self._forward(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                past_key_values=past,
+                use_cache=keep_cache,
+                logits_to_keep=1,
+                **extra,
+            )
+        logits = out.logits[:, -1, :].float()
+        state = None
+        if keep_cache:
+            next_pos = torch.tensor([p + s for p, s in zip(p_len, s_len, strict=True)], dtype=torch.long)
+            state = (out.past_key_values, mask, next_pos)
+        return logits, state
+
+    def _batches(
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: Any
+    ) -> Iterator[tuple[np.ndarray, list[tuple[str, list[int], list[int]]], list[str]]]:
+        n = len(prompts)
+        names = self._normalise_adapters(adapter_names, n)
+        rows = self._rows(prompts)
+        self.stats["rows"] += n
+        order = (
+            sorted(range(n), key=lambda i: (names[i], rows[i][0], len(rows[i][2])))
+            if self.group_by_adapter
+            else sorted(range(n), key=lambda i: (rows[i][0], len(rows[i][2])))
+        )
+        for start in range(0, n, self.max_batch):
+            idx = np.asarray(order[start : start + self.max_batch])
+            yield idx, [rows[i] for i in idx], [names[i] for i in idx]
+
+    # ------------------------------------------------------------------ levels
+    def _level_tokens(self, tail: str) -> tuple[list[list[int]], list[int]]:
+        """Token sequences of the levels after a prompt ending in ``tail``, and the first tokens."""
+        cached = self._level_cache.get(tail)
+        if cached is not None:
+            return cached
+        base = self._encode(tail)
+        seqs = []
+        texts = [self.scale.format(v) for v in self.scale.levels]
+        for text in texts:
+            ids = self._encode(tail + text)
+            if ids[: len(base)] != base or len(ids) == len(base):
+                raise ModelError(
+                    f"level {text!r} merges with the end of the prompt ({tail[-20:]!r}) when tokenized; "
+                    "end prompts with a newline or a special token (the chat templates do)"
+                )
+            seqs.append(ids[len(base) :])
+        for i, a in enumerate(seqs):
+            for j, b in enumerate(seqs):
+                if i != j and a == b:
+                    raise ModelError(
+                        f"rating levels {texts[i]!r} and {texts[j]!r} tokenize identically; this "
+                        "tokenizer cannot express the scale"
+                    )
+        end = self.tokenizer.eos_token_id
+        closed = []
+        for i, a in enumerate(seqs):
+            if any(j != i and len(b) > len(a) and b[: len(a)] == a for j, b in enumerate(seqs)):
+                if end is None:
+                    raise ModelError(
+                        f"level {texts[i]!r} is a prefix of another level and the tokenizer has no "
+                        "end token to close it; this scale cannot be scored with this tokenizer"
+                    )
+                a = [*a, int(end)]
+            closed.append(a)
+        firsts = sorted({s[0] for s in closed})
+        result = (closed, firsts)
+        self._level_cache[tail] = result
+        return result
+
+    def _level_probs(
+        self,
+        logits: torch.Tensor,
+        state: Any,
+        seqs: list[list[int]],
+        names: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs (B, n_levels), outside (B,))`` from answer logits (+ continuation when needed)."""
+        import torch
+
+        logp0 = torch.log_softmax(logits, dim=-1)
+        firsts = sorted({s[0] for s in seqs})
+        outside = 1.0 - logp0[:, firsts].exp().sum(dim=-1)
+        logp = torch.stack([logp0[:, s[0]] for s in seqs], dim=1)
+        if max(len(s) for s in seqs) > 1:
+            logp = logp + self._continuation_logp(state, seqs, names)
+        probs = torch.softmax(logp, dim=1)
+        return probs.double().cpu().numpy(), outside.clamp(0.0, 1.0).double().cpu().numpy()
+
+    def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> torch.Tensor:
+        """Sum over each level's tokens after the first of log p(token | prompt, earlier tokens)."""
+        import torch
+        from transformers import DynamicCache
+
+        cache, mask, next_pos = state
+        # Maximal proper prefixes (each level without its last token), deduplicated.
+        stems = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1}, key=lambda t: (-len(t), t))
+        rows: list[tuple[int, ...]] = []
+        for stem in stems:
+            if not any(len(r) >= len(stem) and r[: len(stem)] == stem for r in rows):
+                rows.append(stem)
+        m, width = len(rows), max(len(r) for r in rows)
+        bsz = mask.shape[0]
+        total = torch.zeros((bsz, len(seqs)), dtype=torch.float32)
+        layers = _cache_layers(cache)
+        # Chunk the batch so the repeated cache stays under ~256 MB.
+        per_row = sum((k.numel() + v.numel()) * k.element_size() for k, v in layers) // max(bsz, 1) * m
+        chunk = max(1, int(256 * 2**20 // max(per_row, 1)))
+        cont_ids = torch.full((m, width), self.pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((m, width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            cont_ids[j, : len(r)] = torch.tensor(r)
+            cont_mask[j, : len(r)] = 1
+        for start in range(0, bsz, chunk):
+            sl = slice(start, min(bsz, start + chunk))
+            b = sl.stop - sl.start
+            rep = DynamicCache(
+                ddp_cache_data=[
+                    (k[sl].repeat_interleave(m, dim=0), v[sl].repeat_interleave(m, dim=0)) for k, v in layers
+                ]
+            )
+            ids = cont_ids.repeat(b, 1)
+            full_mask = torch.cat([mask[sl].repeat_interleave(m, dim=0), cont_mask.repeat(b, 1)], dim=1)
+            pos = next_pos[sl].repeat_interleave(m)[:, None] + torch.arange(width)[None, :]
+            with self._adapters_active([n for n in names[sl] for _ in range(m)]) as extra:
+                out = self._forward(
+                    input_ids=ids.to(self.device),
+                    attention_mask=full_mask.to(self.device),
+                    position_ids=pos.to(self.device),
+                    past_key_values=rep,
+                    use_cache=False,
+                    logits_to_keep=width,
+                    **extra,
+                )
+            lp = torch.log_softmax(out.logits.float(), dim=-1).view(b, m, width, -1)
+            for li, s in enumerate(seqs):
+                for t in range(1, len(s)):
+                    stem = tuple(s[:t])
+                    j = next(j for j, r in enumerate(rows) if r[:t] == stem)
+                    total[sl, li] += lp[:, j, t - 1, s[t]].cpu()
+        return total.to(self.device)
+
+    # ------------------------------------------------------------------ public API
+    def score(
+        self,
+        prompts: Sequence[RatingPrompt | str],
+        adapter_names: Sequence[str | None] | str | None = None,
+    ) -> RatingBatch:
+        """Rating distributions of ``prompts`` (one forward pass per batch; no sampling).
+
+        Args:
+            prompts: :class:`RatingPrompt` objects (cacheable prefix) or full prompt strings.
+            adapter_names: One adapter per prompt (``None`` / ``"__base__"`` = base model), one name
+                for all, or ``None`` for the base model everywhere.
+
+        Returns:
+            :class:`RatingBatch` with ``probs`` over ``scale.levels``, ``outside_mass`` and all rows
+            valid.
+
+        Raises:
+            AdapterError: an unknown adapter name (with a did-you-mean).
+        """
+        import torch
+
+        n = len(prompts)
+        k = self.scale.n_levels
+        probs = np.zeros((n, k))
+        outside = np.zeros(n)
+        if n == 0:
+            return RatingBatch(probs=probs, outside_mass=outside)
+        with torch.inference_mode():
+            for idx, rows, names in self._batches(prompts, adapter_names):
+                seqs, _ = self._level_tokens(_tail(prompts[int(idx[0])]))
+                multi = max(len(s) for s in seqs) > 1
+                logits, state = self._run_batch(rows, names, keep_cache=multi)
+                p, o = self._level_probs(logits, state, seqs, names)
+                probs[idx], outside[idx] = p, o
+        return RatingBatch(probs=probs, outside_mass=outside)
+
+    def choice_probs(
+        self,
+        prompts: Sequence[RatingPrompt | str],
+        adapter_names: Sequence[str | None] | str | None = None,
+        options: Sequence[str] = ("A", "B"),
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities of single-token ``options`` at the answer position.
+
+        Returns:
+            ``(probs (n, len(options)), outside (n,))``: ``probs`` renormalised over the options'
+            first tokens; ``outside`` the mass on other tokens.
+
+        Raises:
+            ModelError: two options start with the same token.
+        """
+        import torch
+
+        n = len(prompts)
+        probs = np.zeros((n, len(options)))
+        outside = np.zeros(n)
+        if n == 0:
+            return probs, outside
+        with torch.inference_mode():
+            for idx, rows, names in self._batches(prompts, adapter_names):
+                tail = _tail(prompts[int(idx[0])])
+                base = self._encode(tail)
+                first = []
+                for opt in options:
+                    ids = self._encode(tail + opt)
+                    if ids[: len(base)] != base or len(ids) == len(base):
+                        raise ModelError(f"option {opt!r} merges with the end of the prompt when tokenized")
+                    first.append(ids[len(base)])
+                if len(set(first)) != len(first):
+                    raise ModelError(
+                        f"options {list(options)} share their first token; choose options that start "
+                        "with different single tokens (e.g. 'A' / 'B')"
+                    )
+                logits, _ = self._run_batch(rows, names, keep_cache=False)
+                p = torch.softmax(logits, dim=-1)[:, first]
+                mass = p.sum(dim=-1)
+                probs[idx] = (p / mass[:, None]).double().cpu().numpy()
+                outside[idx] = (1.0 - mass).clamp(0, 1).double().cpu().numpy()
+        return probs, outside
+
+    def generate(
+        self,
+        prompts: Sequence[RatingPrompt | str],
+        adapter_names: Sequence[str | None] | str | None = None,
+        seed: int | None = None,
+    ) -> tuple[list[str], RatingBatch]:
+        """The paper's mode: sample up to ``max_new_tokens`` tokens and parse the rating.
+
+        Args:
+            prompts: As in :meth:`score`.
+            adapter_names: As in :meth:`score`.
+            seed: Seed of this call's sampling (default ``self.seed`` + the call count).
+
+        Returns:
+            ``(texts, batch)``: the decoded answers and a :class:`RatingBatch` whose valid rows are
+            one-hot at the parsed level and whose invalid rows (unparsable or off-scale; they count
+            in URR) are uniform with ``outside_mass`` 1.
+        """
+        import torch
+        from transformers import DynamicCache  # noqa: F401  (cache type of the continued state)
+
+        n = len(prompts)
+        k = self.scale.n_levels
+        texts = [""] * n
+        if seed is None:
+            seed = self.seed + self._generate_calls
+        self._generate_calls += 1
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        stop = {t for t in (self.tokenizer.eos_token_id, self.pad_id) if t is not None}
+        with torch.inference_mode():
+            for idx, rows, names in self._batches(prompts, adapter_names):
+                logits, state = self._run_batch(rows, names, keep_cache=True)
+                cache, mask, next_pos = state
+                bsz = len(rows)
+                done = torch.zeros(bsz, dtype=torch.bool)
+                out_tokens: list[list[int]] = [[] for _ in range(bsz)]
+                for step in range(self.max_new_tokens):
+                    tokens = self._sample(logits, gen)
+                    for i in range(bsz):
+                        if not done[i]:
+                            t = int(tokens[i])
+                            if t in stop:
+                                done[i] = True
+                            else:
+                                out_tokens[i].append(t)
+                    if bool(done.all()) or step == self.max_new_tokens - 1:
+                        break
+                    mask = torch.cat([mask, torch.ones((bsz, 1), dtype=mask.dtype)], dim=1)
+                    with self._adapters_active(names) as extra:
+                        out = self._forward(
+                            input_ids=tokens[:, None].to(self.device),
+                            attention_mask=mask.to(self.device),
+                            position_ids=(next_pos + step)[:, None].to(self.device),
+                            past_key_values=cache,
+                            use_cache=True,
+                            logits_to_keep=1,
+                            **extra,
+                        )
+                    cache = out.past_key_values
+                    logits = out.logits[:, -1, :].float()
+                for i, row in enumerate(idx):
+                    texts[int(row)] = self.tokenizer.decode(out_tokens[i], skip_special_tokens=True)
+        parsed = [parse_rating(t, self.scale) for t in texts]
+        valid = np.array([p is not None for p in parsed], dtype=bool)
+        probs = np.full((n, k), 1.0 / k)
+        levels = self.scale.levels
+        for i, p in enumerate(parsed):
+            if p is not None:
+                probs[i] = 0.0
+                probs[i, int(np.argmin(np.abs(levels - p)))] = 1.0
+        outside = np.where(valid, 0.0, 1.0)
+        return texts, RatingBatch(probs=probs, outside_mass=outside, valid=valid)
+
+    def _sample(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        import torch
+
+        logits = logits.float().cpu()
+        if self.temperature == 0:
+            return logits.argmax(dim=-1)
+        logits = logits / self.temperature
+        if self.top_k is not None:
+            kth = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+            before = sorted_p.cumsum(dim=-1) - sorted_p
+            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+def _tail(prompt: RatingPrompt | str) -> str:
+    text = prompt if isinstance(prompt, str) else prompt.suffix
+    return text[-32:]
+
+
+def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(keys, values), ...]`` per layer of a transformers cache (each ``(B, H, T, D)``)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):  # older transformers
+        return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    return [(k, v) for k, v in cache]

@@ -1,0 +1,147 @@
+"""``recsim-personas memory``: distil profiles and memories, embed them, cluster personas.
+
+Examples::
+
+    recsim-personas memory --out runs/mem                           # embedded ml-latest-small
+    recsim-personas memory --dataset ml-1m --data-dir ../shared/data/ml-1m-users-1-2999 --out runs/ml1m
+    recsim-personas memory --out runs/ml1m --stages personas --k elbow    # re-cluster only
+    recsim-personas memory --backend openai --model gpt-4o --base-url http://localhost:8000/v1 --out runs/gpt
+
+Runs the stages split -> distill -> embed -> personas of
+:func:`recsim_personas.memory.pipeline.build_memories` into ``--out``. Stages whose inputs did not
+change since the last run are skipped, so re-running after a change redoes only what depends on it.
+Prints the time of each stage and a table of the personas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def _k(text: str) -> int | None:
+    if text.strip().lower() in ("elbow", "auto", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of personas or 'elbow', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 persona, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``memory`` command."""
+    from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
+
+    p = sub.add_parser(
+        "memory",
+        help="distil user profiles (M_s) and memories (M_l), embed them, cluster personas",
+        description=(
+            "Builds a run folder: the split, one profile per user and one explained memory per "
+            "train rating (distillation with the template, openai or hf backend), embeddings of "
+            "profiles and item texts, and K personas (KMeans++ on profile embeddings) with "
+            "descriptions and plots. Unchanged stages are skipped on re-runs."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_dataset_arguments(p)
+    add_split_arguments(p)
+    g = p.add_argument_group("memory")
+    g.add_argument("--out", default="runs/memory", metavar="RUN_DIR", help="run folder to write")
+    g.add_argument("--stages", default="distill,embed,personas", metavar="A,B",
+                   help="stages to (re-)run, from distill, embed, personas (split always runs); "
+                   "earlier stages not named must be up to date")
+    g.add_argument("--backend", default="template", choices=("template", "openai", "hf"),
+                   help="distillation backend: template (offline, deterministic), openai "
+                   "(any OpenAI-compatible endpoint; key in $OPENAI_API_KEY), hf (local chat model)")
+    g.add_argument("--model", default=None,
+                   help="distillation model (openai: default gpt-4o; hf: hub id or path, default "
+                   "the packaged SmolLM2-135M-Instruct)")
+    g.add_argument("--base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, llama.cpp)")
+    g.add_argument("--batch-size", type=int, default=10,
+                   help="ratings per chronological distillation batch (paper: at most 10)")
+    g.add_argument("--max-words", type=int, default=2000,
+                   help="reject generations longer than this many words (paper: 2000)")
+    g.add_argument("--embedder", default="minilm",
+                   help="minilm (offline all-MiniLM-L6-v2), hashing, openai:MODEL, or a "
+                   "sentence-transformers id / path")
+    g.add_argument("--embedding-base-url", default=None, metavar="URL",
+                   help="endpoint of an openai:MODEL embedder")
+    g.add_argument("--item-scope", default="split", choices=("split", "catalog"),
+                   help="embed the items of the split's users, or every item of the catalogue")
+    g.add_argument("--k", type=_k, default=4, metavar="K|elbow",
+                   help="number of personas (paper: 4), or 'elbow' to choose K by the elbow method")
+    g.add_argument("--k-max", type=int, default=10, help="largest K of the elbow curve")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from recsim_personas.memory.distill import DistillConfig
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig
+
+    distill_kw: dict[str, Any] = {"backend": args.backend, "batch_size": args.batch_size,
+                                  "max_words": args.max_words}
+    if args.model:
+        distill_kw["model"] = args.model
+    if args.base_url:
+        distill_kw["base_url"] = args.base_url
+    return MemoryPipelineConfig(
+        distill=DistillConfig(**distill_kw),
+        embedder=args.embedder,
+        embedding_base_url=args.embedding_base_url,
+        item_scope=args.item_scope,
+        personas=PersonaConfig(k=args.k, k_max=args.k_max, seed=args.seed),
+    )
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    keys = ("users", "train_rows", "test_rows", "memories", "rejected", "embedder", "profiles", "items",
+            "cache_hits", "k", "elbow_k", "sizes")
+    return ", ".join(f"{k}={detail[k]}" for k in keys if k in detail)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
+    import json
+
+    from recsim_personas.cli.common import dataset_and_split_config
+    from recsim_personas.memory.pipeline import build_memories, parse_stages
+
+    config = _config(args)  # validate before loading anything
+    parse_stages(args.stages)
+    notes: list[str] = []
+    dataset, split_config = dataset_and_split_config(args, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    def report(t: Any) -> None:
+        state = f"{t.seconds:8.2f} s" if t.ran else "  skipped "
+        print(f"  {t.stage:<9} {state}  {_detail(t.detail)}", flush=True)
+
+    print(f"memory -> {args.out}  ({dataset.name}, {split_config.describe()})")
+    run_folder = build_memories(dataset, split_config, config, args.out, stages=args.stages,
+                                progress=not args.quiet, on_stage=report)
+    total = sum(t.seconds for t in run_folder.timings.values())
+    print(f"  {'total':<9} {total:8.2f} s")
+
+    personas_json = run_folder / "personas.json"
+    if "personas" in run_folder.timings and personas_json.is_file():
+        meta = json.loads(personas_json.read_text(encoding="utf-8"))
+        print(f"\nPersonas: K={meta['k']} ({meta['k_source']}; elbow suggests {meta['elbow_k']}), "
+              f"words: {meta['word_method']}")
+        print(f"{'persona':>7} {'users':>5} {'ratings':>7} {'mean':>5}  distinct words | over-represented words")
+        for d in meta["personas"]:
+            mean = f"{d['rating_mean']:.2f}" if d.get("rating_mean") is not None else "-"
+            top = ", ".join(w for w, _ in d["top_words"][:5]) or "-"
+            over = ", ".join(w for w, _ in d["over_represented"][:5]) or "-"
+            print(f"{d['persona']:>7} {d['size']:>5} {d['n_ratings']:>7} {mean:>5}  {top} | {over}")
+        print(f"plots: {run_folder / 'plots'}")
+    return 0
