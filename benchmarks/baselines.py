@@ -29,10 +29,10 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from recsim_personas.data.registry import load_dataset  # noqa: E402
-from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig, make_split  # noqa: E402
-from recsim_personas.eval.offline import EvalConfig, evaluate_baselines  # noqa: E402
-from recsim_personas.eval.report import (  # noqa: E402
+from recsim_personas.data.registry import load_dataset
+from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig, make_split
+from recsim_personas.eval.offline import EvalConfig, evaluate_baselines
+from recsim_personas.eval.report import (
     print_results,
     results_document,
     results_markdown,

@@ -11,8 +11,8 @@ It answers ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (and ``GET 
 
 Chat answers are JSON objects derived from the request (sha256 of the messages), so the same request
 always gets the same answer: ``{"taste": "...", "explanations": [{"item_id": ..., "reason": ...}]}``
-with one explanation per ``"item_id": N`` found in the first user message (the task prompt). Pass ``responder`` to
-answer differently (``responder(body) -> str`` returns the message content). Embeddings are
+with one explanation per ``"item_id": N`` found in the first user message (the task prompt). Pass
+``responder`` to answer differently (``responder(body) -> str`` returns the message content). Embeddings are
 deterministic unit vectors of ``embedding_dim`` floats seeded by the input text's sha256.
 
 Example:

@@ -327,7 +327,7 @@ def test_random_ranker_depends_only_on_seed_user_and_items():
     b = RandomRanker(seed=1).fit(train)
     assert not np.array_equal(a.recommend(1, 10), b.recommend(1, 10))
     scores = a.score_items(1, np.arange(10_000))
-    assert 0 <= scores.min() and scores.max() < 1 and abs(scores.mean() - 0.5) < 0.02
+    assert scores.min() >= 0 and scores.max() < 1 and abs(scores.mean() - 0.5) < 0.02
 
 
 def test_als_learns_block_structure():

@@ -154,7 +154,7 @@ def test_relevance_threshold_defaults():
 def test_eval_config_round_trip_and_validation():
     cfg = EvalConfig(k=5, relevance_threshold=3.0)
     assert EvalConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ConfigError, match="EvalConfig.k must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match=re.escape("EvalConfig.k must be a positive integer, got 0")):
         EvalConfig(k=0)
     with pytest.raises(ConfigError, match=re.escape("unknown EvalConfig key(s) 'kk'")):
         EvalConfig.from_dict({"kk": 3})

@@ -245,6 +245,10 @@ def test_load_rejects_missing_or_damaged_folders(dataset, tmp_path):
     with pytest.raises(DataError, match=r"train.parquet has 3 rows but config.json says "
                        r"n_train=\d+; the folder is damaged"):
         Split.load(folder)
+    split.save(folder)
+    split.test.drop(columns="rating").to_parquet(folder / "test.parquet", index=False)
+    with pytest.raises(DataError, match=r"test.parquet lacks column\(s\) rating; re-create"):
+        Split.load(folder)
 
 
 def test_summary_counts(dataset):

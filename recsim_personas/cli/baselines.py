@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "average per rating (and per user in the /user columns); ranking metrics per user, "
             "relevant = test rating >= 4 (4.0 on half stars)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_dataset_arguments(p)
     add_split_arguments(p)
@@ -46,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--models", type=_models, default=None, metavar="A,B,...",
                    help="models to run (default: all: global-mean, user-mean, item-mean, bias, "
                    "biased-mf, random, popularity, als)")
-    e.add_argument("--k", type=int, default=10, help="length of ranked lists")
+    e.add_argument("--k", type=int, default=10, help="length of ranked lists (default: %(default)s)")
     e.add_argument("--relevance-threshold", type=float, default=None, metavar="R",
                    help="test ratings >= R are relevant (default: 4 on 1-5, 4.0 on 0.5-5)")
     e.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here")

@@ -125,11 +125,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         choices=DATASET_CHOICES,
         default="ml-latest-small",
-        help="dataset to load (default: the embedded ml-latest-small; ml-100k and ml-1m need "
-        "--data-dir or `recsim-personas data download NAME`; csv needs --csv)",
+        help="dataset to load (default: %(default)s, embedded in the package; ml-100k and ml-1m "
+        "need --data-dir or `recsim-personas data download NAME`; csv needs --csv)",
     )
     g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="folder with the dataset's original files (default: embedded / download cache)")
+                   help="folder with the dataset's original files; omitted: the embedded copy or "
+                   "the download cache")
     g.add_argument("--enrichment", default=None, metavar="PATH",
                    help="item-enrichment table (CSV or parquet) joined by item id")
     g.add_argument("--skip-bad-rows", action="store_true",
@@ -138,36 +139,37 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--csv", default=None, metavar="PATH", help="ratings file (.csv or .parquet)")
     c.add_argument("--csv-columns", default=DEFAULT_CSV_COLUMNS, metavar="MAP",
                    help="canonical=file-column pairs for user_id, item_id, rating and optional "
-                   f"timestamp (default: {DEFAULT_CSV_COLUMNS})")
+                   "timestamp (default: %(default)s)")
     c.add_argument("--csv-scale", default="1:5:1", metavar="MIN:MAX:STEP",
-                   help="rating scale of the file (default: 1:5:1; half stars: 0.5:5:0.5)")
+                   help="rating scale of the file, e.g. 0.5:5:0.5 for half stars "
+                   "(default: %(default)s)")
     c.add_argument("--csv-items", default=None, metavar="PATH", help="optional item file")
     c.add_argument("--csv-item-columns", default=None, metavar="MAP",
                    help="canonical=file-column pairs for the item file: item_id (required), title, "
-                   "year, genres, description, director, cast (default: item_id only)")
-    c.add_argument("--csv-sep", default=",", metavar="SEP", help="field separator (default: ,)")
+                   "year, genres, description, director, cast; omitted: item_id only")
+    c.add_argument("--csv-sep", default=",", metavar="SEP",
+                   help="field separator (default: %(default)s)")
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, default: SplitConfig = PAPER_SPLIT) -> None:
     """Add ``--split``, ``--users``, ``--min-interactions``, ``--max-interactions``, ``--seed``."""
-    g = parser.add_argument_group(
-        "split (default: the paper's protocol, 200 users with 100-200 ratings, temporal 60:40)"
-    )
+    paper = " = the paper's protocol" if default == PAPER_SPLIT else ""
+    g = parser.add_argument_group(f"split (default: {default.describe()}{paper})")
     g.add_argument("--split", default=default.spec, metavar="SPEC",
-                   help=f"temporal:F (oldest F of each user's ratings train), random:F (seeded "
-                   f"per-user shuffle) or last:N (newest N test) (default: {default.spec})")
+                   help="temporal:F (oldest F of each user's ratings train), random:F (seeded "
+                   "per-user shuffle) or last:N (newest N test) (default: %(default)s)")
     users = "all" if default.n_users is None else default.n_users
     g.add_argument("--users", type=_users, default=None, metavar="N|all",
                    help=f"sample N qualifying users with --seed, or 'all' (default: {users}; if "
                    "fewer qualify and --users is not given, all qualifying users are kept)")
     g.add_argument("--min-interactions", type=_bound, default=default.min_interactions,
                    metavar="N|none", help="keep users with at least N ratings "
-                   f"(default: {default.min_interactions})")
+                   "(default: %(default)s)")
     g.add_argument("--max-interactions", type=_bound, default=default.max_interactions,
                    metavar="N|none", help="keep users with at most N ratings "
-                   f"(default: {default.max_interactions})")
+                   "(default: %(default)s)")
     g.add_argument("--seed", type=_seed, default=default.seed,
-                   help=f"seed of the user sample, random splits and models (default: {default.seed})")
+                   help="seed of the user sample, random splits and models (default: %(default)s)")
     parser.set_defaults(_split_default_users=default.n_users)
 
 

@@ -322,7 +322,12 @@ class Split:
                     f"{path} has {len(frame)} rows but {cfg_path.name} says n_{part}={expected}; "
                     "the folder is damaged, re-create the split"
                 )
-            parts[part] = frame.astype(INTERACTION_COLUMNS)
+            missing = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
+            if missing:
+                raise DataError(
+                    f"{path} lacks column(s) {', '.join(missing)}; re-create the split"
+                )
+            parts[part] = frame[list(INTERACTION_COLUMNS)].astype(INTERACTION_COLUMNS)
         scale = meta.get("scale")
         return cls(
             train=parts["train"],

@@ -176,6 +176,30 @@ class SessionEngine:
             "action_mask": self.action_mask(idx),
         }
 
+    def empty_step_info(self) -> dict[str, np.ndarray]:
+        """A step info dict for zero sessions (the keys, dtypes and shapes of :meth:`step`'s info)."""
+        k, n_levels, n_items = self.config.slate_size, len(self.levels), self.population.n_items
+        info: dict[str, np.ndarray] = {
+            "user_id": np.zeros(0, np.int64),
+            "persona": np.zeros(0, np.int64),
+            "step": np.zeros(0, np.int64),
+            "item_id": np.zeros(0, np.int64),
+            "item_title": np.zeros(0, object),
+            "rated": np.zeros(0, bool),
+            "rating": np.zeros(0),
+            "expected_rating": np.zeros(0),
+            "rating_probs": np.zeros((0, n_levels)),
+            "exit_probability": np.zeros(0),
+            "n_seen": np.zeros(0, np.int64),
+            "action_mask": np.zeros((0, n_items), np.int8),
+        }
+        if k > 1:
+            info["slate_item_ids"] = np.zeros((0, k), np.int64)
+            info["slate_expected_ratings"] = np.zeros((0, k))
+            info["choice_probs"] = np.zeros((0, k + 1))
+            info["chosen_slot"] = np.zeros(0, np.int64)
+        return info
+
     # -- step ---------------------------------------------------------------------------------------
     def step(
         self, idx: np.ndarray, actions: np.ndarray, uniforms: np.ndarray

@@ -322,12 +322,20 @@ class OraclePolicy(_BasePolicy):
 
 
 class EpsilonGreedyBandit(_BasePolicy):
-    """Epsilon-greedy over items, one running-mean reward estimate per (persona, item).
+    """Epsilon-greedy over items, one shrunken mean-reward estimate per (persona, item).
 
     With probability ``epsilon`` a row recommends uniformly random allowed items, else the allowed
-    items with the highest estimate (untried items are estimated at ``initial_value``). ``update``
-    credits the reward to the item the user rated (slates: the picked item gets the reward, the
-    other slate items 0).
+    items with the highest estimate. The estimate of an item is its mean reward shrunk towards the
+    mean reward of everything seen so far, ``(sum + prior_weight * global_mean) / (count +
+    prior_weight)``, so that one lucky rating does not make an item the favourite (untried items sit
+    at the global mean). ``update`` credits the reward to the item the user rated (slates: the picked
+    item gets the reward, the other slate items 0).
+
+    Args:
+        context: The environment context.
+        seed: Seed of exploration and tie-breaking.
+        epsilon: Exploration probability per decision, in [0, 1].
+        prior_weight: Pseudo-count of the shrinkage towards the global mean (>= 0).
     """
 
     name = "bandit"
@@ -337,21 +345,32 @@ class EpsilonGreedyBandit(_BasePolicy):
         context: PolicyContext,
         seed: int = 0,
         epsilon: float = 0.1,
-        initial_value: float = 0.0,
+        prior_weight: float = 2.0,
     ) -> None:
         super().__init__(context, seed)
         if not 0.0 <= epsilon <= 1.0:
             raise ConfigError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        if not prior_weight >= 0:
+            raise ConfigError(f"prior_weight must be >= 0, got {prior_weight!r}")
         self.epsilon = float(epsilon)
+        self.prior_weight = float(prior_weight)
         shape = (max(context.n_personas, 1), context.n_items)
-        self.values = np.full(shape, float(initial_value))
+        self.sums = np.zeros(shape)
         self.counts = np.zeros(shape, dtype=np.int64)
+
+    @property
+    def values(self) -> np.ndarray:
+        """``(n_personas, n_items)`` current estimates."""
+        total = self.counts.sum()
+        prior = self.sums.sum() / total if total else 0.0
+        return (self.sums + self.prior_weight * prior) / (self.counts + self.prior_weight + 1e-12)
 
     def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
         single, users, mask = _batched(observation, info)
         persona = np.asarray(observation["persona"]).reshape(-1).astype(np.int64)
-        scores = self.values[persona] + 1e-9 * self.rng.random((len(users), self.context.n_items))
-        explore = self.rng.random(len(users)) < self.epsilon
+        n = len(users)
+        scores = self.values[persona] + 1e-9 * self.rng.random((n, self.context.n_items))
+        explore = self.rng.random(n) < self.epsilon
         if explore.any():
             scores[explore] = self.rng.random((int(explore.sum()), self.context.n_items))
         actions = _top_k(scores, mask, self.context.slate_size)
@@ -367,22 +386,22 @@ class EpsilonGreedyBandit(_BasePolicy):
         next_observation: Mapping[str, Any],
         info: Mapping[str, Any],
     ) -> None:
-        stepped = info.get("_item_id")
-        persona = np.asarray(info.get("persona", observation["persona"])).reshape(-1).astype(np.int64)
         reward = np.asarray(reward, dtype=np.float64).reshape(-1)
-        actions = np.asarray(action).reshape(len(reward), -1)
-        rows = np.ones(len(reward), dtype=bool) if stepped is None else np.asarray(stepped, dtype=bool)
+        n = len(reward)
+        stepped = info.get("_item_id")
+        rows = np.ones(n, dtype=bool) if stepped is None else np.asarray(stepped, dtype=bool).reshape(-1)
+        persona = np.asarray(info["persona"]).reshape(-1).astype(np.int64)
+        actions = np.asarray(action).reshape(n, -1)
         k = actions.shape[1]
         if k == 1:
             credit = reward[:, None]
         else:
             slot = np.asarray(info["chosen_slot"]).reshape(-1)
             credit = np.where(np.arange(k)[None, :] == slot[:, None], reward[:, None], 0.0)
-        for j in np.flatnonzero(rows):
-            for s in range(k):
-                p, a = persona[j], actions[j, s]
-                self.counts[p, a] += 1
-                self.values[p, a] += (credit[j, s] - self.values[p, a]) / self.counts[p, a]
+        p = np.repeat(persona[rows], k)
+        a = actions[rows].ravel()
+        np.add.at(self.sums, (p, a), credit[rows].ravel())
+        np.add.at(self.counts, (p, a), 1)
 
 
 def make_policy(name: str, env: Any, *, seed: int = 0, **params: Any) -> Policy:

@@ -237,7 +237,11 @@ class PersonaRecVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        # The empty part first: every step info key is present (masked False) even when no
+        # sub-environment stepped, so callers can always read info["_item_id"].
+        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = [
+            (np.zeros(0, dtype=np.int64), engine.empty_step_info())
+        ]
         if len(reset_idx):
             self._reset_sessions(reset_idx)
             parts.append((reset_idx, engine.reset_info(reset_idx)))

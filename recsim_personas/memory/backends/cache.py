@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,12 @@ class RequestCache:
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self._lock = threading.Lock()  # counters are bumped from the backend's worker threads
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -55,7 +62,7 @@ class RequestCache:
         key = request_key(request)
         path = self.path(key)
         if not path.exists():
-            self.misses += 1
+            self._count(misses=1)
             return None
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
@@ -65,13 +72,12 @@ class RequestCache:
             if not isinstance(response, dict) or not isinstance(response.get("content"), str):
                 raise ValueError("entry has no response content")
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-            self.corrupt += 1
-            self.misses += 1
+            self._count(corrupt=1, misses=1)
             logger.warning("corrupt cache entry %s (%s); fetching it again", path, exc)
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        self.hits += 1
+        self._count(hits=1)
         return response
 
     def put(self, request: dict[str, Any], response: dict[str, Any]) -> Path:

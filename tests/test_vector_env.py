@@ -1,0 +1,218 @@
+"""The batched PersonaRec-v0: one agent call per step, autoreset modes, equivalence with the single env."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+import recsim_personas.envs  # noqa: F401  (registers PersonaRec-v0)
+from recsim_personas.agents.bias_agent import BiasUserAgent
+from recsim_personas.envs.population import UserPopulation, synthetic_population
+from recsim_personas.envs.vector import PersonaRecVectorEnv
+from recsim_personas.errors import EnvError
+
+
+@pytest.fixture(scope="module")
+def population() -> UserPopulation:
+    return synthetic_population(n_users=30, n_items=120, seed=1)
+
+
+@pytest.fixture(scope="module")
+def agent(population: UserPopulation) -> BiasUserAgent:
+    return BiasUserAgent.fit(
+        population.train,
+        population.scale,
+        activity_levels=dict(zip(population.user_ids.tolist(), population.activity_levels.tolist())),
+    )
+
+
+class CountingAgent:
+    """Wraps an agent and records the size of every call."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.scale = inner.scale
+        self.rate_calls: list[int] = []
+        self.leave_calls: list[int] = []
+
+    def rate(self, user_ids, item_ids):
+        self.rate_calls.append(len(user_ids))
+        return self.inner.rate(user_ids, item_ids)
+
+    def leave_probability(self, user_ids, sessions):
+        self.leave_calls.append(len(user_ids))
+        return self.inner.leave_probability(user_ids, sessions)
+
+
+def test_make_vec_uses_the_vector_entry_point(population, agent):
+    envs = gym.make_vec("PersonaRec-v0", num_envs=4, population=population, agent=agent)
+    assert isinstance(envs, PersonaRecVectorEnv)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert envs.action_space.shape == (4,)
+    obs, info = envs.reset(seed=0)
+    assert envs.observation_space.contains(obs)
+    assert obs["profile"].shape == (4, population.embedding_dim)
+    assert info["action_mask"].shape == (4, population.n_items) and info["_action_mask"].all()
+    slate = gym.make_vec("PersonaRec-v0", num_envs=3, population=population, agent=agent, slate_size=2)
+    assert slate.action_space.shape == (3, 2)
+
+
+def test_one_rate_and_one_leave_call_per_step(population, agent):
+    counting = CountingAgent(agent)
+    envs = PersonaRecVectorEnv(8, population=population, agent=counting, seen_items="allow", exit="rule")
+    envs.reset(seed=0)
+    stepped = []
+    for t in range(6):
+        info = envs.step(np.arange(8) + t)[4]
+        stepped.append(int(info.get("_item_id", np.zeros(8, bool)).sum()))
+    # one call per step covering every sub-env that stepped (autoreset ones are reset instead);
+    # exit="rule" decides in the env, so the agent is never asked to leave
+    assert counting.rate_calls == stepped and counting.leave_calls == []
+    counting = CountingAgent(agent)
+    envs = PersonaRecVectorEnv(8, population=population, agent=counting, seen_items="allow", exit="agent", horizon=50)
+    envs.reset(seed=0)
+    envs.step(np.arange(8))
+    assert counting.rate_calls == [8] and counting.leave_calls == [8]
+    slate = CountingAgent(agent)
+    envs = PersonaRecVectorEnv(8, population=population, agent=slate, slate_size=3, seen_items="allow")
+    envs.reset(seed=0)
+    envs.step(np.arange(24).reshape(8, 3))
+    assert slate.rate_calls == [24] and slate.leave_calls == [8]
+
+
+def _single_trajectory(population, agent, seed, actions, options):
+    """What PersonaRecEnv does with ``seed`` and ``actions``, mirroring NEXT_STEP autoreset."""
+    env = gym.make("PersonaRec-v0", population=population, agent=agent, **options).unwrapped
+    obs, info = env.reset(seed=seed)
+    out = [(obs, 0.0, False, False, info["user_id"])]
+    done = False
+    for action in actions:
+        if done:
+            obs, info = env.reset()
+            out.append((obs, 0.0, False, False, info["user_id"]))
+            done = False
+            continue
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append((obs, reward, terminated, truncated, info["user_id"]))
+        done = terminated or truncated
+    return out
+
+
+@pytest.mark.parametrize("options", [{"horizon": 4}, {"horizon": 3, "slate_size": 2, "exit": "rule"}])
+def test_sub_env_i_equals_the_single_env_seeded_with_seed_plus_i(population, agent, options):
+    n, steps, seed = 4, 14, 11
+    rng = np.random.default_rng(0)
+    shape = (steps, n) if options.get("slate_size", 1) == 1 else (steps, n, options["slate_size"])
+    actions = rng.integers(0, population.n_items, size=shape)
+    envs = PersonaRecVectorEnv(n, population=population, agent=agent, **options)
+    obs, info = envs.reset(seed=seed)
+    vec = [[({k: v[i] for k, v in obs.items()}, 0.0, False, False, info["user_id"][i])] for i in range(n)]
+    for t in range(steps):
+        obs, reward, terminated, truncated, info = envs.step(actions[t])
+        for i in range(n):
+            vec[i].append(({k: v[i] for k, v in obs.items()}, reward[i], terminated[i], truncated[i], info["user_id"][i]))
+    resets = 0
+    for i in range(n):
+        single = _single_trajectory(population, agent, seed + i, actions[:, i], options)
+        assert len(single) == len(vec[i])
+        for (o1, r1, te1, tr1, u1), (o2, r2, te2, tr2, u2) in zip(single, vec[i], strict=True):
+            assert u1 == u2 and r1 == r2 and te1 == te2 and tr1 == tr2
+            for key in o1:
+                assert np.array_equal(o1[key], o2[key]), key
+        resets += sum(1 for step in single[1:] if step[4] is not None and step[1] == 0.0 and step[0]["step"] == 0)
+    assert resets > 0  # the horizon forced autoresets, so they were compared too
+
+
+def test_next_step_autoreset_semantics(population, agent):
+    envs = PersonaRecVectorEnv(2, population=population, agent=agent, horizon=2, exit="none", seen_items="allow")
+    envs.reset(seed=0, options={"user_id": [3, 4]})
+    envs.step(np.array([0, 1]))
+    obs, reward, terminated, truncated, info = envs.step(np.array([2, 3]))
+    assert truncated.all() and not terminated.any()
+    obs, reward, terminated, truncated, info = envs.step(np.array([4, 5]))  # actions ignored: reset
+    assert np.all(reward == 0) and not (terminated | truncated).any()
+    assert np.all(obs["step"] == 0) and not info["_item_id"].any() and info["_user_id"].all()
+    obs, reward, terminated, truncated, info = envs.step(np.array([4, 5]))
+    assert np.all(obs["step"] == 1) and info["_item_id"].all()
+
+
+def test_same_step_autoreset_returns_the_final_observation(population, agent):
+    envs = PersonaRecVectorEnv(
+        2, population=population, agent=agent, horizon=1, exit="none", autoreset_mode="SameStep"
+    )
+    envs.reset(seed=0)
+    obs, reward, terminated, truncated, info = envs.step(np.array([0, 1]))
+    assert truncated.all() and info["_final_obs"].all()
+    assert info["final_obs"][0]["step"] == 1 and np.all(obs["step"] == 0)
+    assert info["final_info"]["_item_id"].all()
+
+
+def test_disabled_autoreset_needs_a_masked_reset(population, agent):
+    envs = PersonaRecVectorEnv(
+        2, population=population, agent=agent, horizon=1, exit="none", autoreset_mode=AutoresetMode.DISABLED
+    )
+    envs.reset(seed=0)
+    envs.step(np.array([0, 1]))
+    with pytest.raises(EnvError, match=re.escape("sub-environment(s) [0, 1] ended; with autoreset_mode=DISABLED")):
+        envs.step(np.array([0, 1]))
+    obs, info = envs.reset(options={"reset_mask": np.array([True, False])})
+    assert info["_user_id"].tolist() == [True, False]
+    assert obs["step"].tolist() == [0, 1]
+
+
+def test_same_seed_same_rollout_and_reset_options(population, agent):
+    def run(seed):
+        envs = PersonaRecVectorEnv(5, population=population, agent=agent, slate_size=2)
+        obs, info = envs.reset(seed=seed)
+        rng = np.random.default_rng(3)
+        trace = [obs["history_items"].copy(), info["user_id"].copy()]
+        for _ in range(12):
+            obs, reward, terminated, truncated, info = envs.step(rng.integers(0, population.n_items, (5, 2)))
+            trace += [obs["history_items"].copy(), reward, terminated, truncated]
+        return trace
+
+    a, b, c = run(5), run(5), run(6)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    envs = PersonaRecVectorEnv(3, population=population, agent=agent)
+    _, info = envs.reset(seed=0, options={"user_id": [2, None, 7]})
+    assert info["user_id"][0] == 2 and info["user_id"][2] == 7
+    _, info = envs.reset(seed=[1, 2, 3], options={"user_id": 9})
+    assert info["user_id"].tolist() == [9, 9, 9]
+
+
+def test_batched_action_and_option_errors(population, agent):
+    envs = PersonaRecVectorEnv(3, population=population, agent=agent, slate_size=2)
+    with pytest.raises(EnvError, match=re.escape("call reset() before step()")):
+        envs.step(np.zeros((3, 2), dtype=np.int64))
+    envs.reset(seed=0)
+    with pytest.raises(EnvError, match=re.escape(
+        "actions have 3 items per slate but slate_size is 2: pass an integer array of shape (3, 2)"
+    )):
+        envs.step(np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(EnvError, match=re.escape("actions must have shape (3, 2) (num_envs, slate), got (2, 2)")):
+        envs.step(np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(EnvError, match=re.escape("action must be an integer array of shape (3, 2)")):
+        envs.step(np.zeros((3, 2)))
+    with pytest.raises(EnvError, match=re.escape(f"action {population.n_items} is out of range")):
+        envs.step(np.full((3, 2), population.n_items))
+    with pytest.raises(EnvError, match=re.escape("options['user_id'] has 2 entries for 3 sub-environments")):
+        envs.reset(options={"user_id": [1, 2]})
+    with pytest.raises(EnvError, match=re.escape("unknown user id 77")):
+        envs.reset(options={"user_id": [1, 2, 77]})
+    with pytest.raises(EnvError, match=re.escape("reset got 2 seeds for 3 sub-environments")):
+        envs.reset(seed=[1, 2])
+    with pytest.raises(EnvError, match=re.escape("autoreset_mode must be one of")):
+        PersonaRecVectorEnv(2, population=population, agent=agent, autoreset_mode="later")
+
+
+def test_render_returns_one_text_per_session(population, agent):
+    envs = PersonaRecVectorEnv(2, population=population, agent=agent, render_mode="ansi")
+    envs.reset(seed=0)
+    envs.step(np.array([1, 2]))
+    texts = envs.render()
+    assert len(texts) == 2 and all(t.startswith("PersonaRec-v0 | user") for t in texts)
