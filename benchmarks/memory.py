@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.memory.personas import PersonaConfig
     from recsim_personas.memory.pipeline import STAGES, MemoryPipelineConfig, build_memories
 
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     dataset = load_dataset("ml-1m", args.data_dir)
     load_seconds = time.perf_counter() - t0
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = build_memories(dataset, PAPER_SPLIT, config, out, progress=sys.stderr.isatty(), on_stage=report)
     build_seconds = time.perf_counter() - t0
-    print(f"  {'total':<9} {build_seconds:8.2f} s")
+    print(f"  {'total':<9} {build_seconds:8.2f} s   (load average before: "
+          f"{', '.join(f'{x:.1f}' for x in load_before)} on {os.cpu_count()} CPUs)")
     t0 = time.perf_counter()
     rerun = build_memories(dataset, PAPER_SPLIT, config, out, progress=False)
     rerun_seconds = time.perf_counter() - t0
@@ -152,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"dataset": "ml-1m-users-1-2999", "split": PAPER_SPLIT.to_dict(), "pipeline": config.to_dict()},
         "git": git_info(),
         "versions": env["versions"],
-        "hardware": env["hardware"],
+        # The machine is shared: its load average says how comparable the timings are.
+        "hardware": {**env["hardware"], "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+                     "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
         "metrics": {
             "seconds": {"load": round(load_seconds, 3),
                         **{s: run.timings[s].seconds for s in STAGES},

@@ -198,8 +198,23 @@ def test_openai_embedder_cached_reuses_vectors(tmp_path):
 @pytest.mark.integration
 def test_real_minilm_offline_semantics(tmp_path):
     emb = SentenceTransformerEmbedder(device="cpu")
-    assert emb.name == "sentence-transformers:all-MiniLM-L6-v2"
+    assert emb.name == "sentence-transformers:all-MiniLM-L6-v2+windows"
     v = emb.embed(["a sad drama about loss", "a tragic film about grief", "a cheerful cartoon for kids"])
     assert v.shape == (3, 384) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2, "semantic neighbours are closer than unrelated texts"
+
+
+@pytest.mark.integration
+def test_real_minilm_long_texts_are_not_truncated():
+    emb = SentenceTransformerEmbedder(device="cpu")
+    filler = " ".join(["I watch many films with friends on weekends."] * 40)  # ~400 word pieces
+    a, b = emb.embed([f"{filler} I love gory zombie horror.", f"{filler} I love tender romantic weddings."])
+    assert float(a @ b) < 0.999, "the end of a long text must change its vector (truncation would not)"
+    short = "a quiet drama about grief"
+    model = emb._load()
+    np.testing.assert_allclose(emb.embed([short])[0], model.encode([short], normalize_embeddings=True)[0],
+                               atol=1e-5)
+    windows = emb._windows(model, filler)
+    assert len(windows) == 2 and all(n <= model.max_seq_length - 2 for _, n in windows)
+    assert windows[0][0].startswith("I watch") and windows[-1][0].endswith("weekends.")

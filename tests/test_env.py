@@ -162,7 +162,7 @@ def test_step_info_reports_the_rated_item(population, agent):
     env = make(population, agent, seen_items="allow", exit="none")
     obs, info = env.reset(seed=0, options={"user_id": 5})
     assert info["user_id"] == 5 and info["persona"] == 5 % 3
-    obs, reward, terminated, truncated, info = env.step(12)
+    obs, reward, terminated, _truncated, info = env.step(12)
     assert info["item_id"] == population.item_ids[12] == 12
     assert info["item_title"] == "Item 12 (genre 0)"
     assert info["rated"] and reward == info["rating"]
@@ -422,7 +422,7 @@ def test_missing_or_incomplete_run_folder(tmp_path):
     run = _fake_run_folder(tmp_path)
     (run / "personas.parquet").unlink()
     with pytest.raises(EnvError, match=re.escape(
-        f"run folder {run} is incomplete: missing personas.parquet; run `recsim-personas personas --out {run}` first"
+        f"run folder {run} is incomplete: missing personas.parquet; run `recsim-personas memory --out {run}` first"
     )):
         population_from_run_dir(run)
 
@@ -464,6 +464,77 @@ def test_module_doctests_run():
         assert result.attempted > 0, module.__name__
 
 
+# -- the language-model agent -----------------------------------------------------------------------------------
+def build_small_run(root: Path) -> Path:
+    """A real run folder: 8 users of ml-latest-small, template profiles, hashing embeddings, 2 personas."""
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECSIM_PERSONAS_CACHE", str(root.parent / "cache"))
+    try:
+        build_memories(
+            load_dataset("ml-latest-small"),
+            SplitConfig(min_interactions=30, max_interactions=70, n_users=8, seed=0),
+            MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=4, n_init=2)),
+            root,
+            progress=False,
+        )
+    finally:
+        mp.undo()
+    return root
+
+
+def tiny_lm_agent(tokenizer, population: UserPopulation):
+    """LMUserAgent over a 2-layer random llama with one random LoRA adapter per persona."""
+    from conftest import build_tiny_llama
+    from peft import LoraConfig, get_peft_model
+
+    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
+    from recsim_personas.agents.scoring import RatingScorer
+
+    model = build_tiny_llama(tokenizer)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, lora, adapter_name="persona_0__ms")
+    for k in range(1, population.n_personas):
+        peft_model.add_adapter(f"persona_{k}__ms", lora)
+    peft_model.eval()
+    scorer = RatingScorer(peft_model, tokenizer, population.scale)
+    return LMUserAgent(
+        scorer, population.store, population.catalog,
+        adapter_for=adapter_naming(population.store, "persona", "ms"),
+    )
+
+
+@pytest.fixture(scope="module")
+def lm_population(tmp_path_factory) -> UserPopulation:
+    return population_from_run_dir(build_small_run(tmp_path_factory.mktemp("lm") / "run"))
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("options", [{}, {"slate_size": 2, "exit": "rule"}], ids=["default", "slate"])
+def test_check_env_passes_with_a_tiny_lm_agent(env_id, options, lm_population, smollm2_tokenizer):
+    agent = tiny_lm_agent(smollm2_tokenizer, lm_population)
+    env = gym.make(env_id, population=lm_population, agent=agent, render_mode="ansi", **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample(mask=None) if options else 0)
+    assert info["rating_probs"].sum() == pytest.approx(1.0) or not info["rated"]
+    assert 0.0 <= info["exit_probability"] <= 1.0
+
+
+def test_lm_agent_rollouts_are_seeded(lm_population, smollm2_tokenizer):
+    agent = tiny_lm_agent(smollm2_tokenizer, lm_population)
+    a = rollout(make(lm_population, agent), seed=5, steps=6)
+    b = rollout(make(lm_population, agent), seed=5, steps=6)
+    assert_same(a, b)
+
+
 # -- the embedded default -------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_default_env_runs_offline_with_no_arguments():
@@ -473,5 +544,4 @@ def test_default_env_runs_offline_with_no_arguments():
     assert base.population.n_users == 115 and base.population.n_personas == 4
     assert base.population.embedding_dim == 384
     check_env(base)
-    obs, info = env.reset(seed=0)
-    assert "Toy Story" in base.population.item_titles[base.item_index(1)]
+    assert base.population.item_titles[base.item_index(1)] == "Toy Story (1995)"

@@ -145,7 +145,7 @@ def test_same_step_autoreset_returns_the_final_observation(population, agent):
         2, population=population, agent=agent, horizon=1, exit="none", autoreset_mode="SameStep"
     )
     envs.reset(seed=0)
-    obs, reward, terminated, truncated, info = envs.step(np.array([0, 1]))
+    obs, _reward, _terminated, truncated, info = envs.step(np.array([0, 1]))
     assert truncated.all() and info["_final_obs"].all()
     assert info["final_obs"][0]["step"] == 1 and np.all(obs["step"] == 0)
     assert info["final_info"]["_item_id"].all()

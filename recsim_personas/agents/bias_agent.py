@@ -74,13 +74,18 @@ def discretized_gaussian(mean: np.ndarray, std: float, scale: RatingScale) -> np
         >>> p.round(3).tolist()
         [[0.0, 0.0, 1.0, 0.0, 0.0]]
     """
-    mean = np.asarray(mean, dtype=np.float64).reshape(-1, 1)
     edges = scale.levels[:-1] + scale.step / 2.0  # K-1 inner edges
-    sigma = max(float(std), 1e-9)
-    cdf = _normal_cdf((edges[None, :] - mean) / sigma)
-    n = len(mean)
-    full = np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1)
-    probs = np.diff(full, axis=1)
+    return _discretize(np.asarray(mean, dtype=np.float64), float(std), edges)
+
+
+def _discretize(mean: np.ndarray, std: float, edges: np.ndarray) -> np.ndarray:
+    n = mean.size
+    sigma = max(std, 1e-9)
+    full = np.empty((n, len(edges) + 2))
+    full[:, 0] = 0.0
+    full[:, -1] = 1.0
+    full[:, 1:-1] = _normal_cdf((edges[None, :] - mean.reshape(-1, 1)) * (1.0 / sigma))
+    probs = full[:, 1:] - full[:, :-1]
     np.maximum(probs, 0.0, out=probs)
     probs /= probs.sum(axis=1, keepdims=True)
     return probs
@@ -119,6 +124,9 @@ class BiasUserAgent:
         self.scale = scale
         self.noise_std = float(noise_std)
         self.predictor = predictor
+        self._lo, self._hi = float(scale.min), float(scale.max)
+        self._levels = np.asarray(scale.levels, dtype=np.float64)
+        self._edges = self._levels[:-1] + float(scale.step) / 2.0
         self._mu = float(predictor.global_mean_)
         self._user_ids = np.asarray(predictor.user_ids_, dtype=np.int64)
         self._item_ids = np.asarray(predictor.item_ids_, dtype=np.int64)
@@ -178,12 +186,12 @@ class BiasUserAgent:
             )
         bu = _lookup(users, self._user_ids, self._user_bias)
         bi = _lookup(items, self._item_ids, self._item_bias)
-        return np.clip(self._mu + bu + bi, self.scale.min, self.scale.max)
+        return np.minimum(np.maximum(self._mu + bu + bi, self._lo), self._hi)
 
     def rate(self, user_ids: Sequence[int], item_ids: Sequence[int]) -> RatingBatch:
         """Rating distributions: the discretised ``N(mean_rating, noise_std^2)`` per request."""
         mean = self.mean_rating(user_ids, item_ids)
-        probs = discretized_gaussian(mean, self.noise_std, self.scale)
+        probs = _discretize(mean, self.noise_std, self._edges)
         return RatingBatch(
             probs=probs, outside_mass=np.zeros(len(mean)), valid=np.ones(len(mean), dtype=bool)
         )

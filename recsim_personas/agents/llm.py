@@ -29,11 +29,11 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsim_personas.errors import ModelError
+from recsim_personas.errors import AdapterError, ModelError
 from recsim_personas.paths import cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_HUB_ID",
     "DEFAULT_MODEL_NAME",
     "default_model_dir",
+    "load_adapters",
     "load_causal_lm",
     "load_tokenizer",
     "resolve_device",
@@ -366,3 +367,42 @@ def load_causal_lm(
         lm.generation_config.pad_token_id = tokenizer.pad_token_id
     lm.config.pad_token_id = tokenizer.pad_token_id
     return lm, tokenizer
+
+
+def load_adapters(model: Any, adapters: Mapping[str, str | os.PathLike[str]]) -> Any:
+    """Load named LoRA adapters (``save_pretrained`` folders) onto one base model.
+
+    Args:
+        model: A transformers model (wrapped into a ``PeftModel``) or a ``PeftModel`` (adapters added).
+        adapters: ``{name: folder}``, e.g. ``{"persona_0__ms": run / "adapters" / "persona_0__ms"}``.
+
+    Returns:
+        The ``PeftModel`` in eval mode holding every adapter by name (the first one active).
+
+    Raises:
+        AdapterError: a folder is missing or holds no ``adapter_config.json``, or a name is taken.
+    """
+    from peft import PeftModel
+
+    if not adapters:
+        raise AdapterError("load_adapters needs at least one {name: folder} entry")
+    for name, path in adapters.items():
+        folder = Path(path)
+        if not (folder / "adapter_config.json").is_file():
+            why = "does not exist" if not folder.exists() else "holds no adapter_config.json"
+            raise AdapterError(
+                f"adapter {name!r}: folder {folder} {why}; train it with `recsim-personas train` or "
+                "pass the folder written by save_pretrained"
+            )
+    items = list(adapters.items())
+    if isinstance(model, PeftModel):
+        peft_model = model
+    else:
+        first_name, first_path = items.pop(0)
+        peft_model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first_name)
+    for name, path in items:
+        if name in peft_model.peft_config:
+            raise AdapterError(f"adapter name {name!r} is already loaded; names must be unique")
+        peft_model.load_adapter(str(path), adapter_name=name)
+    peft_model.eval()
+    return peft_model

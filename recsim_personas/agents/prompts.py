@@ -129,7 +129,8 @@ class PromptTemplate:
 
     Placeholders: ``task`` uses ``{min} {max} {anchors} {levels}``; ``anchor`` uses ``{level}
     {meaning}``; ``movie`` uses ``{title} {year_part} {genres} {avg_part}``; ``summary`` uses
-    ``{description} {cast_part}``; ``memory_entry`` uses ``{movie} {text}``; exit texts use
+    ``{description} {cast_part}`` (as does ``memory_summary``, the remembered item's summary, left
+    out when empty); ``memory_entry`` uses ``{movie} {summary} {text}``; exit texts use
     ``{activity} {scale_min} {scale_max} {session} {stay} {leave}``.
     """
 
@@ -156,7 +157,8 @@ class PromptTemplate:
         "of how other people have rated it, not you."
     )
     memory_title: str = "YOUR MEMORIES"
-    memory_entry: str = "{movie}\n\nMY MEMORY: {text}"
+    memory_entry: str = "{movie}\n\nMY MEMORY: {summary}{text}"
+    memory_summary: str = "{description}{cast_part}. "
     no_memories: str = "(no memories)"
     movie: str = "MOVIE: The movie {title}{year_part} is of {genres} genre{avg_part}."
     year_part: str = " was released in the year {year}"
@@ -164,6 +166,7 @@ class PromptTemplate:
     no_genres: str = "unknown"
     summary: str = "SUMMARY: {description}{cast_part}"
     cast_part: str = ". The cast of the movie is as follows: {cast}"
+    max_cast: int | None = 15
     cue: str = "RATING:"
     ms_head: tuple[str, ...] = ("task",)
     ms_body: tuple[str, ...] = ("movie", "summary", "cue")
@@ -180,6 +183,7 @@ class PromptTemplate:
         "Answer {stay} to stay or {leave} to leave. Do not output anything else.\n\nANSWER:"
     )
     exit_empty_session: str = "(nothing yet)"
+    exit_unrated: str = "not rated"
 
     _SECTIONS = ("task", "memory_intro", "memory_title", "memories", "movie", "summary", "cue")
 
@@ -211,6 +215,8 @@ class PromptTemplate:
             errors.append("anchor_join must be (separator, last separator), e.g. (', ', ' and ')")
         if "{" in self.persona and "{profile}" not in self.persona:
             errors.append("persona must contain the {profile} placeholder")
+        if self.max_cast is not None and (not isinstance(self.max_cast, int) or self.max_cast < 1):
+            errors.append(f"max_cast must be an integer >= 1 or None, got {self.max_cast!r}")
         if errors:
             raise ConfigError(f"prompt template {self.name!r}: " + "; ".join(errors))
 
@@ -258,6 +264,8 @@ PROMPT_PRESETS: dict[str, PromptTemplate] = {
         memory_intro="",
         memory_title="Your past ratings:",
         memory_entry="- {movie} {text}",
+        memory_summary="",
+        max_cast=5,
         no_memories="(none)",
         movie="Movie: {title}{year_part}; {genres}{avg_part}.",
         year_part=" ({year})",
@@ -346,9 +354,13 @@ def _clean(text: Any) -> str:
     return str(text).strip()
 
 
-def _summary_text(template: PromptTemplate, item: ItemLike, max_words: int | None = None) -> str:
+def _summary_text(
+    template: PromptTemplate, item: ItemLike, max_words: int | None = None, *, form: str | None = None
+) -> str:
     description = _clean(getattr(item, "description", None)).rstrip(".")
     cast = _clean(getattr(item, "cast", None))
+    if cast and template.max_cast is not None:
+        cast = ", ".join(cast.split(", ")[: template.max_cast])
     if not description and not cast:
         return ""
     if max_words is not None:
@@ -363,7 +375,10 @@ def _summary_text(template: PromptTemplate, item: ItemLike, max_words: int | Non
             if keep_cast == 0:
                 cast = ""
     cast_part = template.cast_part.format(cast=cast) if cast else ""
-    return template.summary.format(description=description, cast_part=cast_part).strip()
+    if not description:
+        cast_part = cast_part.lstrip(". ")
+    text = (template.summary if form is None else form).format(description=description, cast_part=cast_part)
+    return text.strip() if form is None else text.lstrip()
 
 
 def _memory_items(
@@ -489,7 +504,12 @@ def build_rating_prompt(
     def render(n_memories: int, summary_words: int | None) -> tuple[str, str]:
         shown = entries[:n_memories]
         memory_text = _SEP.join(
-            tpl.memory_entry.format(movie=_movie_text(tpl, m.item), text=m.text.strip()) for m in shown
+            tpl.memory_entry.format(
+                movie=_movie_text(tpl, m.item),
+                summary=_summary_text(tpl, m.item, form=tpl.memory_summary) if tpl.memory_summary else "",
+                text=m.text.strip(),
+            )
+            for m in shown
         ) or tpl.no_memories
         sections = {
             "task": task,
@@ -504,7 +524,8 @@ def build_rating_prompt(
         return render_chat(tokenizer, system, head, (_SEP + body) if head else body)
 
     prefix, suffix = render(len(entries), None)
-    if max_tokens is None:
+    # A token spans at least one character, so a short text cannot exceed the budget: skip counting.
+    if max_tokens is None or len(prefix) + len(suffix) <= max_tokens:
         return RatingPrompt(prefix, suffix)
     length = _count_tokens(tokenizer, prefix + suffix)
     if length <= max_tokens:
@@ -554,7 +575,7 @@ def build_exit_prompt(
     Args:
         profile_text: The user's PERSONA paragraph (system message).
         activity_text: The user's activity trait (how readily they leave), shown again in the task.
-        session: ``(title, rating)`` of each item shown so far, oldest first.
+        session: ``(title, rating)`` of each item shown so far, oldest first (NaN or None: not rated).
         scale: The rating scale (to say what the ratings mean).
         template: Preset name or :class:`PromptTemplate`.
         tokenizer: Applies the chat template; ``None`` = plain text.
@@ -566,7 +587,10 @@ def build_exit_prompt(
     tpl = get_template(template)
     if len(options) != 2 or options[0] == options[1]:
         raise ConfigError(f"options must be two different answers (stay, leave), got {options!r}")
-    lines = "\n".join(f"- {title}: {scale.format(float(scale.snap(r)))}" for title, r in session)
+    lines = "\n".join(
+        f"- {title}: {tpl.exit_unrated if r is None or math.isnan(float(r)) else scale.format(float(scale.snap(r)))}"
+        for title, r in session
+    )
     values = {
         "activity": activity_text.strip(),
         "scale_min": scale.format(scale.min),

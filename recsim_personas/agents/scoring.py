@@ -216,6 +216,10 @@ class RatingScorer:
         """Longest prompt that leaves room for the answer in the model's context."""
         return self.context_length - self.max_new_tokens - 4
 
+    def check_adapters(self, names: Sequence[str | None]) -> None:
+        """Raise ``AdapterError`` (with a did-you-mean) if a name is not an adapter of the model."""
+        self._normalise_adapters(list(names), len(names))
+
     def _normalise_adapters(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
         if adapter_names is None:
             return [BASE_ADAPTER] * n

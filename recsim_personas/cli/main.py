@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "data",
     "baselines",
     "memory",
+    "simulate",
 )
 
 

@@ -197,7 +197,7 @@ class PersonaRecConfig:
         if self.agent == "lm" and self.run_dir is None:
             errors.append(
                 "agent='lm' needs run_dir: a run folder with trained persona adapters "
-                "(make one with `recsim-personas distill`, `personas` and `train`); or use agent='bias'"
+                "(make one with `recsim-personas memory` and `recsim-personas train`); or use agent='bias'"
             )
         if errors:
             raise ConfigError("invalid PersonaRecConfig: " + "; ".join(errors))

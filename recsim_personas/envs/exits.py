@@ -161,7 +161,7 @@ class PatienceExitRule:
     def initial(self, activity_levels: np.ndarray) -> np.ndarray:
         """Starting patience per session from activity levels (0 low, 1 mid, 2 high)."""
         levels = np.asarray(activity_levels, dtype=np.int64)
-        return self._initial[np.clip(levels, 0, 2)].astype(np.float64)
+        return self._initial[np.minimum(np.maximum(levels, 0), 2)]
 
     def update(
         self,
@@ -188,7 +188,7 @@ class PatienceExitRule:
     def leave_probability(self, patience: np.ndarray) -> np.ndarray:
         """``base + (1 - base) * sigmoid(-steepness * patience)`` per session."""
         cfg = self.config
-        z = np.clip(cfg.steepness * np.asarray(patience, dtype=np.float64), -50.0, 50.0)
+        z = np.minimum(np.maximum(cfg.steepness * np.asarray(patience, dtype=np.float64), -50.0), 50.0)
         return cfg.base + (1.0 - cfg.base) / (1.0 + np.exp(z))
 
     def patience_after(

@@ -120,6 +120,8 @@ class SessionEngine:
         self.events: list[list[SessionEvent]] = [[] for _ in range(n)]
         self.log: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
         self.rule = PatienceExitRule(config.exit_rule)
+        #: Keep a per-step log for render(); environments turn it on with render_mode="ansi".
+        self.record_log = False
         # The bias agent counts unrated steps (NaN ratings) as unsatisfying; other agents get only
         # the items the user rated, unless they declare that they accept NaN ratings.
         self.pass_unrated = bool(getattr(agent, "accepts_unrated_events", False)) or (
@@ -216,10 +218,11 @@ class SessionEngine:
         """
         cfg, pop = self.config, self.population
         m, k = actions.shape
-        rows = np.arange(m)
+        levels, n_levels = self.levels, len(self.levels)
         users = self.user_id[idx]
         seen = self.seen[idx[:, None], actions]
-        if cfg.seen_items == "mask" and seen.any():
+        any_seen = bool(seen.any())
+        if cfg.seen_items == "mask" and any_seen:
             j, s = np.argwhere(seen)[0]
             item = int(actions[j, s])
             raise EnvError(
@@ -227,24 +230,33 @@ class SessionEngine:
                 f"masked: user {users[j]} has already seen it; choose among the items where "
                 "info['action_mask'] == 1, or make the env with seen_items='penalty'"
             )
-        penalised = seen if cfg.seen_items == "penalty" else np.zeros_like(seen)
-        to_rate = ~penalised
+        penalise = cfg.seen_items == "penalty" and any_seen
+        choice_probs = chosen = expected = None
 
-        # One agent call for every (user, item) pair the user rates this step.
-        n_levels = len(self.levels)
-        probs = np.zeros((m, k, n_levels))
-        if to_rate.any():
-            flat_users = np.broadcast_to(users[:, None], (m, k))[to_rate]
-            flat_items = pop.item_ids[actions[to_rate]]
-            batch = self.agent.rate(flat_users, flat_items)
-            probs[to_rate] = np.asarray(batch.probs, dtype=np.float64)
-        expected = probs @ self.levels  # (m, k); 0 where not rated
-
-        # Slate choice: conditional logit over the rated items plus "pick nothing".
         if k == 1:
-            chosen = np.where(to_rate[:, 0], 0, -1)
-            choice_probs = None
+            # One agent call for the sessions whose item is rated (all of them unless penalised).
+            shown = actions[:, 0]
+            if penalise:
+                rated = ~seen[:, 0]
+                chosen_probs = np.zeros((m, n_levels))
+                if rated.any():
+                    batch = self.agent.rate(users[rated], pop.item_ids[shown[rated]])
+                    chosen_probs[rated] = batch.probs
+            else:
+                rated = np.ones(m, dtype=bool)
+                chosen_probs = np.array(self.agent.rate(users, pop.item_ids[shown]).probs, dtype=np.float64)
+            expected_chosen = chosen_probs @ levels
         else:
+            # The user rates every slate item (one agent call), then picks one by a conditional
+            # logit over the expected ratings against the "pick nothing" option.
+            rows = np.arange(m)
+            to_rate = ~seen if penalise else np.ones((m, k), dtype=bool)
+            probs = np.zeros((m, k, n_levels))
+            if to_rate.any():
+                flat_users = np.broadcast_to(users[:, None], (m, k))[to_rate]
+                batch = self.agent.rate(flat_users, pop.item_ids[actions[to_rate]])
+                probs[to_rate] = batch.probs
+            expected = probs @ levels
             tau = cfg.choice_temperature
             logits = np.where(to_rate, expected / tau, -np.inf)
             logits = np.concatenate([logits, np.full((m, 1), cfg.no_choice_utility / tau)], axis=1)
@@ -253,50 +265,64 @@ class SessionEngine:
             choice_probs = weights / weights.sum(axis=1, keepdims=True)
             pick = np.minimum((np.cumsum(choice_probs, axis=1) < uniforms[:, :1]).sum(axis=1), k)
             chosen = np.where(pick == k, -1, pick)
-        rated = chosen >= 0
-        slot = np.maximum(chosen, 0)
-        chosen_probs = probs[rows, slot]
+            rated = chosen >= 0
+            slot = np.maximum(chosen, 0)
+            chosen_probs = probs[rows, slot] * rated[:, None]
+            expected_chosen = expected[rows, slot] * rated
+            shown = np.where(rated, actions[rows, slot], actions[:, 0])
+
         if cfg.rating == "sample":
-            level = np.minimum(
-                (np.cumsum(chosen_probs, axis=1) < uniforms[:, 1:2]).sum(axis=1), n_levels - 1
-            )
-            rating = self.levels[level]
+            level = (np.cumsum(chosen_probs, axis=1) < uniforms[:, 1:2]).sum(axis=1)
+            rating = levels[np.minimum(level, n_levels - 1)]
         else:
-            rating = expected[rows, slot]
-        rating = np.where(rated, rating, np.nan)
+            rating = expected_chosen.copy()
+        all_rated = bool(rated.all())
+        if not all_rated:
+            rating[~rated] = 0.0
 
         # Reward.
         if cfg.reward == "rating":
-            base = rating
+            reward = rating.copy()
         elif cfg.reward == "normalized":
-            base = (rating - pop.scale.min) / (pop.scale.max - pop.scale.min)
+            reward = (rating - pop.scale.min) * (1.0 / (pop.scale.max - pop.scale.min))
         else:
-            base = (rating >= cfg.like_threshold).astype(np.float64)
-        reward = np.where(rated, base, 0.0)
+            reward = (rating >= cfg.like_threshold).astype(np.float64)
+        if not all_rated:
+            reward[~rated] = 0.0
         n_seen = seen.sum(axis=1)
-        if cfg.seen_items == "penalty":
-            reward = reward + cfg.seen_penalty * n_seen
+        if penalise:
+            reward += cfg.seen_penalty * n_seen
 
         # State: the picked item (or the slate's first) enters the history; picked items become seen.
-        shown = np.where(rated, actions[rows, slot], actions[:, 0])
-        self.seen[idx[rated], shown[rated]] = True
-        self.hist_items[idx, 1:] = self.hist_items[idx, :-1]
-        self.hist_items[idx, 0] = shown
-        self.hist_ratings[idx, 1:] = self.hist_ratings[idx, :-1]
-        self.hist_ratings[idx, 0] = np.where(rated, rating, 0.0)
+        if all_rated:
+            self.seen[idx, shown] = True
+        else:
+            self.seen[idx[rated], shown[rated]] = True
+        hist = self.hist_items[idx]
+        hist[:, 1:] = hist[:, :-1]
+        hist[:, 0] = shown
+        self.hist_items[idx] = hist
+        hist_r = self.hist_ratings[idx]
+        hist_r[:, 1:] = hist_r[:, :-1]
+        hist_r[:, 0] = rating
+        self.hist_ratings[idx] = hist_r
         self.t[idx] += 1
         shown_ids = pop.item_ids[shown]
-        for j, sid, r in zip(idx.tolist(), shown_ids.tolist(), rating.tolist(), strict=True):
-            self.events[j].append(SessionEvent(item_id=int(sid), rating=float(r)))
+        # NaN marks "not rated" for the exit models (the info and observation show 0).
+        rating_or_nan = rating if all_rated else np.where(rated, rating, np.nan)
 
         # Exit.
         if cfg.exit == "none":
             p_exit = np.zeros(m)
         elif cfg.exit == "rule":
-            self.patience[idx] = self.rule.update(self.patience[idx], rating, self.patience0[idx])
-            p_exit = self.rule.leave_probability(self.patience[idx])
+            patience = self.rule.update(self.patience[idx], rating_or_nan, self.patience0[idx])
+            self.patience[idx] = patience
+            p_exit = self.rule.leave_probability(patience)
         else:
-            sessions = [self.events[j] for j in idx.tolist()]
+            events = self.events
+            for j, sid, r in zip(idx.tolist(), shown_ids.tolist(), rating_or_nan.tolist(), strict=True):
+                events[j].append(SessionEvent(sid, r))
+            sessions = [events[j] for j in idx.tolist()]
             if not self.pass_unrated:
                 sessions = [[e for e in s if not math.isnan(e.rating)] for s in sessions]
             p_exit = np.asarray(self.agent.leave_probability(users, sessions), dtype=np.float64)
@@ -306,44 +332,50 @@ class SessionEngine:
                     f"return {m} probabilities in [0, 1]"
                 )
         terminated = uniforms[:, 2] < p_exit
-        truncated = (self.t[idx] >= cfg.horizon) & ~terminated
+        t_now = self.t[idx]
+        truncated = (t_now >= cfg.horizon) & ~terminated
         self.ended[idx] = terminated | truncated
         self.exited[idx] = terminated
 
-        titles = np.where(rated, pop.item_titles[shown], "")
+        titles = pop.item_titles[shown]
+        item_ids = shown_ids
+        if not all_rated:
+            titles[~rated] = ""
+            item_ids = np.where(rated, shown_ids, -1)
         info: dict[str, np.ndarray] = {
-            "user_id": users.copy(),
+            "user_id": users,
             "persona": pop.personas[self.user_pos[idx]],
-            "step": self.t[idx].copy(),
-            "item_id": np.where(rated, shown_ids, -1),
-            "item_title": titles.astype(object),
+            "step": t_now,
+            "item_id": item_ids,
+            "item_title": titles,
             "rated": rated,
-            "rating": np.where(rated, rating, 0.0),
-            "expected_rating": np.where(rated, expected[rows, slot], 0.0),
-            "rating_probs": np.where(rated[:, None], chosen_probs, 0.0),
+            "rating": rating,
+            "expected_rating": expected_chosen,
+            "rating_probs": chosen_probs,
             "exit_probability": p_exit,
-            "n_seen": n_seen.astype(np.int64),
+            "n_seen": n_seen,
             "action_mask": self.action_mask(idx),
         }
         if k > 1:
             info["slate_item_ids"] = pop.item_ids[actions]
             info["slate_expected_ratings"] = expected
             info["choice_probs"] = choice_probs
-            info["chosen_slot"] = chosen.astype(np.int64)
+            info["chosen_slot"] = chosen
 
-        for j, row in zip(idx.tolist(), range(m), strict=True):
-            self.log[j].append(
-                (
-                    int(self.t[j]),
-                    pop.item_titles[shown[row]],
-                    float(rating[row]),
-                    float(reward[row]),
-                    float(p_exit[row]),
-                    int(n_seen[row]),
-                    [pop.item_titles[a] for a in actions[row]] if k > 1 else None,
+        if self.record_log:
+            for row, j in enumerate(idx.tolist()):
+                self.log[j].append(
+                    (
+                        int(t_now[row]),
+                        int(shown[row]),
+                        float(rating_or_nan[row]),
+                        float(reward[row]),
+                        float(p_exit[row]),
+                        int(n_seen[row]),
+                        tuple(actions[row].tolist()) if k > 1 else None,
+                    )
                 )
-            )
-        return reward.astype(np.float64), terminated, truncated, info
+        return reward, terminated, truncated, info
 
     # -- render -------------------------------------------------------------------------------------
     def render_session(self, j: int) -> str:
@@ -356,9 +388,11 @@ class SessionEngine:
             f"activity {level} | step {self.t[j]}/{cfg.horizon}"
         ]
         scale = pop.scale
-        for t, title, rating, reward, p_exit, n_seen, slate in self.log[j]:
+        titles = pop.item_titles
+        for t, shown, rating, reward, p_exit, n_seen, slate in self.log[j]:
+            title = titles[shown]
             if slate is not None:
-                lines.append(f"  {t:>3}. slate: {' | '.join(slate)}")
+                lines.append(f"  {t:>3}. slate: {' | '.join(titles[a] for a in slate)}")
             if math.isnan(rating):
                 what = "already seen, not rated" if n_seen and slate is None else "picked nothing"
                 lines.append(f"  {t:>3}. {title}: {what} (reward {reward:+.2f}, leave p={p_exit:.2f})")
@@ -529,6 +563,7 @@ class PersonaRecEnv(gym.Env):
         check_scale_options(cfg, self.population)
         self.action_space, self.observation_space = make_spaces(cfg, self.population)
         self._engine = SessionEngine(1, self.population, self.agent, cfg)
+        self._engine.record_log = render_mode is not None
         self._reset_called = False
 
     # -- catalogue helpers ----------------------------------------------------------------------------

@@ -362,12 +362,8 @@ def synthetic_population(
 
 
 # -- run folders ------------------------------------------------------------------------------------
-_RUN_FILES = {
-    "split/config.json": "recsim-personas distill (writes the split)",
-    "profiles.parquet": "recsim-personas distill",
-    "personas.parquet": "recsim-personas personas",
-    "embeddings/profiles.npy": "recsim-personas distill",
-}
+#: Files the environment reads from a run folder (all written by `recsim-personas memory`).
+_RUN_FILES = ("split/config.json", "profiles.parquet", "personas.parquet", "embeddings/profiles.npy")
 
 
 def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> list[str]:
@@ -383,15 +379,15 @@ def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> 
 def _check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise EnvError(
-            f"run_dir {str(run_dir)!r} does not exist; make one with `recsim-personas distill --out "
-            f"{run_dir}` (then `personas` and `train`), or leave run_dir unset for the embedded default"
+            f"run_dir {str(run_dir)!r} does not exist; make one with `recsim-personas memory --out "
+            f"{run_dir}` (then `recsim-personas train` for the LM agent), or leave run_dir unset for "
+            "the embedded default"
         )
     missing = [name for name in _RUN_FILES if not (run_dir / name).is_file()]
     if missing:
-        fixes = sorted({_RUN_FILES[name] for name in missing})
         raise EnvError(
             f"run folder {run_dir} is incomplete: missing {', '.join(missing)}; run "
-            f"{' and '.join(f'`{f} --out {run_dir}`' for f in fixes)} first"
+            f"`recsim-personas memory --out {run_dir}` first"
         )
 
 
@@ -489,7 +485,7 @@ def default_split_config(dataset: Any) -> Any:
     if n_eligible == 0:
         raise EnvError(
             f"dataset {dataset.name!r} has no user with 100-200 ratings for the default population; "
-            "build a run folder with your own split (`recsim-personas distill`) and pass run_dir="
+            "build a run folder with your own split (`recsim-personas memory --out DIR`) and pass run_dir="
         )
     if PAPER_SPLIT.n_users is not None and n_eligible < PAPER_SPLIT.n_users:
         return SplitConfig.from_dict({**PAPER_SPLIT.to_dict(), "n_users": None})
@@ -551,11 +547,42 @@ def build_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
 
 
 def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
-    """The persona-LoRA language-model agent of a run folder (loads the model and the adapters)."""
+    """The persona-LoRA language-model agent of a run folder.
+
+    Loads the base model (``config.model``; None = the default SmolLM2-135M-Instruct) on
+    ``config.device`` in ``config.dtype``, puts every persona's adapter
+    ``adapters/persona_<k>__<memory_mode>`` on it by name, and wraps it in a
+    :class:`~recsim_personas.agents.scoring.RatingScorer` (batched scoring, mixed adapters, prefix
+    cache) and a :class:`~recsim_personas.agents.lm_agent.LMUserAgent` that gives each user their
+    persona's adapter.
+    """
     if population.run_dir is None or population.store is None or population.catalog is None:
         raise EnvError(
             "the LM agent needs a run folder with profiles, memories and trained adapters: "
-            "gym.make('PersonaRec-v0', run_dir=...); the embedded default population has none, "
-            "use agent='bias'"
+            "gym.make('PersonaRec-v0', run_dir=...); this population has none, use agent='bias'"
         )
-    raise EnvError("the LM agent is not available yet")  # replaced once agents/lm_agent.py lands
+    from recsim_personas.agents.llm import load_adapters, load_causal_lm
+    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
+    from recsim_personas.agents.scoring import RatingScorer
+
+    run_dir, mode = population.run_dir, config.memory_mode
+    missing = missing_adapters(run_dir, population.n_personas, mode)
+    if missing:  # population_from_run_dir checked already; this covers hand-built populations
+        raise EnvError(
+            f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)}; train them "
+            f"with `recsim-personas train --run-dir {run_dir} --memory-mode {mode}`"
+        )
+    model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+    names = {
+        adapter_name(k, mode): run_dir / "adapters" / adapter_name(k, mode)
+        for k in range(population.n_personas)
+    }
+    model = load_adapters(model, names)
+    scorer = RatingScorer(model, tokenizer, population.scale)
+    return LMUserAgent(
+        scorer,
+        population.store,
+        population.catalog,
+        memory_mode=mode,
+        adapter_for=adapter_naming(population.store, "persona", mode),
+    )

@@ -196,7 +196,7 @@ class SimulationReport:
                 f"{self.config.horizon}, agent {self.env_info.get('agent')}"
             ),
             caption=(
-                "simulated: mean over episodes [95% CI]; offline (test split): ranking per user, "
+                "simulated: mean over episodes ± half-width of the 95% CI; offline (test split): ranking per user, "
                 "RMSE per rating. "
                 + ", ".join(f"Spearman({k_}) = {_fmt(v, '.2f')}" for k_, v in self.correlations.items())
             ),
@@ -210,9 +210,9 @@ class SimulationReport:
             cells = [row["policy"]]
             for m in SIM_METRICS:
                 fmt = ".1f" if m == "session_length" else (".2f" if m in ("mean_rating", "return") else ".3f")
-                cells.append(
-                    f"{_fmt(row[m], fmt)} [{_fmt(row[m + '_ci'][0], fmt)}, {_fmt(row[m + '_ci'][1], fmt)}]"
-                )
+                lo, hi = row[m + "_ci"]
+                half = None if lo is None or hi is None or math.isnan(lo) else (hi - lo) / 2
+                cells.append(f"{_fmt(row[m], fmt)} ±{_fmt(half, fmt)}")
             for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "rmse", "mae"):
                 cells.append(_fmt(row.get(key), ".4f"))
             table.add_row(*cells)
@@ -245,6 +245,9 @@ class SimulationReport:
                 err = None
             ax.bar(x, np.nan_to_num(vals), yerr=None if err is None else np.nan_to_num(err), capsize=4,
                    color="#4c72b0")
+            for xi, v in zip(x, vals, strict=True):
+                if np.isnan(v):
+                    ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8, color="0.4")
             ax.set_xticks(x, names, rotation=20)
             ax.set_title(title, fontsize=10)
         fig.suptitle(

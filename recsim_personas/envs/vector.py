@@ -112,10 +112,13 @@ class PersonaRecVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._engine = SessionEngine(self.num_envs, self.population, self.agent, cfg)
+        self._engine.record_log = render_mode is not None
         self._rngs: list[np.random.Generator] | None = None
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._started = np.zeros(self.num_envs, dtype=bool)
         self._all = np.arange(self.num_envs, dtype=np.int64)
+        self._no_envs = np.zeros(0, dtype=np.int64)
+        self._empty_info = self._engine.empty_step_info()
 
     # -- catalogue helpers ----------------------------------------------------------------------------
     @property
@@ -237,11 +240,7 @@ class PersonaRecVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        # The empty part first: every step info key is present (masked False) even when no
-        # sub-environment stepped, so callers can always read info["_item_id"].
-        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = [
-            (np.zeros(0, dtype=np.int64), engine.empty_step_info())
-        ]
+        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         if len(reset_idx):
             self._reset_sessions(reset_idx)
             parts.append((reset_idx, engine.reset_info(reset_idx)))
@@ -251,6 +250,9 @@ class PersonaRecVectorEnv(VectorEnv):
             r, term, trunc, info = engine.step(step_idx, acts[step_idx], uniforms)
             rewards[step_idx], terminated[step_idx], truncated[step_idx] = r, term, trunc
             parts.append((step_idx, info))
+        # Last, an empty part: every step info key is present (masked False) even when no
+        # sub-environment stepped, so callers can always read info["_item_id"].
+        parts.append((self._no_envs, self._empty_info))
         done = terminated | truncated
 
         if mode == AutoresetMode.SAME_STEP and done.any():
@@ -293,16 +295,26 @@ class PersonaRecVectorEnv(VectorEnv):
 def _vector_info(
     n: int, parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
 ) -> dict[str, np.ndarray]:
-    """Gymnasium's vector info layout: ``info[key]`` of length ``n`` plus a ``_key`` bool mask."""
+    """Gymnasium's vector info layout: ``info[key]`` of length ``n`` plus a ``_key`` bool mask.
+
+    ``parts`` are ``(sub-env indices, batched info)`` pairs; a key missing from every non-empty
+    part is still present (zeros, mask all False) when an empty part lists it.
+    """
     out: dict[str, np.ndarray] = {}
     for idx, info in parts:
+        full = len(idx) == n
         for key, value in info.items():
-            value = np.asarray(value)
             if key not in out:
+                if full:
+                    # The common case: one part covers every sub-env; its arrays are fresh.
+                    out[key] = value
+                    out[f"_{key}"] = np.ones(n, dtype=bool)
+                    continue
                 out[key] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
                 if value.dtype == object:
                     out[key][:] = None
                 out[f"_{key}"] = np.zeros(n, dtype=bool)
-            out[key][idx] = value
-            out[f"_{key}"][idx] = True
+            if len(idx):
+                out[key][idx] = value
+                out[f"_{key}"][idx] = True
     return out

@@ -167,6 +167,15 @@ def _resolve_device(device: str) -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily on first use.
 
+    Long texts are not truncated. A sentence-transformers model reads at most ``max_seq_length``
+    word pieces (256 for all-MiniLM-L6-v2) and silently drops the rest; a profile's PERSONA
+    paragraph is 300-450 word pieces, and its boilerplate and trait texts alone fill about 250, so
+    truncation would embed the traits and drop the taste description. A text longer than the limit is
+    therefore cut into consecutive windows of at most ``max_seq_length - 2`` word pieces (at token
+    boundaries), each window is embedded, and the text's vector is the token-weighted mean of the
+    window vectors, re-normalised. Texts within the limit are embedded exactly as
+    ``SentenceTransformer.encode`` does.
+
     Args:
         model: ``None`` for all-MiniLM-L6-v2 from the offline package, else a hub id (needs the files
             in the local hub cache or network access) or a local model folder.
@@ -186,11 +195,13 @@ class SentenceTransformerEmbedder:
 
     @property
     def name(self) -> str:
+        # "+windows" marks the long-text handling (see the class docstring): cached vectors of the
+        # plain truncating encoder must not be reused.
         if self._default:
-            return "sentence-transformers:all-MiniLM-L6-v2"
+            return "sentence-transformers:all-MiniLM-L6-v2+windows"
         path = Path(self.model_ref).expanduser()
         ref = str(path.resolve()) if path.exists() else self.model_ref
-        return f"sentence-transformers:{ref}"
+        return f"sentence-transformers:{ref}+windows"
 
     def _load(self) -> Any:
         if self._model is not None:
@@ -218,16 +229,46 @@ class SentenceTransformerEmbedder:
             ) from exc
         return self._model
 
+    def _windows(self, model: Any, text: str) -> list[tuple[str, int]]:
+        """``text`` cut into pieces of at most ``max_seq_length`` word pieces, with their lengths."""
+        limit = max(8, int(model.max_seq_length or 512) - 2)  # room for [CLS] and [SEP]
+        tok = model.tokenizer
+        try:
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+        except (NotImplementedError, TypeError, ValueError, KeyError):  # a slow tokenizer
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= limit:
+                return [(text, max(1, len(ids)))]
+            return [(tok.decode(ids[s:s + limit]), len(ids[s:s + limit])) for s in range(0, len(ids), limit)]
+        if len(offsets) <= limit:
+            return [(text, max(1, len(offsets)))]
+        return [(text[offsets[s][0]:offsets[min(s + limit, len(offsets)) - 1][1]], min(limit, len(offsets) - s))
+                for s in range(0, len(offsets), limit)]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
         if len(texts) == 0:
             dim = int(model.get_sentence_embedding_dimension() or 0)
             return np.zeros((0, dim), dtype=np.float32)
-        vecs = model.encode(
-            list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+        pieces: list[str] = []
+        owner: list[int] = []
+        weight: list[int] = []
+        for n, text in enumerate(texts):
+            for piece, n_tokens in self._windows(model, str(text)):
+                pieces.append(piece)
+                owner.append(n)
+                weight.append(n_tokens)
+        vecs = np.asarray(model.encode(
+            pieces, batch_size=self.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=False,
-        )
-        return l2_normalize(vecs)
+        ), dtype=np.float32)
+        if len(pieces) == len(texts):
+            return l2_normalize(vecs)
+        # Long texts: token-weighted mean of their windows' vectors.
+        out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float64)
+        np.add.at(out, np.asarray(owner), vecs * np.asarray(weight, dtype=np.float64)[:, None])
+        return l2_normalize(out)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.model_ref!r}, device={self.device!r})"

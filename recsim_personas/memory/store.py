@@ -335,7 +335,11 @@ class MemoryStore:
         have = [n for n, u in enumerate(users) if u in self.index]
         if not have:
             return out
-        excl = None if exclude_items is None else [list(exclude_items)[n] for n in have]
+        if exclude_items is None:
+            excl = None
+        else:
+            all_excl = list(exclude_items)
+            excl = [all_excl[n] for n in have]
         hits = self.index.search_batch([users[n] for n in have], queries[have], k=k, delta=delta,
                                        exclude_items=excl)
         ratings = self._memories["rating"].to_numpy(dtype=np.float64)

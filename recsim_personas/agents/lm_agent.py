@@ -1,0 +1,245 @@
+"""The language-model user agent: persona-LoRA small LM rating items as a given user would.
+
+:class:`LMUserAgent` implements :class:`~recsim_personas.agents.protocol.UserAgent`:
+
+* ``rate(user_ids, item_ids)`` builds each request's rating prompt (the user's M_s as the PERSONA
+  system message; with ``memory_mode="msml"`` also the ``k`` retrieved M_l memories with similarity
+  >= ``delta``), picks each user's adapter with ``adapter_for`` and scores all requests with the
+  :class:`~recsim_personas.agents.scoring.RatingScorer` in batches that mix adapters and reuse each
+  user's prefix cache. ``mode="score"`` returns the level distribution (URR 0 by construction);
+  ``mode="generate"`` samples the paper's 4-token answer and marks unparsable rows invalid.
+* ``leave_probability(user_ids, sessions)`` asks the exit prompt (session so far with its ratings
+  and the user's activity trait) and returns P(leave) from the two option tokens.
+
+Retrieval excludes the item being rated (as the training rows do), so a user never "remembers" the
+rating they are asked to give.
+
+Example:
+    >>> from recsim_personas.agents.llm import load_causal_lm, load_adapters    # doctest: +SKIP
+    >>> model, tok = load_causal_lm()                                           # doctest: +SKIP
+    >>> model = load_adapters(model, {f"persona_{p}__ms": run / "adapters" / f"persona_{p}__ms"
+    ...                              for p in range(4)})                        # doctest: +SKIP
+    >>> scorer = RatingScorer(model, tok, dataset.scale)                        # doctest: +SKIP
+    >>> agent = LMUserAgent(scorer, store, catalog,
+    ...                     adapter_for=adapter_naming(store, "persona", "ms"))  # doctest: +SKIP
+    >>> agent.rate([1, 2], [1193, 858]).expectation(agent.scale)               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from recsim_personas.agents.prompts import (
+    EXIT_OPTIONS,
+    PromptMemory,
+    PromptTemplate,
+    RatingPrompt,
+    build_exit_prompt,
+    build_rating_prompt,
+    get_template,
+)
+from recsim_personas.agents.protocol import RatingBatch, SessionEvent
+from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
+from recsim_personas.errors import ConfigError
+
+__all__ = ["LMUserAgent", "adapter_naming"]
+
+_MODES = ("score", "generate")
+_MEMORY_MODES = ("ms", "msml")
+_ADAPTER_KINDS = ("persona", "single_min", "single_max", "base")
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), list(allowed), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}.{hint}")
+    return value
+
+
+def adapter_naming(
+    store: Any, kind: Literal["persona", "single_min", "single_max", "base"], memory_mode: str
+) -> Callable[[int], str | None]:
+    """``adapter_for`` callable following the run folder's names (docs/design.md).
+
+    ``persona`` -> ``persona_<store.persona(user)>__<mode>``; ``single_min`` / ``single_max`` ->
+    ``single_min__<mode>`` for every user; ``base`` -> ``None`` (no adapter).
+    """
+    _choice(kind, _ADAPTER_KINDS, "adapter kind")
+    _choice(memory_mode, _MEMORY_MODES, "memory_mode")
+    if kind == "base":
+        return lambda user_id: None
+    if kind == "persona":
+        return lambda user_id: f"persona_{store.persona(int(user_id))}__{memory_mode}"
+    name = f"{kind}__{memory_mode}"
+    return lambda user_id: name
+
+
+class LMUserAgent:
+    """A simulated user population backed by a (LoRA-adapted) causal LM.
+
+    Args:
+        scorer: The :class:`RatingScorer` wrapping the model (its ``scale`` is the agent's scale).
+        store: ``MemoryStore``: ``profile(user)``, ``profile_row(user)``, ``retrieve_batch(...)``.
+        catalog: ``ItemCatalog``: ``info(item_id)`` for the prompts.
+        memory_mode: ``"ms"`` (profile only) or ``"msml"`` (profile + retrieved memories).
+        k: Memories per prompt in ``msml`` mode (the paper: 1).
+        delta: Minimum cosine similarity of a retrieved memory.
+        adapter_for: ``user_id -> adapter name`` (``None`` = base model); default base for all.
+            See :func:`adapter_naming`.
+        template: Prompt preset name or :class:`PromptTemplate`.
+        mode: ``"score"`` (distribution from one pass) or ``"generate"`` (the paper's sampling).
+        seed: Seed of generate-mode sampling and of :meth:`sample`.
+        exit_with_adapter: Score the exit prompt with the user's adapter (default: the base model;
+            the adapters are trained on ratings only).
+
+    Raises:
+        ConfigError: unknown mode, memory mode or template.
+        AdapterError: ``adapter_for`` names an adapter the model does not hold (did-you-mean).
+    """
+
+    def __init__(
+        self,
+        scorer: RatingScorer,
+        store: Any,
+        catalog: Any,
+        *,
+        memory_mode: Literal["ms", "msml"] = "ms",
+        k: int = 1,
+        delta: float = 0.0,
+        adapter_for: Callable[[int], str | None] | None = None,
+        template: str | PromptTemplate = "paper",
+        mode: Literal["score", "generate"] = "score",
+        seed: int = 0,
+        exit_with_adapter: bool = False,
+    ) -> None:
+        self.scorer = scorer
+        self.scale = scorer.scale
+        self.store = store
+        self.catalog = catalog
+        self.memory_mode = _choice(memory_mode, _MEMORY_MODES, "memory_mode")
+        self.mode = _choice(mode, _MODES, "mode")
+        if k < 1:
+            raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
+        self.k = int(k)
+        self.delta = float(delta)
+        self.template = get_template(template)
+        self.adapter_for = adapter_for
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.exit_with_adapter = bool(exit_with_adapter)
+        self.last_texts: list[str] = []
+        self._calls = 0
+        self._items: dict[int, Any] = {}
+        if adapter_for is not None:
+            users = getattr(store, "users", None)
+            if users is not None and len(users):
+                # Fail now, not in the middle of a simulation, when a persona has no adapter.
+                names = sorted({adapter_for(int(u)) or BASE_ADAPTER for u in users})
+                scorer.check_adapters(names)
+
+    # -- prompts -----------------------------------------------------------------------------------
+    def _item(self, item_id: int) -> Any:
+        info = self._items.get(item_id)
+        if info is None:
+            info = self.catalog.info(item_id)
+            if len(self._items) > 100_000:
+                self._items.clear()
+            self._items[item_id] = info
+        return info
+
+    def adapters(self, user_ids: Sequence[int]) -> list[str | None]:
+        """The adapter of each user (``None`` = base model)."""
+        if self.adapter_for is None:
+            return [None] * len(user_ids)
+        return [self.adapter_for(int(u)) for u in user_ids]
+
+    def prompts(self, user_ids: Sequence[int], item_ids: Sequence[int]) -> list[RatingPrompt]:
+        """The rating prompts of the requests (memories retrieved in ``msml`` mode)."""
+        users = [int(u) for u in user_ids]
+        items = [int(i) for i in item_ids]
+        if len(users) != len(items):
+            raise ConfigError(f"rate got {len(users)} user ids but {len(items)} item ids")
+        if self.memory_mode == "msml":
+            found = self.store.retrieve_batch(users, items, k=self.k, delta=self.delta, exclude_items=items)
+        else:
+            found = [[] for _ in users]
+        out = []
+        tokenizer = self.scorer.tokenizer
+        for u, i, memories in zip(users, items, found, strict=True):
+            entries = [PromptMemory(self._item(int(m.item_id)), m.text) for m in memories]
+            out.append(
+                build_rating_prompt(
+                    self.template,
+                    self.store.profile(u),
+                    self._item(i),
+                    entries,
+                    self.scale,
+                    memory_mode=self.memory_mode,
+                    tokenizer=tokenizer,
+                    max_tokens=self.scorer.max_prompt_tokens,
+                )
+            )
+        return out
+
+    # -- UserAgent ---------------------------------------------------------------------------------
+    def rate(self, user_ids: Sequence[int], item_ids: Sequence[int]) -> RatingBatch:
+        """Rating distributions of ``user_ids[j]`` for ``item_ids[j]`` (batched, adapters mixed)."""
+        prompts = self.prompts(user_ids, item_ids)
+        adapters = self.adapters(user_ids)
+        if self.mode == "score":
+            return self.scorer.score(prompts, adapters)
+        texts, batch = self.scorer.generate(prompts, adapters, seed=self.seed + self._calls)
+        self._calls += 1
+        self.last_texts = texts
+        return batch
+
+    def sample(self, batch: RatingBatch) -> np.ndarray:
+        """One rating per row of ``batch``, drawn with the agent's seeded generator."""
+        return batch.sample(self.scale, self.rng)
+
+    def _session_lines(self, session: Sequence[SessionEvent]) -> list[tuple[str, float]]:
+        lines = []
+        for event in session:
+            info = self._item(int(event.item_id))
+            title = f"{info.title} ({info.year})" if getattr(info, "year", None) else info.title
+            lines.append((title, float(event.rating)))
+        return lines
+
+    def exit_prompts(
+        self, user_ids: Sequence[int], sessions: Sequence[Sequence[SessionEvent]]
+    ) -> list[RatingPrompt]:
+        """The leave-or-stay prompts of the users after their sessions so far."""
+        if len(user_ids) != len(sessions):
+            raise ConfigError(f"leave_probability got {len(user_ids)} users but {len(sessions)} sessions")
+        out = []
+        for u, session in zip(user_ids, sessions, strict=True):
+            row = self.store.profile_row(int(u)) if hasattr(self.store, "profile_row") else {}
+            activity = str(row.get("activity", "") or "")
+            out.append(
+                build_exit_prompt(
+                    self.store.profile(int(u)),
+                    activity,
+                    self._session_lines(session),
+                    self.scale,
+                    template=self.template,
+                    tokenizer=self.scorer.tokenizer,
+                    options=EXIT_OPTIONS,
+                )
+            )
+        return out
+
+    def leave_probability(
+        self, user_ids: Sequence[int], sessions: Sequence[Sequence[SessionEvent]]
+    ) -> np.ndarray:
+        """P(leave now) per user: the leave option's share of the two option tokens' mass."""
+        prompts = self.exit_prompts(user_ids, sessions)
+        adapters = self.adapters(user_ids) if self.exit_with_adapter else None
+        probs, _ = self.scorer.choice_probs(prompts, adapters, options=EXIT_OPTIONS)
+        p_leave = probs[:, 1] if len(probs) else np.zeros(0)
+        return np.where(np.isfinite(p_leave), p_leave, 0.5)
+
