@@ -7,6 +7,7 @@ model paths, cross-field rules), reporting all problems in one :class:`ConfigErr
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import os
 import socket
@@ -158,8 +159,6 @@ class ReproduceConfig:
 def preset_path(preset: str) -> Path:
     """The YAML file of a preset: ``configs/<preset>.yaml`` in a checkout, else the packaged copy."""
     if preset not in PRESETS:
-        import difflib
-
         hint = difflib.get_close_matches(preset, PRESETS, n=1)
         raise ConfigError(
             f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
@@ -207,43 +206,62 @@ def _model_problem(name: str | None, what: str) -> str | None:
     return None
 
 
-def _validate(config: ReproduceConfig) -> list[str]:
-    errors: list[str] = []
-    ds = config.dataset
-    if ds.name != "ml-latest-small" and ds.data_dir is None:
-        from recsim_personas.paths import cache_dir
+def _section(data: dict, name: str) -> dict:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
 
-        cached = cache_dir("datasets") / ds.name
-        if not cached.exists():
+
+def _validate(data: dict) -> list[str]:
+    """Checks that need the filesystem, the hub or other modules; run on the raw mapping so that
+    they are reported even when the typed build found errors too."""
+    errors: list[str] = []
+    ds = _section(data, "dataset")
+    name, data_dir, enrichment = ds.get("name", "ml-latest-small"), ds.get("data_dir"), ds.get("enrichment")
+    if name in DATASETS and name != "ml-latest-small" and data_dir is None:
+        from recsim_personas.data.download import cached_dataset_dir
+
+        try:
+            cached = cached_dataset_dir(name)
+        except Exception:  # the cache lookup itself failing means "not downloaded"
+            cached = None
+        if cached is None or not Path(cached).exists():
             errors.append(
-                f"dataset.data_dir: {ds.name} is not embedded; set dataset.data_dir=DIR or run "
-                f"`recsim-personas data download {ds.name}`"
+                f"dataset.data_dir: {name} is not embedded; set dataset.data_dir=DIR or run "
+                f"`recsim-personas data download {name}`"
             )
-    if ds.data_dir is not None and not Path(ds.data_dir).expanduser().is_dir():
-        errors.append(f"dataset.data_dir: folder {ds.data_dir!r} does not exist")
-    if ds.enrichment is not None and not Path(ds.enrichment).expanduser().is_file():
-        errors.append(f"dataset.enrichment: file {ds.enrichment!r} does not exist")
-    problem = _model_problem(config.model.name, "model.name")
-    if problem:
-        errors.append(problem)
-    if config.memory.backend == "hf":
-        problem = _model_problem(config.memory.model, "memory.model")
+    if isinstance(data_dir, str) and not Path(data_dir).expanduser().is_dir():
+        errors.append(f"dataset.data_dir: folder {data_dir!r} does not exist")
+    if isinstance(enrichment, str) and not Path(enrichment).expanduser().is_file():
+        errors.append(f"dataset.enrichment: file {enrichment!r} does not exist")
+    model_name = _section(data, "model").get("name")
+    if isinstance(model_name, str):
+        problem = _model_problem(model_name, "model.name")
         if problem:
             errors.append(problem)
-    if config.training.overrides:
+    memory = _section(data, "memory")
+    if memory.get("backend") == "hf" and isinstance(memory.get("model"), str):
+        problem = _model_problem(memory["model"], "memory.model")
+        if problem:
+            errors.append(problem)
+    overrides = _section(data, "training").get("overrides")
+    if isinstance(overrides, dict) and overrides:
         from recsim_personas.training.config import LoraTrainConfig
 
-        known = set(LoraTrainConfig.__dataclass_fields__)
-        for key in config.training.overrides:
+        known = sorted(LoraTrainConfig.__dataclass_fields__)
+        for key in overrides:
             if key not in known:
-                import difflib
-
-                hint = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = difflib.get_close_matches(str(key), known, n=1)
                 errors.append(
                     f"training.overrides.{key}: unknown LoRA setting"
                     + (f". Did you mean {hint[0]!r}?" if hint else "")
                 )
-    if config.model.device == "cuda":
+        if not errors:
+            try:
+                preset = _section(data, "training").get("preset", "cpu")
+                LoraTrainConfig.preset(str(preset), **overrides)
+            except ConfigError as exc:
+                errors.append(f"training.overrides: {exc}")
+    if _section(data, "model").get("device") == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -263,12 +281,17 @@ def load_reproduce_config(
     if extra:
         data = apply_overrides(data, [f"{k}={v}" for k, v in extra.items() if v is not None])
     data = apply_overrides(data, overrides)
-    errors: list[str] = []
+    errors = _validate(data)
     try:
         config = build_dataclass(ReproduceConfig, data, source=str(path))
     except ConfigError as exc:
-        raise exc
-    errors = _validate(config)
+        # Report the typed errors and the filesystem / model errors together.
+        if not errors:
+            raise
+        rest = str(exc).partition("\n")[2]
+        n_typed = rest.count("\n  - ") + (1 if rest.strip() else 0)
+        lines = rest.splitlines() + [f"  - {e}" for e in errors]
+        raise ConfigError(f"{path}: {n_typed + len(errors)} error(s):\n" + "\n".join(lines)) from None
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{path}: {len(errors)} error(s):\n{lines}")

@@ -1,0 +1,117 @@
+"""The reproduction config: presets load, overrides apply, invalid configs list every error at once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from recsim_personas.errors import ConfigError
+from recsim_personas.reproduce.config import (
+    PRESETS,
+    ReproduceConfig,
+    load_reproduce_config,
+    preset_path,
+)
+from recsim_personas.reproduce.config_io import apply_overrides, config_to_dict
+
+
+def test_every_preset_file_names_its_command_in_the_header() -> None:
+    for preset in PRESETS:
+        head = preset_path(preset).read_text().splitlines()[:3]
+        assert any(f"recsim-personas reproduce --preset {preset}" in line for line in head), preset
+
+
+def test_demo_preset_loads_offline_with_the_embedded_dataset() -> None:
+    config = load_reproduce_config("demo")
+    assert isinstance(config, ReproduceConfig)
+    assert config.dataset.name == "ml-latest-small"
+    assert config.dataset.data_dir is None
+    assert config.preset == "demo"
+
+
+def test_overrides_reach_nested_sections_and_are_typed() -> None:
+    config = load_reproduce_config(
+        "demo", overrides=["split.n_users=12", "evaluation.mode=generate", "training.memory_modes=[ms]"]
+    )
+    assert config.split.n_users == 12
+    assert config.evaluation.mode == "generate"
+    assert config.training.memory_modes == ["ms"]
+
+
+def test_configs_round_trip_through_dicts(tmp_path: Path) -> None:
+    import yaml
+
+    config = load_reproduce_config("demo", overrides=["split.seed=3"])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    again = load_reproduce_config(config_path=path)
+    assert again == config
+
+
+def test_invalid_config_lists_all_errors_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_reproduce_config(
+            "demo",
+            overrides=[
+                "split.n_userz=3",  # unknown key
+                "split.seed=abc",  # wrong type
+                "evaluation.mode=generat",  # bad choice
+            ],
+        )
+    text = str(info.value)
+    assert "3 error(s)" in text
+    assert "split.n_userz: unknown key. Did you mean 'n_users'?" in text
+    assert "split.seed: expected an integer, got 'abc'" in text
+    assert "Did you mean 'generate'?" in text
+
+
+def test_missing_dataset_path_and_missing_model_are_reported_together(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError) as info:
+        load_reproduce_config(
+            "demo",
+            overrides=[f"dataset.data_dir={missing}", f"model.name={tmp_path / 'no-model'}"],
+        )
+    text = str(info.value)
+    assert "2 error(s)" in text
+    assert re.search(r"dataset\.data_dir: folder .*nope.* does not exist", text)
+    assert "model.name: model path" in text and "does not exist" in text
+
+
+def test_hub_model_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"not in the local Hugging Face cache and the hub is unreachable"):
+        load_reproduce_config("demo", overrides=["model.name=nobody/no-such-model-xyz"])
+
+
+def test_unknown_preset_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError, match=re.escape("Did you mean 'demo'?")):
+        preset_path("dmeo")
+
+
+def test_cross_field_rule_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"min_interactions \(300\) > max_interactions \(200\)"):
+        load_reproduce_config("demo", overrides=["split.min_interactions=300"])
+
+
+def test_override_syntax_error_names_the_fix() -> None:
+    with pytest.raises(ConfigError, match=re.escape("is not key=value")):
+        apply_overrides({}, ["split.n_users"])
+
+
+def test_typed_and_filesystem_errors_are_listed_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_reproduce_config(
+            "demo", overrides=["split.n_userz=3", f"dataset.data_dir={tmp_path / 'missing'}"]
+        )
+    text = str(info.value)
+    assert "2 error(s)" in text
+    assert "split.n_userz: unknown key" in text
+    assert "dataset.data_dir: folder" in text
+
+
+def test_unknown_lora_override_is_caught_before_training() -> None:
+    with pytest.raises(ConfigError, match=re.escape("training.overrides.max_stepz: unknown LoRA setting. Did you mean 'max_steps'?")):
+        load_reproduce_config("demo", overrides=["training.overrides.max_stepz=3"])
