@@ -102,6 +102,17 @@ def test_importing_the_registration_loads_no_torch_and_no_pandas():
     assert out.stdout.strip() == ""
 
 
+def test_importing_the_package_registers_the_env():
+    """``import recsim_personas`` registers PersonaRec-v0, so ``recsim_personas:PersonaRec-v0`` resolves."""
+    code = (
+        "import gymnasium as gym, sys; import recsim_personas; "
+        "assert 'PersonaRec-v0' in gym.registry, 'not registered'; "
+        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 # -- check_env -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", ENV_IDS)
 @pytest.mark.parametrize(
@@ -296,6 +307,19 @@ def test_agent_exit_uses_the_patience_rule_of_the_bias_agent(population, agent):
     rating = info["rating"]
     patience = rule.update(rule.initial(np.array([level])), np.array([rating]), rule.initial(np.array([level])))
     assert info["exit_probability"] == pytest.approx(rule.leave_probability(patience)[0])
+
+
+def test_unrated_steps_reach_the_bias_agent_as_unsatisfying(population, agent):
+    user = int(population.user_ids[0])
+    seen_item = int(population.seen_items(0)[0])
+    env = make(population, agent, exit="agent")
+    env.reset(seed=0, options={"user_id": user})
+    info = env.step(seen_item)[4]
+    rule = PatienceExitRule()
+    p0 = rule.initial(population.activity_levels[:1])
+    expected = rule.leave_probability(rule.update(p0, np.array([np.nan]), p0))[0]
+    assert not info["rated"] and info["exit_probability"] == pytest.approx(expected)
+    assert info["exit_probability"] > rule.leave_probability(p0)[0]
 
 
 def test_render_ansi_prints_the_session(population, agent):
@@ -513,6 +537,7 @@ def lm_population(tmp_path_factory) -> UserPopulation:
     return population_from_run_dir(build_small_run(tmp_path_factory.mktemp("lm") / "run"))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("env_id", ENV_IDS)
 @pytest.mark.parametrize("options", [{}, {"slate_size": 2, "exit": "rule"}], ids=["default", "slate"])
 def test_check_env_passes_with_a_tiny_lm_agent(env_id, options, lm_population, smollm2_tokenizer):
@@ -522,12 +547,15 @@ def test_check_env_passes_with_a_tiny_lm_agent(env_id, options, lm_population, s
         warnings.simplefilter("always")
         check_env(env.unwrapped)
     assert [str(w.message) for w in caught] == []
-    obs, info = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(env.action_space.sample(mask=None) if options else 0)
-    assert info["rating_probs"].sum() == pytest.approx(1.0) or not info["rated"]
+    env.reset(seed=0)
+    action = np.array([0, 1]) if options else 0
+    _, reward, _, _, info = env.step(action)
+    if info["rated"]:
+        assert info["rating_probs"].sum() == pytest.approx(1.0) and reward == info["rating"]
     assert 0.0 <= info["exit_probability"] <= 1.0
 
 
+@pytest.mark.integration
 def test_lm_agent_rollouts_are_seeded(lm_population, smollm2_tokenizer):
     agent = tiny_lm_agent(smollm2_tokenizer, lm_population)
     a = rollout(make(lm_population, agent), seed=5, steps=6)

@@ -282,3 +282,24 @@ def test_item_embedding_text_joins_describe_and_summary(dataset):
             return "A plot. The cast of the movie is as follows: A, B"
 
     assert item_embedding_text(WithSummary(), 1) == "The movie X. A plot. The cast of the movie is as follows: A, B"
+
+
+def test_cli_memory_command(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["memory", "--users", "6", "--min-interactions", "30", "--max-interactions", "70",
+            "--embedder", "hashing:64", "--k", "2", "--k-max", "4", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for stage in ("split", "distill", "embed", "personas"):
+        assert re.search(rf"^  {stage}\s+\d+\.\d+ s", text, re.M), text
+    assert "Personas: K=2 (given; elbow suggests" in text
+    assert len(pd.read_parquet(out / "profiles.parquet")) == 6
+    assert main([*argv, "--stages", "personas"]) == 0
+    assert re.search(r"^  distill\s+skipped", capsys.readouterr().out, re.M)
+    assert main([*argv, "--stages", "persona"]) == 2
+    assert "Did you mean 'personas'?" in capsys.readouterr().err
+    fresh = [a if a != str(out) else str(tmp_path / "fresh") for a in argv]
+    assert main([*fresh, "--stages", "personas"]) == 2
+    assert "stage 'distill' of run folder" in capsys.readouterr().err

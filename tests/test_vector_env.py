@@ -216,3 +216,25 @@ def test_render_returns_one_text_per_session(population, agent):
     envs.step(np.array([1, 2]))
     texts = envs.render()
     assert len(texts) == 2 and all(t.startswith("PersonaRec-v0 | user") for t in texts)
+
+
+@pytest.mark.integration
+def test_lm_agent_gets_one_batched_call_with_mixed_adapters(tmp_path_factory, smollm2_tokenizer):
+    from test_env import build_small_run, tiny_lm_agent
+
+    from recsim_personas.envs.population import population_from_run_dir
+
+    pop = population_from_run_dir(build_small_run(tmp_path_factory.mktemp("lmvec") / "run"))
+    agent = tiny_lm_agent(smollm2_tokenizer, pop)
+    counting = CountingAgent(agent)
+    users = pop.user_ids[:4]
+    assert len({int(p) for p in pop.personas[:4]}) == 2  # both adapters in the batch
+    envs = PersonaRecVectorEnv(4, population=pop, agent=counting, exit="agent", seen_items="allow")
+    envs.reset(seed=0, options={"user_id": users.tolist()})
+    actions = np.array([0, 1, 2, 3])
+    _, _, _, _, info = envs.step(actions)
+    assert counting.rate_calls == [4] and counting.leave_calls == [4]
+    # batching changes nothing: each (user, item) scored alone gives the same distribution
+    for j, user in enumerate(users):
+        alone = agent.rate([int(user)], [int(pop.item_ids[actions[j]])]).probs[0]
+        assert np.abs(alone - info["rating_probs"][j]).max() < 1e-4

@@ -104,6 +104,9 @@ class BiasUserAgent:
         exit_rule: Parameters of the patience exit rule.
     """
 
+    #: ``leave_probability`` understands ``SessionEvent(item, NaN)`` (a step without a rating).
+    accepts_unrated_events = True
+
     def __init__(
         self,
         predictor: BiasPredictor,

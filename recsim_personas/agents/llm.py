@@ -386,15 +386,20 @@ def load_adapters(model: Any, adapters: Mapping[str, str | os.PathLike[str]]) ->
 
     if not adapters:
         raise AdapterError("load_adapters needs at least one {name: folder} entry")
+    resolved: dict[str, Path] = {}
     for name, path in adapters.items():
         folder = Path(path)
+        # peft's save_pretrained puts a non-"default" adapter in a sub-folder named after it.
+        if not (folder / "adapter_config.json").is_file() and (folder / name / "adapter_config.json").is_file():
+            folder = folder / name
+        resolved[name] = folder
         if not (folder / "adapter_config.json").is_file():
             why = "does not exist" if not folder.exists() else "holds no adapter_config.json"
             raise AdapterError(
                 f"adapter {name!r}: folder {folder} {why}; train it with `recsim-personas train` or "
                 "pass the folder written by save_pretrained"
             )
-    items = list(adapters.items())
+    items = list(resolved.items())
     if isinstance(model, PeftModel):
         peft_model = model
     else:

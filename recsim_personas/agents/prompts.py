@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -167,6 +168,7 @@ class PromptTemplate:
     summary: str = "SUMMARY: {description}{cast_part}"
     cast_part: str = ". The cast of the movie is as follows: {cast}"
     max_cast: int | None = 15
+    strip_period: bool = False
     cue: str = "RATING:"
     ms_head: tuple[str, ...] = ("task",)
     ms_body: tuple[str, ...] = ("movie", "summary", "cue")
@@ -266,6 +268,7 @@ PROMPT_PRESETS: dict[str, PromptTemplate] = {
         memory_entry="- {movie} {text}",
         memory_summary="",
         max_cast=5,
+        strip_period=True,
         no_memories="(none)",
         movie="Movie: {title}{year_part}; {genres}{avg_part}.",
         year_part=" ({year})",
@@ -357,7 +360,9 @@ def _clean(text: Any) -> str:
 def _summary_text(
     template: PromptTemplate, item: ItemLike, max_words: int | None = None, *, form: str | None = None
 ) -> str:
-    description = _clean(getattr(item, "description", None)).rstrip(".")
+    description = _clean(getattr(item, "description", None))
+    if template.strip_period:
+        description = description.rstrip(".")
     cast = _clean(getattr(item, "cast", None))
     if cast and template.max_cast is not None:
         cast = ", ".join(cast.split(", ")[: template.max_cast])
@@ -378,7 +383,11 @@ def _summary_text(
     if not description:
         cast_part = cast_part.lstrip(". ")
     text = (template.summary if form is None else form).format(description=description, cast_part=cast_part)
-    return text.strip() if form is None else text.lstrip()
+    if form is None:
+        return text.strip()
+    # "Plot.. " (a description's own full stop plus the form's) reads as a typo; the paper's ".."
+    # appears only before "The cast", which cast_part reproduces.
+    return re.sub(r"\.\.(\s*)$", r".\1", text.lstrip())
 
 
 def _memory_items(

@@ -122,11 +122,10 @@ class SessionEngine:
         self.rule = PatienceExitRule(config.exit_rule)
         #: Keep a per-step log for render(); environments turn it on with render_mode="ansi".
         self.record_log = False
-        # The bias agent counts unrated steps (NaN ratings) as unsatisfying; other agents get only
-        # the items the user rated, unless they declare that they accept NaN ratings.
-        self.pass_unrated = bool(getattr(agent, "accepts_unrated_events", False)) or (
-            type(agent).__name__ == "BiasUserAgent"
-        )
+        # Steps without a rating reach the agent's leave decision as SessionEvent(item, NaN) when the
+        # agent declares `accepts_unrated_events = True` (the bias agent counts them as unsatisfying);
+        # other agents see only the items the user rated.
+        self.pass_unrated = bool(getattr(agent, "accepts_unrated_events", False))
 
     # -- reset --------------------------------------------------------------------------------------
     def sample_users(self, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -421,8 +420,10 @@ class PersonaRecEnv(gym.Env):
     and may leave.
 
     With no arguments the environment runs offline on the **embedded default**: ml-latest-small, the
-    paper's split (200 users with 100-200 ratings, temporal 60:40, seed 0) and deterministic template
-    profiles, computed on the first ``make`` and cached under ``recsim_personas.paths.cache_dir()``.
+    paper's split (users with 100-200 ratings: all 115 of them here, as fewer than the paper's 200
+    qualify; temporal 60:40, seed 0) and deterministic template profiles with K = 4 personas,
+    computed on the first ``make`` (a minute or more on a small CPU, mostly embedding item texts) and
+    cached under ``recsim_personas.paths.cache_dir()``.
     The default user is then the **cheap bias agent** (no adapters have been trained). Point the env
     at a trained run folder to get the language-model users:
     ``gym.make("PersonaRec-v0", run_dir="runs/ml1m")`` (``agent="auto"`` picks the LM agent when

@@ -22,9 +22,10 @@ Where a population comes from (:func:`load_population`):
     that trains them.
 
 ``run_dir`` None: the embedded default
-    ml-latest-small (shipped inside the package), the paper's split (200 users with 100-200
-    ratings, temporal 60:40, seed 0), and profiles from the memory stage's ``template`` backend
-    (deterministic, no language model), computed on first use and cached under
+    ml-latest-small (shipped inside the package), the paper's split (users with 100-200 ratings,
+    temporal 60:40, seed 0; all 115 qualifying users, as fewer than the paper's 200 qualify), and
+    profiles from the memory stage's ``template`` backend (deterministic, no language model), K = 4
+    personas and all-MiniLM-L6-v2 embeddings, computed on first use and cached under
     ``recsim_personas.paths.cache_dir("envs", ...)``. Later ``gym.make`` calls read the cache. The
     default user agent on this population is the cheap
     :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` (no adapters are trained yet); point

@@ -234,10 +234,10 @@ class SentenceTransformerEmbedder:
         limit = max(8, int(model.max_seq_length or 512) - 2)  # room for [CLS] and [SEP]
         tok = model.tokenizer
         try:
-            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             offsets = enc["offset_mapping"]
         except (NotImplementedError, TypeError, ValueError, KeyError):  # a slow tokenizer
-            ids = tok(text, add_special_tokens=False)["input_ids"]
+            ids = tok(text, add_special_tokens=False, verbose=False)["input_ids"]
             if len(ids) <= limit:
                 return [(text, max(1, len(ids)))]
             return [(tok.decode(ids[s:s + limit]), len(ids[s:s + limit])) for s in range(0, len(ids), limit)]
@@ -522,13 +522,13 @@ class CachedEmbedder:
                 bar.close()
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
-        out = np.stack([found[keys[t]] for t in texts]).astype(np.float32)
         dims = {v.shape[0] for v in found.values()}
         if len(dims) > 1:
             raise BackendError(
                 f"embedding cache {self.path} holds vectors of dimensions {sorted(dims)} for model "
                 f"{model}; delete the file to rebuild it"
             )
+        out = np.stack([found[keys[t]] for t in texts]).astype(np.float32)
         self._dim = out.shape[1]
         return out
 

@@ -607,12 +607,13 @@ class PersonaClusters:
         sizes = self.sizes
         bars = ax.bar([f"persona {p}" for p in range(self.k)], sizes, color="#86bbd8")
         ax.bar_label(bars, labels=[str(s) for s in sizes])
+        ax.margins(y=0.12)
         ax.set(ylabel="users", title=f"Persona sizes ({len(self.user_ids)} users, K={self.k})")
         save(fig, "persona_sizes.png")
 
         cols = min(self.k, 4)
         rows = math.ceil(self.k / cols)
-        fig = Figure(figsize=(3.6 * cols, 3.0 * rows))
+        fig = Figure(figsize=(3.6 * cols, 3.0 * rows), layout="constrained")
         for p in range(self.k):
             ax = fig.add_subplot(rows, cols, p + 1)
             desc = self.descriptions[p] if p < len(self.descriptions) else None

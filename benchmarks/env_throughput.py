@@ -1,0 +1,268 @@
+"""Benchmark: PersonaRec-v0 steps per second, single env and vector env, LM agent and cheap agent.
+
+Command (from the project root)::
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py --agents bias   # cheap only
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py --run-dir runs/demo  # trained
+
+Population: the embedded default (ml-latest-small, the paper's split: all 115 users with 100-200
+ratings, template profiles, K = 4 personas; built once into the cache). Environment options are the
+defaults (horizon 20, ``exit="agent"``: every step asks the agent to rate one item **and** whether
+the user leaves; seen items penalised). Actions are pre-drawn uniformly from the catalogue, so the
+numbers measure the environment and the agent, not a policy.
+
+Agents:
+
+- ``bias``: :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` (numpy). Timed for
+  ``--seconds`` per configuration after a warm-up.
+- ``lm``: the default LM agent, :class:`~recsim_personas.agents.lm_agent.LMUserAgent` on
+  SmolLM2-135M-Instruct (the packaged default, dtype ``auto``), memory mode ``ms``, one LoRA adapter
+  per persona with the ``cpu`` training preset's shape (rank 16 on all seven projections). Without
+  ``--run-dir`` the adapters are freshly initialised (throughput does not depend on trained
+  weights); with ``--run-dir`` the trained ones are loaded. Timed over ``--lm-steps`` vector steps
+  after one warm-up step (the warm-up fills each session's profile prefix caches, which the rest of a
+  session reuses).
+
+FLOP floor (same definition as ``benchmarks/agent_throughput.py``, issue 4): the matmul rate measured
+in this process in the model's dtype, and ``2 x non-embedding parameters x unshared tokens`` per
+answer (+ the output head once per answer), where the unshared tokens are the suffixes of the
+prompts the agent actually built during the run (the rating prompt's item text and the exit prompt's
+session lines; each user's profile prefix is cached). One env step = one rating + one leave/stay
+answer. Targets (issue 5): vector env at N = 32 within 2x of the floor and >= 3x the single env's
+steps/s; cheap agent >= 10,000 steps/s in the vector env. On a GPU the batching gain should be far
+larger; this benchmark only claims what it measured on this machine.
+
+Writes ``results/env_throughput.json`` (``config``, ``git``, ``versions``, ``hardware``,
+``metrics``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _steps_per_second_single(env: Any, actions: np.ndarray, *, seconds: float | None, steps: int | None) -> dict[str, float]:
+    env.reset(seed=0)
+    _, _, terminated, truncated, _ = env.step(int(actions[0]))  # warm-up
+    if terminated or truncated:
+        env.reset()
+    done_steps, t0 = 0, time.perf_counter()
+    i = 1
+    while True:
+        _, _, terminated, truncated, _ = env.step(int(actions[i % len(actions)]))
+        i += 1
+        done_steps += 1
+        if terminated or truncated:
+            env.reset()
+        elapsed = time.perf_counter() - t0
+        if (seconds is not None and elapsed >= seconds) or (steps is not None and done_steps >= steps):
+            break
+    return {"steps": done_steps, "seconds": elapsed, "steps_per_second": done_steps / elapsed}
+
+
+def _steps_per_second_vector(envs: Any, actions: np.ndarray, *, seconds: float | None, steps: int | None) -> dict[str, float]:
+    n = envs.num_envs
+    envs.reset(seed=0)
+    envs.step(actions[0, :n])  # warm-up
+    vec_steps, env_steps, t0 = 0, 0, time.perf_counter()
+    i = 1
+    while True:
+        info = envs.step(actions[i % len(actions), :n])[4]
+        i += 1
+        vec_steps += 1
+        env_steps += int(info["_item_id"].sum())  # sub-envs that stepped (not autoreset)
+        elapsed = time.perf_counter() - t0
+        if (seconds is not None and elapsed >= seconds) or (steps is not None and vec_steps >= steps):
+            break
+    return {"vector_steps": vec_steps, "steps": env_steps, "seconds": elapsed,
+            "steps_per_second": env_steps / elapsed}
+
+
+def _default_lm_agent(population: Any, dtype: str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    from recsim_personas.agents.llm import load_causal_lm
+    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
+    from recsim_personas.agents.scoring import RatingScorer
+    from recsim_personas.envs.population import adapter_name
+    from recsim_personas.training.config import LoraTrainConfig
+
+    model, tokenizer = load_causal_lm(None, dtype=dtype)
+    cpu = LoraTrainConfig.preset("cpu")
+    lora = LoraConfig(r=cpu.r, lora_alpha=cpu.alpha, lora_dropout=0.0, target_modules=list(cpu.target_modules),
+                      init_lora_weights=False)
+    peft_model = get_peft_model(model, lora, adapter_name=adapter_name(0, "ms"))
+    for k in range(1, population.n_personas):
+        peft_model.add_adapter(adapter_name(k, "ms"), lora)
+    peft_model.eval()
+    scorer = RatingScorer(peft_model, tokenizer, population.scale)
+    return LMUserAgent(scorer, population.store, population.catalog,
+                       adapter_for=adapter_naming(population.store, "persona", "ms"))
+
+
+def _unshared_tokens(agent: Any, envs: Any) -> dict[str, float]:
+    """Mean suffix tokens of the rating and exit prompts for the vector env's current sessions."""
+    engine = envs._engine
+    tok = agent.scorer.tokenizer
+    users = [int(u) for u in engine.user_id]
+    items = [int(envs.population.item_ids[h[0]]) if h[0] < envs.population.n_items else int(envs.population.item_ids[0])
+             for h in engine.hist_items]
+    rate = agent.prompts(users, items)
+    sessions = [[e for e in s if e.rating == e.rating] for s in engine.events]
+    leave = agent.exit_prompts(users, sessions)
+
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    return {
+        "rating_suffix_tokens": float(np.mean([n(p.suffix) for p in rate])),
+        "rating_prefix_tokens": float(np.mean([n(p.prefix) for p in rate])),
+        "exit_suffix_tokens": float(np.mean([n(p.suffix) for p in leave])),
+        "exit_prefix_tokens": float(np.mean([n(p.prefix) for p in leave])),
+        "mean_session_length": float(np.mean([len(s) for s in engine.events])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", default="bias,lm", help="bias, lm or both (default: bias,lm)")
+    parser.add_argument("--n", default="1,8,32", help="vector env sizes (default: 1,8,32)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="cheap agent: seconds per config")
+    parser.add_argument("--lm-steps", default="12,4,3,2", metavar="S,V1,V8,V32",
+                        help="LM agent: single-env steps, then vector steps per N (default 12,4,3,2)")
+    parser.add_argument("--run-dir", default=None, help="trained run folder (default: embedded population)")
+    parser.add_argument("--dtype", default="auto", help="LM dtype (default: auto)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--json", default=str(ROOT / "results" / "env_throughput.json"))
+    args = parser.parse_args(argv)
+
+    from recsim_personas.agents.bias_agent import BiasUserAgent
+    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.envs.config import PersonaRecConfig
+    from recsim_personas.envs.persona_rec import PersonaRecEnv
+    from recsim_personas.envs.population import build_agent, load_population
+    from recsim_personas.envs.vector import PersonaRecVectorEnv
+
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    sizes = [int(x) for x in args.n.split(",")]
+    lm_steps = [int(x) for x in args.lm_steps.split(",")]
+    t0 = time.perf_counter()
+    config = PersonaRecConfig(run_dir=args.run_dir, agent="bias")
+    population = load_population(config)
+    print(f"population {population} ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, population.n_items, size=(4096, max(sizes)))
+
+    metrics: dict[str, Any] = {"population": repr(population)}
+    rows: list[tuple[str, str, float, str]] = []
+
+    if "bias" in agents:
+        agent = build_agent(config, population)
+        assert isinstance(agent, BiasUserAgent)
+        single = _steps_per_second_single(PersonaRecEnv(population=population, agent=agent), actions[:, 0],
+                                          seconds=args.seconds, steps=None)
+        bias: dict[str, Any] = {"single": single}
+        rows.append(("bias", "single env", single["steps_per_second"], ""))
+        for n in sizes:
+            envs = PersonaRecVectorEnv(n, population=population, agent=agent)
+            res = _steps_per_second_vector(envs, actions, seconds=args.seconds, steps=None)
+            bias[f"vector_{n}"] = res
+            rows.append(("bias", f"vector N={n}", res["steps_per_second"],
+                         f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
+        best = max(bias[f"vector_{n}"]["steps_per_second"] for n in sizes)
+        bias["target_10k_met"] = bool(best >= 10_000)
+        metrics["bias"] = bias
+        print(f"bias agent done: best vector {best:,.0f} steps/s", flush=True)
+
+    if "lm" in agents:
+        import torch
+
+        from recsim_personas.agents.flops import (
+            count_parameters,
+            floor_seconds,
+            flops_per_answer,
+            matmul_rate,
+        )
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.run_dir:
+            lm_config = PersonaRecConfig(run_dir=args.run_dir, agent="lm", dtype=args.dtype)
+            agent = build_agent(lm_config, load_population(lm_config))
+        else:
+            agent = _default_lm_agent(population, args.dtype)
+        model = agent.scorer.model
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        non_emb, head = count_parameters(model)
+        rate = matmul_rate(dtype, seconds=2.0)
+        lm: dict[str, Any] = {"dtype": dtype, "torch_threads": torch.get_num_threads(),
+                              "non_embedding_params": non_emb, "head_params": head,
+                              "matmul_flops_per_second": rate}
+        single = _steps_per_second_single(PersonaRecEnv(population=population, agent=agent), actions[:, 0],
+                                          seconds=None, steps=lm_steps[0])
+        lm["single"] = single
+        rows.append(("lm", "single env", single["steps_per_second"], ""))
+        tokens: dict[str, float] = {}
+        for n, steps in zip(sizes, lm_steps[1:], strict=False):
+            envs = PersonaRecVectorEnv(n, population=population, agent=agent)
+            res = _steps_per_second_vector(envs, actions, seconds=None, steps=steps)
+            lm[f"vector_{n}"] = res
+            if n == max(sizes):
+                tokens = _unshared_tokens(agent, envs)
+            rows.append(("lm", f"vector N={n}", res["steps_per_second"],
+                         f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
+            print(f"lm vector N={n}: {res['steps_per_second']:.2f} steps/s", flush=True)
+        per_step = flops_per_answer(non_emb, head, tokens["rating_suffix_tokens"]) + flops_per_answer(
+            non_emb, head, tokens["exit_suffix_tokens"]
+        )
+        floor_sps = 1.0 / floor_seconds(per_step, rate)
+        lm["tokens"] = tokens
+        lm["floor_flops_per_step"] = per_step
+        lm["floor_steps_per_second"] = floor_sps
+        big = lm[f"vector_{max(sizes)}"]["steps_per_second"]
+        lm["vector_max_over_floor"] = big / floor_sps
+        lm["vector_max_over_single"] = big / single["steps_per_second"]
+        lm["target_within_2x_of_floor_met"] = bool(big >= floor_sps / 2)
+        lm["target_3x_single_met"] = bool(big >= 3 * single["steps_per_second"])
+        rows.append(("lm", "FLOP floor", floor_sps, f"vector N={max(sizes)} reaches {big / floor_sps:.0%} of it"))
+        metrics["lm"] = lm
+
+    env_info = environment_info()
+    doc = {
+        "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps,
+                   "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
+                   "command": "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py " + " ".join(argv or sys.argv[1:])},
+        "git": git_info(),
+        "versions": env_info["versions"],
+        "hardware": env_info["hardware"],
+        "metrics": metrics,
+    }
+    atomic_write_json(args.json, doc)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="PersonaRec-v0 throughput (env steps per second; 1 step = 1 rating + 1 leave/stay answer)")
+    for col in ("agent", "configuration", "steps/s", "note"):
+        table.add_column(col, justify="right" if col == "steps/s" else "left")
+    for agent_name, cfg, sps, note in rows:
+        table.add_row(agent_name, cfg, f"{sps:,.2f}" if sps < 100 else f"{sps:,.0f}", note)
+    Console(width=120).print(table)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

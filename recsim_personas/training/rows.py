@@ -1,0 +1,320 @@
+"""Fine-tuning rows: one (prompt, target rating) pair per interaction, and per-user sub-sampling.
+
+A row is what the LoRA trainer sees and what the evaluation scores: the user's rating prompt
+(:func:`recsim_personas.agents.prompts.build_rating_prompt`, the same builder the agent uses at
+inference, so train and test prompts match token for token) split into ``prefix`` / ``suffix``, and
+the ``target`` text, the rating as the prompt's scale spells it (``scale.format``: ``"4"``,
+``"3.5"``).
+
+Memory modes (Table 1 of the paper):
+
+``ms``
+    The profile M_s only.
+``msml``
+    M_s plus the top-``k`` memories (M_l) retrieved for the item with similarity >= ``delta``
+    (the paper's RAFT). For **train** rows retrieval excludes the row's own item
+    (``exclude_item=item_id``), so a row never shows the rating it is trained to predict; the
+    memories come from the user's *other* train interactions. Test rows need no exclusion (the store
+    holds train memories only, and a user rates an item once) but get it anyway, as the agent does.
+
+Sub-sampling (:func:`subsample_to_size`) keeps the same fraction of every user's rows, as the paper
+built theta_single(min) / theta_single(max) "by sampling a fixed percentage of rows at random per
+user" to the size of the smallest / largest persona dataset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from recsim_personas.data.dataset import RatingScale
+from recsim_personas.errors import ConfigError, DataError
+
+__all__ = [
+    "ROW_COLUMNS",
+    "build_rows",
+    "build_test_rows",
+    "build_training_rows",
+    "cap_per_user",
+    "rows_digest",
+    "subsample_to_size",
+]
+
+MemoryMode = Literal["ms", "msml"]
+#: Columns of a rows frame, in order.
+ROW_COLUMNS: tuple[str, ...] = (
+    "user_id", "item_id", "rating", "prefix", "suffix", "target", "n_memories", "truncated",
+)
+
+
+def _check_mode(memory_mode: str) -> None:
+    if memory_mode not in ("ms", "msml"):
+        close = difflib.get_close_matches(str(memory_mode), ["ms", "msml"], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{hint}")
+
+
+def cap_per_user(
+    interactions: pd.DataFrame, per_user: int | float | None, *, seed: int = 0
+) -> pd.DataFrame:
+    """Keep at most ``per_user`` rows of each user (int), or that fraction of them (float in (0, 1]).
+
+    Rows are drawn at random per user with ``seed`` (not the oldest or newest: the cap must not bias
+    time); the result keeps the input's row order. ``None`` keeps everything. A fraction keeps
+    ``max(1, round(f * n_user))`` rows, so no user disappears.
+
+    Raises:
+        ConfigError: ``per_user`` is not a positive int, a float in (0, 1], or None.
+    """
+    if per_user is None:
+        return interactions
+    if isinstance(per_user, bool) or not isinstance(per_user, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"per_user must be an int, a float in (0, 1] or None, got {per_user!r}")
+    is_int = isinstance(per_user, (int, np.integer))
+    if (is_int and per_user < 1) or (not is_int and not 0.0 < float(per_user) <= 1.0):
+        raise ConfigError(
+            f"per_user must be an integer >= 1 (rows per user) or a fraction in (0, 1], got {per_user!r}"
+        )
+    rng = np.random.default_rng(seed)
+    keep: list[np.ndarray] = []
+    users = interactions["user_id"].to_numpy()
+    for user in pd.unique(users):
+        idx = np.flatnonzero(users == user)
+        n = min(len(idx), int(per_user)) if is_int else max(1, round(float(per_user) * len(idx)))
+        keep.append(np.sort(rng.choice(idx, size=n, replace=False)) if n < len(idx) else idx)
+    chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    return interactions.iloc[chosen]
+
+
+def subsample_to_size(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Sample a fixed fraction of every user's rows so that exactly ``n`` rows remain.
+
+    Each user keeps ``f * n_user`` rows with ``f = n / len(rows)``; the fractional parts are resolved
+    by largest remainder (ties broken by a seeded random order), so the total is exactly ``n`` and no
+    user's share differs from ``f * n_user`` by a full row. Which rows a user keeps is random (seeded).
+    The result keeps the input's row order.
+
+    Args:
+        rows: A frame with a ``user_id`` column (training rows or interactions).
+        n: Target size, ``0 <= n <= len(rows)``.
+        seed: Seed of the draw.
+
+    Raises:
+        ConfigError: ``n`` is negative or exceeds ``len(rows)``.
+    """
+    total = len(rows)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 or n > total:
+        raise ConfigError(
+            f"subsample_to_size: target size must be an integer in [0, {total}] (the rows available), "
+            f"got {n!r}"
+        )
+    if n == total:
+        return rows
+    rng = np.random.default_rng(seed)
+    users = rows["user_id"].to_numpy()
+    uniq, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    exact = counts * (n / total)
+    quota = np.floor(exact).astype(np.int64)
+    short = n - int(quota.sum())
+    if short:
+        # Largest remainder; a seeded jitter far below the remainder resolution breaks ties.
+        order = np.lexsort((rng.random(len(uniq)), -(exact - quota)))
+        quota[order[:short]] += 1
+    keep = []
+    for u in range(len(uniq)):
+        idx = np.flatnonzero(inverse == u)
+        if quota[u]:
+            keep.append(rng.choice(idx, size=int(quota[u]), replace=False))
+    chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    return rows.iloc[chosen].reset_index(drop=True)
+
+
+def build_rows(
+    store: Any,
+    catalog: Any,
+    interactions: pd.DataFrame,
+    *,
+    memory_mode: MemoryMode = "ms",
+    template: Any = "paper",
+    scale: RatingScale,
+    tokenizer: Any | None = None,
+    max_tokens: int | None = None,
+    k: int = 1,
+    delta: float = 0.0,
+    exclude_self: bool = True,
+    per_user: int | float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Prompt + target rows for ``interactions`` (see :func:`build_training_rows`).
+
+    Args:
+        exclude_self: Never retrieve the row's own item (always True for training rows).
+
+    Returns:
+        A frame with :data:`ROW_COLUMNS`, one row per kept interaction, in input order.
+    """
+    from recsim_personas.agents.prompts import (
+        PromptMemory,
+        PromptTruncatedWarning,
+        build_rating_prompt,
+    )
+
+    _check_mode(memory_mode)
+    if k < 1:
+        raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
+    missing = [c for c in ("user_id", "item_id", "rating") if c not in interactions.columns]
+    if missing:
+        raise DataError(
+            f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
+        )
+    chosen = cap_per_user(interactions, per_user, seed=seed)
+    users = chosen["user_id"].to_numpy(dtype=np.int64)
+    items = chosen["item_id"].to_numpy(dtype=np.int64)
+    ratings = chosen["rating"].to_numpy(dtype=np.float64)
+    off = ~scale.contains(ratings)
+    if off.any():
+        j = int(np.argmax(off))
+        raise DataError(
+            f"rating {ratings[j]} of user {users[j]}, item {items[j]} is not on the scale "
+            f"{scale.min}-{scale.max} step {scale.step}; pass the dataset's scale"
+        )
+    if memory_mode == "msml":
+        found = store.retrieve_batch(
+            users, items, k=k, delta=delta, exclude_items=items if exclude_self else None
+        )
+    else:
+        found = [[] for _ in users]
+    info_cache: dict[int, Any] = {}
+
+    def info(item_id: int) -> Any:
+        if item_id not in info_cache:
+            info_cache[item_id] = catalog.info(item_id)
+        return info_cache[item_id]
+
+    profiles: dict[int, str] = {}
+    records = []
+    n_truncated = 0
+    with warnings.catch_warnings():
+        # One summary warning below instead of one per row.
+        warnings.simplefilter("ignore", PromptTruncatedWarning)
+        for user, item, rating, memories in zip(users.tolist(), items.tolist(), ratings, found, strict=True):
+            if exclude_self and any(int(m.item_id) == item for m in memories):
+                raise DataError(
+                    f"retrieval returned the row's own item {item} for user {user}: the store ignores "
+                    "exclude_item, which would leak the target rating into the prompt"
+                )
+            if user not in profiles:
+                profiles[user] = store.profile(user)
+            entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
+            prompt = build_rating_prompt(
+                template, profiles[user], info(item), entries, scale,
+                memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
+            )
+            n_truncated += bool(prompt.truncated)
+            records.append(
+                (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
+                 len(entries), bool(prompt.truncated))
+            )
+    if n_truncated:
+        warnings.warn(
+            f"{n_truncated} of {len(records)} {memory_mode} prompts exceeded {max_tokens} tokens and "
+            "were shortened (memories dropped first, then the summary)",
+            PromptTruncatedWarning,
+            stacklevel=3,
+        )
+    frame = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
+    return frame.astype({"user_id": "int64", "item_id": "int64", "rating": "float64", "n_memories": "int64"})
+
+
+def build_training_rows(
+    store: Any,
+    catalog: Any,
+    train: pd.DataFrame,
+    *,
+    memory_mode: MemoryMode = "ms",
+    template: Any = "paper",
+    scale: RatingScale,
+    tokenizer: Any | None = None,
+    max_tokens: int | None = None,
+    k: int = 1,
+    delta: float = 0.0,
+    per_user: int | float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One fine-tuning row per train interaction: the rating prompt and the rating as target text.
+
+    Args:
+        store: ``MemoryStore`` of the run folder (profiles, retrieval over train memories).
+        catalog: ``ItemCatalog`` (item facts with the train-only average rating).
+        train: Train interactions (``user_id, item_id, rating``), e.g. ``split.train``.
+        memory_mode: ``"ms"`` (profile only) or ``"msml"`` (profile + retrieved memories).
+        template: Prompt preset name or ``PromptTemplate`` (the agent must use the same).
+        scale: The dataset's rating scale (targets are ``scale.format(rating)``).
+        tokenizer: The model's tokenizer: applies its chat template (as the agent does) and measures
+            length. ``None`` gives plain-text prompts, which only match an agent without one.
+        max_tokens: Longest prompt; longer ones drop memories first (a warning counts them).
+        k: Memories per prompt in ``msml`` mode (the paper: 1).
+        delta: Minimum cosine similarity of a retrieved memory.
+        per_user: Cap per user: ``None`` (all), an int (at most that many rows), or a fraction.
+        seed: Seed of the per-user cap.
+
+    Returns:
+        A frame with columns ``user_id, item_id, rating, prefix, suffix, target, n_memories,
+        truncated``; retrieval never returns the row's own item.
+
+    Raises:
+        ConfigError: Unknown memory mode or template, bad ``k`` / ``per_user``.
+        DataError: Unknown user or item, a rating off the scale, or a store that leaks the row's item.
+    """
+    return build_rows(
+        store, catalog, train, memory_mode=memory_mode, template=template, scale=scale,
+        tokenizer=tokenizer, max_tokens=max_tokens, k=k, delta=delta, exclude_self=True,
+        per_user=per_user, seed=seed,
+    )
+
+
+def build_test_rows(
+    store: Any,
+    catalog: Any,
+    test: pd.DataFrame,
+    *,
+    memory_mode: MemoryMode = "ms",
+    template: Any = "paper",
+    scale: RatingScale,
+    tokenizer: Any | None = None,
+    max_tokens: int | None = None,
+    k: int = 1,
+    delta: float = 0.0,
+    per_user: int | float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rows for test interactions, built exactly as the agent builds its prompts.
+
+    Same arguments and columns as :func:`build_training_rows`. The store holds train memories only, so
+    test retrieval cannot see a test rating; the item itself is excluded too, as the agent does.
+    """
+    return build_rows(
+        store, catalog, test, memory_mode=memory_mode, template=template, scale=scale,
+        tokenizer=tokenizer, max_tokens=max_tokens, k=k, delta=delta, exclude_self=True,
+        per_user=per_user, seed=seed,
+    )
+
+
+def rows_digest(rows: pd.DataFrame, columns: Sequence[str] = ("prefix", "suffix", "target")) -> str:
+    """A content hash of rows (16 hex digits): the adapter's "data hash", stable across processes."""
+    h = hashlib.sha256()
+    for col in columns:
+        if col not in rows.columns:
+            raise DataError(f"rows lack column {col!r}; build them with build_training_rows")
+        h.update(col.encode())
+        for value in rows[col].astype(str):
+            h.update(value.encode())
+            h.update(b"\x00")
+    h.update(str(len(rows)).encode())
+    return h.hexdigest()[:16]
