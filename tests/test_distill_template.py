@@ -296,3 +296,20 @@ def test_template_distils_the_papers_200_users_quickly(shared_data):
     for level in ("activity_level", "conformity_level", "diversity_level"):
         assert result.profiles[level].nunique() == 3  # population cuts use all three levels
     assert seconds < 60, f"template distillation took {seconds:.1f} s"
+
+
+def test_result_saves_the_run_folder_files(tmp_path):
+    ds = make_dataset(n_users=3)
+    result = distill_users(ds, None, ds.interactions, config=DistillConfig(max_words=12),
+                           progress=False)
+    paths = result.save(tmp_path)
+    assert {p.name for p in paths.values()} == {"profiles.parquet", "memories.parquet",
+                                                "distill_log.parquet"}
+    pd.testing.assert_frame_equal(pd.read_parquet(paths["memories"]), result.memories)
+    pd.testing.assert_frame_equal(pd.read_parquet(paths["profiles"]), result.profiles)
+    assert len(pd.read_parquet(paths["log"])) == len(result.log) > 0
+    empty = distill_users(ds, None, ds.interactions, progress=False)
+    assert empty.log.empty
+    assert pd.read_parquet(empty.save(tmp_path / "b")["log"]).columns.tolist() == list(
+        empty.log.columns
+    )

@@ -123,6 +123,26 @@ def test_half_star_levels_use_sequence_probabilities(tiny_lm):
     np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
 
 
+@pytest.mark.parametrize("path", ["eager", "repeat"])
+def test_half_star_continuation_paths_agree(tiny_lm, monkeypatch, path):
+    """The tree-mask continuation under eager attention, and the per-branch fallback, match sdpa."""
+    model, tok = tiny_lm
+    prompts = _prompts(tok, HALF, users=2, items=1)
+    ref = RatingScorer(model, tok, HALF).score(prompts)
+    scorer = RatingScorer(model, tok, HALF)
+    if path == "eager":
+        model.set_attn_implementation("eager")
+        assert scorer._config()._attn_implementation == "eager"
+    else:
+        monkeypatch.setattr(scorer, "_continuation_tree", None)
+        monkeypatch.setattr(
+            scorer, "_continuation_logp",
+            lambda state, seqs, names: scorer._continuation_repeat(
+                state, seqs, sorted({tuple(x[:-1]) for x in seqs}), names),
+        )
+    np.testing.assert_allclose(scorer.score(prompts).probs, ref.probs, atol=1e-5)
+
+
 def test_level_that_prefixes_another_is_closed_with_end_token(tiny_lm):
     model, tok = tiny_lm
     scale = RatingScale(1, 10, 1)  # "1" is a prefix of "10"

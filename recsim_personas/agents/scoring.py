@@ -523,16 +523,79 @@ class RatingScorer:
 
     def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> torch.Tensor:
         """Sum over each level's tokens after the first of log p(token | prompt, earlier tokens)."""
-        import torch
-        from transformers import DynamicCache
-
-        cache, mask, next_pos = state
         # Maximal proper prefixes (each level without its last token), deduplicated.
         stems = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1}, key=lambda t: (-len(t), t))
         rows: list[tuple[int, ...]] = []
         for stem in stems:
             if not any(len(r) >= len(stem) and r[: len(stem)] == stem for r in rows):
                 rows.append(stem)
+        impl = getattr(self._config(), "_attn_implementation", None)
+        if impl in ("sdpa", "eager"):
+            return self._continuation_tree(state, seqs, rows, names, impl)
+        return self._continuation_repeat(state, seqs, rows, names)
+
+    def _continuation_tree(
+        self,
+        state: Any,
+        seqs: list[list[int]],
+        rows: list[tuple[int, ...]],
+        names: Sequence[str],
+        impl: str,
+    ) -> torch.Tensor:
+        """All continuation branches of a prompt in one row, kept apart by a 4D tree attention mask.
+
+        Branch ``j`` (tokens ``rows[j]``) sees the prompt and its own earlier tokens only, at
+        positions continuing the prompt's, so each branch is computed exactly as if it were alone,
+        without copying the prompt's key/value cache per branch.
+        """
+        import torch
+
+        cache, mask, next_pos = state
+        bsz, past = mask.shape
+        tokens = [t for r in rows for t in r]
+        branch = [j for j, r in enumerate(rows) for _ in r]
+        depth = [d for r in rows for d in range(len(r))]
+        offset = np.cumsum([0] + [len(r) for r in rows[:-1]]).tolist()
+        n = len(tokens)
+        b_ids = torch.tensor(branch)
+        d_ids = torch.tensor(depth)
+        tree = (b_ids[:, None] == b_ids[None, :]) & (d_ids[None, :] <= d_ids[:, None])  # (n, n)
+        keep = torch.cat([mask.bool()[:, None, :].expand(bsz, n, past), tree.expand(bsz, n, n)], dim=2)
+        keep = keep[:, None].to(self.device)
+        if impl == "eager":
+            dtype = next(self.model.parameters()).dtype
+            attn = torch.zeros(keep.shape, dtype=dtype, device=self.device)
+            attn = attn.masked_fill(~keep, torch.finfo(dtype).min)
+        else:
+            attn = keep
+        ids = torch.tensor(tokens, dtype=torch.long)[None].expand(bsz, n)
+        pos = next_pos[:, None] + d_ids[None, :]
+        with self._adapters_active(names) as extra:
+            out = self._forward(
+                input_ids=ids.to(self.device),
+                attention_mask=attn,
+                position_ids=pos.to(self.device),
+                past_key_values=cache,
+                use_cache=False,
+                logits_to_keep=n,
+                **extra,
+            )
+        lp = torch.log_softmax(out.logits.float(), dim=-1)  # (bsz, n, vocab)
+        total = torch.zeros((bsz, len(seqs)), dtype=torch.float32, device=lp.device)
+        for li, s in enumerate(seqs):
+            for t in range(1, len(s)):
+                j = next(j for j, r in enumerate(rows) if r[:t] == tuple(s[:t]))
+                total[:, li] += lp[:, offset[j] + t - 1, s[t]]
+        return total
+
+    def _continuation_repeat(
+        self, state: Any, seqs: list[list[int]], rows: list[tuple[int, ...]], names: Sequence[str]
+    ) -> torch.Tensor:
+        """Fallback for attention implementations without custom 4D masks: one row per branch."""
+        import torch
+        from transformers import DynamicCache
+
+        cache, mask, next_pos = state
         m, width = len(rows), max(len(r) for r in rows)
         bsz = mask.shape[0]
         total = torch.zeros((bsz, len(seqs)), dtype=torch.float32)

@@ -68,6 +68,7 @@ from recsim_personas.memory.statistics import TrainStatistics, TraitCuts, UserSt
 from recsim_personas.memory.traits import trait_text
 
 __all__ = [
+    "CHECKPOINT_VERSION",
     "LOG_COLUMNS",
     "MEMORY_COLUMNS",
     "DistillConfig",
@@ -237,15 +238,18 @@ def _truncate_words(text: str, limit: int) -> str:
 
 
 def _empty_frame(columns: tuple[str, ...], dtypes: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "object")) for c in columns})
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "str")) for c in columns})
 
 
+# Text columns use "str" (pandas 3's string dtype; plain object strings on pandas 2), so frames
+# compare equal after a parquet round trip.
 _MEMORY_DTYPES = {"user_id": "int64", "item_id": "int64", "rating": "float64", "timestamp": "int64",
-                  "text": "object"}
-_LOG_DTYPES = {"user_id": "int64", "batch": "int64", "step": "object", "attempt": "int64",
-               "reason": "object", "words": "int64", "detail": "object"}
-_PROFILE_DTYPES = {"user_id": "int64", "activity_level": "int64", "conformity_level": "int64",
-                   "diversity_level": "int64"}
+                  "text": "str"}
+_LOG_DTYPES = {"user_id": "int64", "batch": "int64", "step": "str", "attempt": "int64",
+               "reason": "str", "words": "int64", "detail": "str"}
+_PROFILE_DTYPES = {"user_id": "int64", "activity": "str", "conformity": "str", "diversity": "str",
+                   "activity_level": "int64", "conformity_level": "int64",
+                   "diversity_level": "int64", "taste": "str", "profile_text": "str"}
 
 
 @dataclass
@@ -296,6 +300,7 @@ class _UserRun:
     user_id: int
     history: pd.DataFrame
     bounds: list[tuple[int, int]]
+    batches: list[tuple[BatchRating, ...]]
     levels: tuple[int, int, int]
     traits: tuple[str, str, str]
     inputs_hash: str
@@ -355,6 +360,7 @@ class Distiller:
         self._fallback = self.config.resolved_fallback(backend.name)
         self._counts = {"rejections": 0, "fallbacks": 0, "truncations": 0, "steps": 0, "batches": 0}
         self._fatal: BackendError | None = None
+        self._fact_digests: dict[int, bytes] = {}
 
     # -- users -----------------------------------------------------------------------------------
     def resolve_users(self, users: Any = None) -> list[int]:
@@ -396,14 +402,31 @@ class Distiller:
         size = self.config.batch_size
         bounds = [(s, min(s + size, n)) for s in range(0, n, size)]
         levels = self.cuts.levels(self.stats.user_statistics(user_id))
-        traits = tuple(trait_text(t, lv) for t, lv in zip(("activity", "conformity", "diversity"), levels, strict=True))
-        facts = [dataclasses.asdict(self.stats.item_facts(i)) for i in history["item_id"]]
+        traits = tuple(
+            trait_text(t, lv)
+            for t, lv in zip(("activity", "conformity", "diversity"), levels, strict=True)
+        )
+        ratings = [
+            BatchRating(item=self.stats.item_facts(i), rating=float(r), timestamp=int(t))
+            for i, r, t in zip(history["item_id"].tolist(), history["rating"].tolist(),
+                               history["timestamp"].tolist(), strict=True)
+        ]
+        batches = [tuple(ratings[s:e]) for s, e in bounds]
         digest = hashlib.sha256()
         digest.update(np.ascontiguousarray(history.to_numpy(dtype=np.float64)).tobytes())
-        digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+        for br in ratings:  # item facts as prompts show them (catalog text and averages)
+            digest.update(self._fact_digest(br.item))
         inputs_hash = stable_hash({"base": base_hash, "user": user_id, "data": digest.hexdigest()})
-        return _UserRun(user_id=user_id, history=history, bounds=bounds, levels=levels,
-                        traits=traits, inputs_hash=inputs_hash)  # type: ignore[arg-type]
+        return _UserRun(user_id=user_id, history=history, bounds=bounds, batches=batches,
+                        levels=levels, traits=traits, inputs_hash=inputs_hash)  # type: ignore[arg-type]
+
+    def _fact_digest(self, facts: Any) -> bytes:
+        cached = self._fact_digests.get(facts.item_id)
+        if cached is None:
+            fields = [getattr(facts, f.name) for f in dataclasses.fields(facts)]
+            cached = hashlib.sha256(json.dumps(fields, default=str).encode()).digest()
+            self._fact_digests[facts.item_id] = cached
+        return cached
 
     def _base_hash(self) -> str:
         return stable_hash({
@@ -426,11 +449,7 @@ class Distiller:
 
     def _context(self, run: _UserRun, b: int, kind: StepKind) -> StepContext:
         start, stop = run.bounds[b]
-        rows = run.history.iloc[start:stop]
-        ratings = tuple(
-            BatchRating(item=self.stats.item_facts(int(i)), rating=float(r), timestamp=int(t))
-            for i, r, t in zip(rows["item_id"], rows["rating"], rows["timestamp"], strict=True)
-        )
+        ratings = run.batches[b]
         stats = self._stats_upto(run, stop)
         assert stats is not None
         return StepContext(

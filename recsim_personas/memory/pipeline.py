@@ -2,9 +2,9 @@
 
 :func:`build_memories` runs four stages and writes exactly the run-folder files of docs/design.md:
 
-=========== ======================================================================================
+============ =====================================================================================
 stage        writes
-=========== ======================================================================================
+============ =====================================================================================
 ``split``    ``split/train.parquet``, ``split/test.parquet``, ``split/config.json``
 ``distill``  ``profiles.parquet``, ``memories.parquet`` (one M_l row per train interaction),
              ``distill_log.parquet``
@@ -13,7 +13,7 @@ stage        writes
              train or test rows, or of the whole catalogue with ``item_scope="catalog"``)
 ``personas`` ``personas.parquet``, ``personas.json``, ``plots/elbow.png``,
              ``plots/persona_sizes.png``, ``plots/persona_words.png``
-=========== ======================================================================================
+============ =====================================================================================
 
 plus ``manifest.json`` (the pipeline config, each stage's inputs and their hash, package versions,
 git commit, seconds per stage).

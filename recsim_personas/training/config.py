@@ -65,6 +65,13 @@ class LoraTrainConfig:
     r: int = field(default=256, metadata=_help("LoRA rank."))
     alpha: float = field(default=32.0, metadata=_help("LoRA alpha; the update is scaled by alpha/r."))
     dropout: float = field(default=0.1, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
+    top_layers: int | None = field(
+        default=None,
+        metadata=_help(
+            "Put LoRA only in the last N transformer blocks (None: all blocks). The backward pass then "
+            "stops at the lowest adapted block, which makes a training step cheaper."
+        ),
+    )
     learning_rate: float = field(default=3e-4, metadata=_help("Peak learning rate of AdamW."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     optimizer: Optimizer = field(default="adamw", metadata=_help("Optimizer (only AdamW, as the paper)."))
@@ -95,6 +102,15 @@ class LoraTrainConfig:
     )
     max_grad_norm: float | None = field(
         default=1.0, metadata=_help("Gradient-norm clip (None: no clipping).")
+    )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata=_help(
+            "Encode the user prefix (the profile system prompt, identical in all of a user's rows) once "
+            "per group of that user's rows and attend to it from each row's item part. Gradients are "
+            "exact; LoRA dropout masks on the prefix are shared within the group. Several times faster "
+            "when the profile is most of the prompt."
+        ),
     )
     gradient_checkpointing: bool = field(
         default=False,
@@ -160,6 +176,17 @@ class LoraTrainConfig:
                 close = difflib.get_close_matches(str(value), choices, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}.{hint}")
+        if self.top_layers is not None and (
+            not isinstance(self.top_layers, int) or isinstance(self.top_layers, bool) or self.top_layers < 1
+        ):
+            errors.append(f"top_layers must be an integer >= 1 or None, got {self.top_layers!r}")
+        if self.gradient_checkpointing and self.prefix_sharing:
+            # The shared prefix is a key/value cache that the suffix pass attends to; checkpointed
+            # layers run without a cache, so the two cannot be combined.
+            errors.append(
+                "gradient_checkpointing=True needs prefix_sharing=False (checkpointed layers run "
+                "without the key/value cache that prefix sharing relies on)"
+            )
         if not errors and self.alpha / self.r > 64:
             # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
             errors.append(

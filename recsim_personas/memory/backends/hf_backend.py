@@ -11,6 +11,14 @@ rejected) samples with temperature ``max(config.temperature, 0.7)`` from a gener
 ``config.seed + attempt``, since greedy decoding of the corrected prompt can repeat the same
 mistake. Small models often fail the JSON format: the distiller then falls back to the template
 text (``fallback="auto"``) and records every rejected answer in the log.
+
+Measured on the project's 2-core CPU (shared, 1 torch thread): the packaged SmolLM2-135M-Instruct
+does not follow these prompts. Greedy decoding echoes the prompt ("TASK: update my profile. MY
+SOCIAL TRAITS: ..."), and even with the answer primed by ``{"taste": "I`` it loops on one phrase;
+one user with two batches of 5 took 700 s for 12 generations (about 4 tokens/s under load), every
+step ending in the template fallback. Use this backend with an instruct model of a billion
+parameters or more (Qwen2.5-1.5B-Instruct, Phi-3-mini) on a GPU; offline here, ``template`` is the
+practical default.
 """
 
 from __future__ import annotations
