@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                                           seconds=None, steps=lm_steps[0])
         lm["single"] = single
         rows.append(("lm", "single env", single["steps_per_second"], ""))
+        print(f"lm single env: {single['steps_per_second']:.3f} steps/s", flush=True)
         tokens: dict[str, float] = {}
         for n, steps in zip(sizes, lm_steps[1:], strict=False):
             envs = PersonaRecVectorEnv(n, population=population, agent=agent)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = _unshared_tokens(agent, envs)
             rows.append(("lm", f"vector N={n}", res["steps_per_second"],
                          f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
-            print(f"lm vector N={n}: {res['steps_per_second']:.2f} steps/s", flush=True)
+            print(f"lm vector N={n}: {res['steps_per_second']:.3f} steps/s", flush=True)
         per_step = flops_per_answer(non_emb, head, tokens["rating_suffix_tokens"]) + flops_per_answer(
             non_emb, head, tokens["exit_suffix_tokens"]
         )

@@ -203,6 +203,13 @@ def test_mixed_adapter_batch_equals_per_adapter_runs(tiny_lm):
         separate[rows] = res.probs
     np.testing.assert_allclose(mixed.probs, separate, atol=1e-4)
     np.testing.assert_allclose(grouped.probs, separate, atol=1e-4)
+    # peft's own per-sample adapter_names path and plain peft forward passes agree with the router.
+    via_peft = RatingScorer(peft_model, tok, STARS, max_batch=6, fast_lora=False).score(prompts, names)
+    np.testing.assert_allclose(via_peft.probs, separate, atol=1e-4)
+    peft_model.set_adapter("persona_1")
+    lp = np.array([_full_logprob(peft_model, tok, prompts[2].text, str(d)) for d in range(1, 6)])
+    peft_model.set_adapter("persona_0")
+    np.testing.assert_allclose(mixed.probs[2], np.exp(lp) / np.exp(lp).sum(), atol=1e-4)
     # The adapters really differ from each other and from the base model.
     all_a = RatingScorer(peft_model, tok, STARS).score(prompts[:1] * 3, ["persona_0", "persona_1", None])
     assert np.abs(all_a.probs[0] - all_a.probs[1]).max() > 1e-3

@@ -45,7 +45,7 @@ import logging
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,9 @@ class RatingScorer:
         top_k: Optional top-k filter of :meth:`generate` (None = off).
         max_new_tokens: Tokens sampled by :meth:`generate`.
         seed: Base seed of :meth:`generate` (call ``i`` uses ``seed + i`` unless given one).
+        fast_lora: Apply LoRA adapters with batched matmuls over stacked adapter weights (one
+            ``bmm`` per projection for a mixed batch) instead of peft's per-adapter sub-batches;
+            falls back to peft for DoRA, merged or variant adapters.
 
     Raises:
         ConfigError: invalid settings.
@@ -143,6 +146,7 @@ class RatingScorer:
         top_k: int | None = None,
         max_new_tokens: int = 4,
         seed: int = 0,
+        fast_lora: bool = True,
     ) -> None:
         problems = []
         if max_batch < 1:
@@ -180,6 +184,8 @@ class RatingScorer:
         self._token_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._unsplittable: set[str] = set()
         self._level_cache: dict[str, tuple[list[list[int]], list[int]]] = {}
+        self.fast_lora = bool(fast_lora)
+        self._router: _LoraRouter | None = None
         self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0}
 
         if tokenizer.pad_token_id is None:
@@ -251,6 +257,11 @@ class RatingScorer:
         if not self._is_peft:
             yield {}
             return
+        router = self._lora_router()
+        if router is not None:
+            with router.route(names):
+                yield {}
+            return
         if unique == {BASE_ADAPTER}:
             with self.model.disable_adapter():
                 yield {}
@@ -267,6 +278,17 @@ class RatingScorer:
                     self.model.set_adapter(previous, inference_mode=not self._trainable(previous))
             return
         yield {"adapter_names": list(names)}
+
+    def _lora_router(self) -> _LoraRouter | None:
+        """The batched-matmul LoRA path, (re)built when the set of adapters changed."""
+        if not self.fast_lora:
+            return None
+        names = self.adapters
+        if self._router is None or self._router.names != names:
+            self._router = _LoraRouter(self.model, names)
+            if not self._router.supported:
+                logger.info("LoRA router unsupported (%s); using peft's adapter_names", self._router.reason)
+        return self._router if self._router.supported else None
 
     def _trainable(self, name: str) -> bool:
         for pname, param in self.model.named_parameters():
@@ -326,9 +348,10 @@ class RatingScorer:
 
     # ------------------------------------------------------------------ prefix cache
     def clear_cache(self) -> None:
-        """Forget all cached prefixes (call after changing adapter weights)."""
+        """Forget all cached prefixes and stacked adapter weights (call after changing adapters)."""
         self._cache.clear()
         self._cache_nbytes = 0
+        self._router = None
 
     def cache_info(self) -> dict[str, int]:
         """Entries, bytes, hits and misses of the prefix cache."""
@@ -808,6 +831,104 @@ class RatingScorer:
             sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
         return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+class _LoraRouter:
+    """Per-row LoRA adapters by batched matmuls over stacked weights (inference only, no dropout).
+
+    peft's ``adapter_names`` path gathers each adapter's rows, runs that adapter's A and B on them
+    and scatters the result back, per projection; on CPU the gathers and scatters cost more than the
+    LoRA maths. Here every LoRA ``Linear`` gets its adapters stacked once, ``A`` as ``(n + 1, r, in)``
+    and ``B * scaling`` as ``(n + 1, out, r)`` with index 0 all zeros for the base model (ranks are
+    zero-padded to the largest), and a batch adds ``bmm(bmm(x, A[idx]^T), B[idx]^T)`` to the base
+    output; a single-adapter batch uses two plain matmuls.
+    """
+
+    def __init__(self, model: Any, names: tuple[str, ...]) -> None:
+        import torch
+
+        self.names = names
+        self.index = {name: i + 1 for i, name in enumerate(names)}
+        self.index[BASE_ADAPTER] = 0
+        self.supported = True
+        self.reason = ""
+        self.layers: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
+        self._rows: torch.Tensor | None = None
+        self._uniform: int | None = None
+        try:
+            from peft.tuners.lora.layer import Linear as LoraLinear
+        except ImportError:  # pragma: no cover - peft is a dependency
+            self.supported, self.reason = False, "peft LoRA layer class not found"
+            return
+        for module in model.modules():
+            if not hasattr(module, "lora_A") or not hasattr(module, "base_layer"):
+                continue
+            if not isinstance(module, LoraLinear):
+                self.supported, self.reason = False, f"non-Linear LoRA layer {type(module).__name__}"
+                return
+            if module.merged or getattr(module, "fan_in_fan_out", False):
+                self.supported, self.reason = False, "merged or fan_in_fan_out adapters"
+                return
+            present = [n for n in names if n in module.lora_A]
+            if any(module.use_dora.get(n, False) or n in getattr(module, "lora_variant", {}) for n in present) or any(
+                getattr(module, "lora_bias", {}).get(n, False) for n in present
+            ):
+                self.supported, self.reason = False, "DoRA, LoRA variants or LoRA bias"
+                return
+            weight = module.get_base_layer().weight
+            r_max = max((module.lora_A[n].weight.shape[0] for n in present), default=1)
+            a_all = torch.zeros((len(names) + 1, r_max, weight.shape[1]), dtype=weight.dtype, device=weight.device)
+            b_all = torch.zeros((len(names) + 1, weight.shape[0], r_max), dtype=weight.dtype, device=weight.device)
+            with torch.no_grad():
+                for n in present:
+                    a = module.lora_A[n].weight
+                    b = module.lora_B[n].weight * module.scaling[n]
+                    a_all[self.index[n], : a.shape[0]] = a.to(weight.dtype)
+                    b_all[self.index[n], :, : a.shape[0]] = b.to(weight.dtype)
+            self.layers.append((module, a_all, b_all))
+
+    @contextlib.contextmanager
+    def route(self, names: Sequence[str]) -> Iterator[None]:
+        import torch
+
+        idx = [self.index[n] for n in names]
+        self._uniform = idx[0] if len(set(idx)) == 1 else None
+        self._rows = torch.tensor(idx, dtype=torch.long)
+        patched = []
+        try:
+            for module, a_all, b_all in self.layers:
+                module.forward = self._make_forward(module, a_all, b_all)
+                patched.append(module)
+            yield
+        finally:
+            for module in patched:
+                del module.forward
+            self._rows = None
+
+    def _make_forward(self, module: Any, a_all: torch.Tensor, b_all: torch.Tensor) -> Callable[..., Any]:
+        import torch
+        import torch.nn.functional as F
+
+        base = module.base_layer
+        router = self
+
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            result = base(x, *args, **kwargs)
+            k = router._uniform
+            if k == 0:
+                return result
+            x = x.to(a_all.dtype)
+            if k is not None:
+                return result.add_(F.linear(F.linear(x, a_all[k]), b_all[k]).to(result.dtype))
+            rows = router._rows
+            bsz = x.shape[0]
+            if rows is None or rows.shape[0] != bsz:
+                raise ModelError(f"LoRA router got a batch of {bsz} rows for {None if rows is None else len(rows)} adapters")
+            xa = torch.bmm(x.reshape(bsz, -1, x.shape[-1]), a_all[rows].transpose(1, 2))
+            delta = torch.bmm(xa, b_all[rows].transpose(1, 2))
+            return result.add_(delta.reshape(result.shape).to(result.dtype))
+
+        return forward
 
 
 def _tail(prompt: RatingPrompt | str) -> str:
