@@ -563,6 +563,27 @@ def test_lm_agent_rollouts_are_seeded(lm_population, smollm2_tokenizer):
     assert_same(a, b)
 
 
+@pytest.mark.integration
+def test_make_with_a_trained_run_folder_builds_the_lm_agent(tmp_path, smollm2_tokenizer):
+    """run_dir + agent='auto' loads the base model and every persona adapter by name."""
+    from conftest import build_tiny_llama
+    from peft import LoraConfig, get_peft_model
+
+    run = build_small_run(tmp_path / "run")
+    model_dir = tmp_path / "tiny-model"
+    build_tiny_llama(smollm2_tokenizer).save_pretrained(model_dir)
+    smollm2_tokenizer.save_pretrained(model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    for k in range(2):
+        adapter = get_peft_model(build_tiny_llama(smollm2_tokenizer, seed=k), lora)
+        adapter.save_pretrained(run / "adapters" / f"persona_{k}__ms")
+    env = gym.make("PersonaRec-v0", run_dir=str(run), model=str(model_dir), device="cpu", dtype="float32")
+    base = env.unwrapped
+    assert type(base.agent).__name__ == "LMUserAgent"
+    assert set(base.agent.scorer.adapters) >= {"persona_0__ms", "persona_1__ms"}
+    check_env(base)
+
+
 # -- the embedded default -------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_default_env_runs_offline_with_no_arguments():

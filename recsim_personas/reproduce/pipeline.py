@@ -1,0 +1,233 @@
+"""``recsim-personas reproduce``: every stage from ratings to the paper's Table 1 and a simulation report.
+
+Stages, each cached in the run folder so that an interrupted run resumes where it stopped:
+
+1. split + distilled memories + personas (:func:`recsim_personas.memory.pipeline.build_memories`);
+2. LoRA adapters and the small-LM rows of Table 1 (:func:`recsim_personas.training.experiment.run_experiment`);
+3. classic rating predictors on the same split and the same evaluated test rows;
+4. ``table1.{md,csv,json}`` and the paper's figures;
+5. the baseline policies in ``PersonaRec-v0`` next to their offline metrics
+   (:func:`recsim_personas.envs.simulate.run_simulation`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsim_personas.artifacts import (
+    RunFolder,
+    atomic_write_json,
+    environment_info,
+    git_info,
+    stable_hash,
+)
+from recsim_personas.reproduce.config import ReproduceConfig
+from recsim_personas.reproduce.config_io import config_to_dict
+
+__all__ = ["CLASSIC_BASELINES", "ReproductionReport", "run_reproduction"]
+
+#: Rating predictors evaluated beside the simulator (the yardstick it must approach).
+CLASSIC_BASELINES = ("global-mean", "user-mean", "item-mean", "bias", "biased-mf")
+
+
+@dataclass
+class ReproductionReport:
+    """Where a reproduction put its results, and the headline tables."""
+
+    out: Path
+    table1: pd.DataFrame
+    baselines: list[dict[str, Any]]
+    simulation: Any | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _memory_config(config: ReproduceConfig) -> Any:
+    from recsim_personas.memory.distill import DistillConfig
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig
+
+    mem = config.memory
+    return MemoryPipelineConfig(
+        distill=DistillConfig(
+            backend=mem.backend,
+            model=mem.model,
+            base_url=mem.base_url,
+            batch_size=mem.batch_size,
+            max_words=mem.max_words,
+            seed=config.seed,
+        ),
+        embedder=mem.embedder,
+        personas=PersonaConfig(k=mem.personas, seed=config.seed),
+    )
+
+
+def _split_config(config: ReproduceConfig) -> Any:
+    from recsim_personas.data.splits import SplitConfig
+
+    s = config.split
+    return SplitConfig(
+        method=s.method,
+        train_fraction=s.train_fraction,
+        last_n=s.last_n,
+        min_interactions=s.min_interactions,
+        max_interactions=s.max_interactions,
+        n_users=s.n_users,
+        seed=s.seed,
+    )
+
+
+def _experiment_config(config: ReproduceConfig) -> Any:
+    from recsim_personas.training.experiment import ExperimentConfig
+
+    return ExperimentConfig(
+        model=config.model.name,
+        device=config.model.device,
+        train_preset=config.training.preset,
+        train_overrides=dict(config.training.overrides),
+        memory_modes=tuple(config.training.memory_modes),
+        adapters=tuple(config.training.adapters),
+        base_rows=config.evaluation.base_model_rows,
+        train_rows_per_user=config.training.train_rows_per_user,
+        test_rows_per_user=config.evaluation.test_rows_per_user,
+        eval_mode=config.evaluation.mode,
+        k=config.memory.retrieval_k,
+        delta=config.memory.delta,
+        seed=config.seed,
+    )
+
+
+def _classic_baselines(run: RunFolder, split: Any, test_rows: pd.DataFrame, seed: int) -> list[dict[str, Any]]:
+    """Fit on the full train split, score on exactly the test rows the agents were scored on."""
+    from recsim_personas.data.splits import Split
+    from recsim_personas.eval.offline import evaluate_baselines
+
+    path = run / "results" / "classic_baselines.json"
+    inputs = {"train": stable_hash(split.train.to_dict("list")), "test": stable_hash(test_rows.to_dict("list")),
+              "models": CLASSIC_BASELINES, "seed": seed}
+    if run.is_done("classic_baselines", inputs):
+        return json.loads(path.read_text())["results"]
+    same_rows = Split(
+        train=split.train,
+        test=test_rows,
+        config=split.config,
+        dataset_fingerprint=split.dataset_fingerprint,
+        dataset_name=split.dataset_name,
+        scale=split.scale,
+    )
+    results = evaluate_baselines(same_rows, CLASSIC_BASELINES, seed=seed, progress=False)
+    for r in results:
+        r["n_test"] = len(test_rows)
+        r["train_rows"] = len(split.train)
+        r["train_seconds"] = r.get("fit_seconds")
+    atomic_write_json(path, {"results": results})
+    run.mark_done("classic_baselines", inputs, outputs=["results/classic_baselines.json"])
+    return results
+
+
+def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callable[[str], None]) -> Any:
+    from recsim_personas.envs.simulate import SimulationConfig, SimulationReport, run_simulation
+
+    sim = config.simulation
+    memory_mode = "msml" if "msml" in config.training.memory_modes else "ms"
+    env = {"agent": sim.agent, "run_dir": str(out), "memory_mode": memory_mode}
+    if config.dataset.data_dir is not None:
+        env["data_dir"] = config.dataset.data_dir
+    sim_config = SimulationConfig(
+        policies=tuple(sim.policies),
+        episodes=sim.episodes,
+        horizon=sim.horizon,
+        n_envs=min(sim.episodes, 32),
+        seed=config.seed,
+        env=env,
+    )
+    adapters = sorted(p.name for p in (out / "adapters").glob("*") if p.is_dir())
+    inputs = {"sim": sim_config.to_dict(), "adapters": adapters}
+    stem = "simulate"
+    if run.is_done("simulation", inputs):
+        return SimulationReport.load(out / f"{stem}.json")
+    log(f"simulating {', '.join(sim.policies)}: {sim.episodes} sessions x {sim.horizon} steps ({sim.agent} agent)")
+    report = run_simulation(sim_config)
+    files = report.save(out, stem=stem)
+    run.mark_done("simulation", inputs, outputs=[str(Path(p).relative_to(out)) for p in files.values()])
+    return report
+
+
+def run_reproduction(
+    config: ReproduceConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ReproductionReport:
+    """Run (or resume) every stage of ``config``; return and write the tables and figures."""
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import Split
+    from recsim_personas.memory.pipeline import build_memories
+    from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
+    from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
+    from recsim_personas.training.experiment import evaluation_rows, run_experiment
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out)
+    atomic_write_json(out / "reproduce_config.json", config_to_dict(config))
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(config.dataset.name, config.dataset.data_dir, enrichment=config.dataset.enrichment)
+    build_memories(dataset, _split_config(config), _memory_config(config), out, progress=progress)
+    seconds["memories"] = time.perf_counter() - t0
+    log(f"memories ready in {out} ({seconds['memories']:.1f} s)")
+
+    t0 = time.perf_counter()
+    exp_config = _experiment_config(config)
+    result = run_experiment(out, dataset, exp_config, progress=progress, log=log)
+    seconds["experiment"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    split = Split.load(out / "split")
+    baselines = _classic_baselines(run, split, evaluation_rows(out, exp_config), config.seed)
+    seconds["baselines"] = time.perf_counter() - t0
+
+    rows: dict[int, dict[str, Any]] = {}
+    by_no = {int(r["No."]): r for r in result.table.to_dict(orient="records")}
+    for no in ROW_KEYS:
+        if no in by_no:
+            r = by_no[no]
+            rows[no] = {"rmse": r["RMSE"], "mae": r["MAE"], "urr": r["URR"], "n_test": r["test_rows"],
+                        "train_rows": r["train_rows"], "train_seconds": r["train_seconds"]}
+    model_name = config.model.name or "SmolLM2-135M-Instruct"
+    table = render_table1(rows, baselines, model_name=model_name)
+    meta = {
+        "config": config_to_dict(config),
+        "experiment": exp_config.to_dict(),
+        "git": git_info(),
+        **environment_info(),
+        "experiment_table": result.table.to_dict(orient="records"),
+        "persona_points": result.persona_points,
+        "baselines": baselines,
+    }
+    files = {p.name: p for p in write_table1(table, out, meta)}
+    if result.persona_points:
+        files["figure3_persona_error_vs_size.png"] = plot_persona_error_vs_size(
+            [p for p in result.persona_points if p.get("train_rows")], out / "figure3_persona_error_vs_size.png"
+        )
+    personas_json = out / "personas.json"
+    if personas_json.exists():
+        desc = json.loads(personas_json.read_text()).get("descriptions", [])
+        files["figure2_persona_words.png"] = plot_persona_words(desc, out / "figure2_persona_words.png")
+
+    simulation = None
+    if config.simulation.enabled:
+        t0 = time.perf_counter()
+        simulation = _simulation(config, out, run, log)
+        seconds["simulation"] = time.perf_counter() - t0
+    return ReproductionReport(out=out, table1=table, baselines=baselines, simulation=simulation,
+                              seconds=seconds, files=files)
