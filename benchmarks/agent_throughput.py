@@ -132,7 +132,7 @@ def synthetic_prompts(args, tokenizer):
 
     scale = RatingScale(0.5, 5, 0.5) if args.scale == "dataset" else _scale_1_5()
     rng = np.random.default_rng(0)
-    words = "drama thriller quiet classic heist western family comedy space war noir romance".split()
+    words = ["drama", "thriller", "quiet", "classic", "heist", "western", "family", "comedy", "space", "war", "noir", "romance"]
     prompts, index = [], []
     for u in range(args.users):
         profile = "PERSONA: You excel at role-playing. " + " ".join(rng.choice(words, 230)) + "."
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mode", default="ms", choices=["ms", "msml"])
     parser.add_argument("--scale", default="dataset", choices=["dataset", "1-5"])
     parser.add_argument("--users", type=int, default=4, help="users (one adapter each in (d))")
-    parser.add_argument("--items-per-user", type=int, default=6)
+    parser.add_argument("--items-per-user", type=int, default=8, help="half cold, half warm")
     parser.add_argument("--max-batch", type=int, default=24)
     parser.add_argument("--paper-ratings", type=int, default=3, help="ratings timed in mode (a)")
     parser.add_argument("--full-ratings", type=int, default=8, help="ratings timed in mode (b)")
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "agent_throughput.json"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.users, args.items_per_user, args.paper_ratings, args.full_ratings = 2, 2, 1, 2
+        args.users, args.items_per_user, args.paper_ratings, args.full_ratings = 2, 4, 1, 2
         args.no_bf16 = True
 
     import torch
@@ -226,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     metrics: dict = {"prompt_tokens": {"prefix_mean": float(np.mean(pre_tok)), "suffix_mean": float(np.mean(suf_tok))}}
     checks: list[dict] = []
 
-    # -- dtype: matmul rates and the same scoring batch in fp32 and bf16 ---------------------------------
+    # -- dtype: matmul rates and the same prompt scored in fp32 and bf16 ------------------------------
     rates = {"float32": matmul_gflops(torch.float32)}
     model, _ = load_causal_lm(args.model, dtype="float32")
-    few = prompts[:2]
+    few = prompts[:1]
     scorer32 = RatingScorer(model, tokenizer, scale, prefix_cache=False)
-    scorer32.score(few[:1])  # warm-up
+    scorer32.score(prompts[1:2])  # warm-up
     ref32, t32 = timed(lambda: scorer32.score(few))
-    dtype_choice = {"float32_seconds": t32}
+    dtype_choice: dict = {"prompts": len(few), "float32_seconds": t32}
     if not args.no_bf16:
         rates["bfloat16"] = matmul_gflops(torch.bfloat16, sizes=(1024,), repeats=1)
         model16, _ = load_causal_lm(args.model, dtype="bfloat16")
@@ -258,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight.numel()
 
+    # Each user's items are split in two: the "cold" half is scored with an empty prefix cache (the
+    # prefix encoding is timed), the "warm" half afterwards, as the next requests of a session.
+    half = args.items_per_user // 2
+    pos_in_user = [user_index[:i].count(user_index[i]) for i in range(n)]
+    cold = [i for i in range(n) if pos_in_user[i] < half]
+    warm = [i for i in range(n) if pos_in_user[i] >= half]
+    sub = lambda rows: [prompts[i] for i in rows]  # noqa: E731
+
     results: dict[str, dict] = {}
 
     def record(name: str, ratings: int, seconds: float, extra: dict | None = None) -> None:
@@ -266,45 +274,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({name}) {ratings} ratings in {seconds:.1f} s: {ratings / seconds:.3f} ratings/s")
 
     # (a) the paper's way: generate, one at a time, full prompt, base model.
-    k_a = min(args.paper_ratings, n)
+    rows_a = cold[: args.paper_ratings]
     sa = RatingScorer(model, tokenizer, scale, prefix_cache=False, max_batch=1, max_new_tokens=4,
                       temperature=0.3, top_p=0.9)
-    (texts_a, batch_a), ta = timed(lambda: sa.generate(prompts[:k_a], seed=0))
-    record("a", k_a, ta, {"texts": texts_a, "valid": batch_a.valid.tolist()})
+    (texts_a, batch_a), ta = timed(lambda: sa.generate(sub(rows_a), seed=0))
+    record("a", len(rows_a), ta, {"texts": texts_a, "valid": batch_a.valid.tolist()})
 
     # (b) score, batched, full prompts.
-    k_b = min(args.full_ratings, n)
+    rows_b = cold[: args.full_ratings]
     sb = RatingScorer(model, tokenizer, scale, prefix_cache=False, max_batch=args.max_batch)
-    rb, tb = timed(lambda: sb.score(prompts[:k_b]))
-    record("b", k_b, tb, {"forward_passes": sb.stats["forward_passes"]})
+    rb, tb = timed(lambda: sb.score(sub(rows_b)))
+    record("b", len(rows_b), tb, {"forward_passes": sb.stats["forward_passes"]})
 
-    # (c) + prefix cache (prefix encoding included in the time).
+    # (c) + prefix cache: cold (prefixes encoded in the timed call), then warm.
     sc = RatingScorer(model, tokenizer, scale, prefix_cache=True, max_batch=args.max_batch)
-    rc, tc = timed(lambda: sc.score(prompts))
-    record("c", n, tc, {"forward_passes": sc.stats["forward_passes"], "cache": sc.cache_info()})
+    rc_cold, tc_cold = timed(lambda: sc.score(sub(cold)))
+    record("c_cold", len(cold), tc_cold, {"forward_passes": sc.stats["forward_passes"]})
+    rc_warm, tc_warm = timed(lambda: sc.score(sub(warm)))
+    record("c", len(warm), tc_warm, {"cache": sc.cache_info()})
 
     # (d) + 4 random LoRA adapters mixed in each batch.
     peft_model = random_adapters(model, args.lora_r)
     names = [f"persona_{u % N_ADAPTERS}" for u in user_index]
     sd = RatingScorer(peft_model, tokenizer, scale, prefix_cache=True, max_batch=args.max_batch)
-    rd, td = timed(lambda: sd.score(prompts, names))
-    record("d", n, td, {"forward_passes": sd.stats["forward_passes"], "adapters_in_run": len(set(names)),
-                        "lora_r": args.lora_r})
+    _rd_cold, td_cold = timed(lambda: sd.score(sub(cold), [names[i] for i in cold]))
+    record("d_cold", len(cold), td_cold, {"adapters_in_run": len(set(names)), "lora_r": args.lora_r})
+    rd_warm, td_warm = timed(lambda: sd.score(sub(warm), [names[i] for i in warm]))
+    record("d", len(warm), td_warm, {"adapters_in_run": len({names[i] for i in warm}), "lora_r": args.lora_r})
 
-    # Checks: (b) == (c); (d) == adapter-by-adapter runs.
-    diff_bc = float(np.abs(rb.probs - rc.probs[:k_b]).max())
-    ref_d = np.zeros_like(rd.probs)
-    for name in sorted(set(names)):
-        rows = [i for i, x in enumerate(names) if x == name]
-        ref_d[rows] = RatingScorer(peft_model, tokenizer, scale, max_batch=args.max_batch).score(
-            [prompts[i] for i in rows], name).probs
-    diff_d = float(np.abs(rd.probs - ref_d).max())
-    adapters_differ = float(np.abs(rd.probs - rc.probs).max())
+    # Checks: (b) == (c); (d) == adapter-by-adapter runs (their own prefix passes, set per adapter).
+    diff_bc = float(np.abs(rb.probs - rc_cold.probs[: len(rows_b)]).max())
+    ref_d = np.zeros_like(rd_warm.probs)
+    for name in sorted({names[i] for i in warm}):
+        rows = [j for j, i in enumerate(warm) if names[i] == name]
+        ref_d[rows] = RatingScorer(peft_model, tokenizer, scale, max_batch=args.max_batch, fast_lora=False).score(
+            [prompts[warm[j]] for j in rows], name).probs
+    diff_d = float(np.abs(rd_warm.probs - ref_d).max())
     tol = 1e-3 if dtype_name == "float32" else 5e-2
     checks.append({"name": "b_equals_c", "max_abs_diff": diff_bc, "tolerance": tol, "passed": diff_bc < tol})
-    checks.append({"name": "d_equals_per_adapter", "max_abs_diff": diff_d, "tolerance": tol, "passed": diff_d < tol})
-    metrics["adapters_vs_base_max_abs_diff"] = adapters_differ
-    metrics["outside_mass_mean_base"] = float(rc.outside_mass.mean())
+    checks.append({"name": "d_equals_per_adapter_peft", "max_abs_diff": diff_d, "tolerance": tol,
+                   "passed": diff_d < tol})
+    metrics["adapters_vs_base_max_abs_diff"] = float(np.abs(rd_warm.probs - rc_warm.probs).max())
+    metrics["outside_mass_mean_base"] = float(np.concatenate([rc_cold.outside_mass, rc_warm.outside_mass]).mean())
 
     # FLOP floor.
     rate = max(rates[dtype_name].values())
@@ -314,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": params, "embedding_params": emb, "suffix_tokens_per_rating": s_tokens,
         "matmul_gflops_used": rate, "floor_ratings_per_s": floor,
         "answer_continuation_tokens_per_rating": (
-            0 if float(scale.step).is_integer() else 2 * int(np.ceil(scale.max + 1))
+            0 if float(scale.step).is_integer() else 2 * (int(scale.max) + 1)
         ),
     }
     ratio_a = {m: results[m]["ratings_per_s"] / results["a"]["ratings_per_s"] for m in results}
@@ -331,11 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics["total_seconds"] = time.perf_counter() - t_start
 
     # Table.
-    labels = {"a": "(a) paper: generate, 1 at a time, full prompt", "b": "(b) score, batched",
-              "c": "(c) (b) + prefix KV cache", "d": f"(d) (c) + {N_ADAPTERS} mixed LoRA adapters"}
+    labels = {"a": "(a) paper: generate, 1 at a time, full prompt", "b": "(b) score, batched, full prompts",
+              "c_cold": "(c) (b) + prefix cache, cold (prefix encoded)", "c": "(c) (b) + prefix cache, warm",
+              "d_cold": f"(d) (c) + {N_ADAPTERS} mixed LoRA adapters, cold",
+              "d": f"(d) (c) + {N_ADAPTERS} mixed LoRA adapters, warm"}
     print(f"\nSmolLM2-135M ({dtype_name}, {args.threads} threads), {source}")
     print(f"{'mode':52s} {'ratings/s':>10s} {'x (a)':>8s} {'x floor':>8s} {'peak RSS MB':>12s}")
-    for m in ("a", "b", "c", "d"):
+    for m in ("a", "b", "c_cold", "c", "d_cold", "d"):
         r = results[m]
         print(f"{labels[m]:52s} {r['ratings_per_s']:10.3f} {ratio_a[m]:8.1f} {r['ratings_per_s'] / floor:8.2f} "
               f"{r['peak_rss_mb']:12.0f}")

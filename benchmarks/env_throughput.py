@@ -34,7 +34,8 @@ steps/s; cheap agent >= 10,000 steps/s in the vector env. On a GPU the batching 
 larger; this benchmark only claims what it measured on this machine.
 
 Writes ``results/env_throughput.json`` (``config``, ``git``, ``versions``, ``hardware``,
-``metrics``) and prints a table.
+``metrics``) and prints a table. Running one agent (``--agents bias``) keeps the other agent's
+earlier metrics in the file; each agent's block records when and at which commit it was measured.
 """
 
 from __future__ import annotations
@@ -240,11 +241,29 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("lm", "FLOP floor", floor_sps, f"vector N={max(sizes)} reaches {big / floor_sps:.0%} of it"))
         metrics["lm"] = lm
 
+    # Agents not run this time keep their earlier measurements (each says when and at which commit).
+    command = "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    stamp = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_info(), "command": command}
+    for name in agents:
+        metrics.setdefault(name, {}).update(stamp)
+    previous = Path(args.json)
+    if previous.is_file():
+        import json
+
+        try:
+            old = json.loads(previous.read_text(encoding="utf-8")).get("metrics", {})
+        except json.JSONDecodeError:
+            old = {}
+        for name in ("bias", "lm"):
+            if name not in agents and name in old:
+                metrics[name] = old[name]
     env_info = environment_info()
     doc = {
         "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps,
                    "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
-                   "command": "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py " + " ".join(argv or sys.argv[1:])},
+                   "command": command},
         "git": git_info(),
         "versions": env_info["versions"],
         "hardware": env_info["hardware"],

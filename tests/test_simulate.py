@@ -148,7 +148,10 @@ def test_population_from_a_real_run_folder(run_dir):
     assert set(pop.activity_levels.tolist()) <= {0, 1, 2}
     assert pop.store is not None and pop.catalog is not None
     assert np.allclose(np.linalg.norm(pop.profile_embeddings, axis=1), 1.0, atol=1e-5)
-    assert "Toy Story (1995)" in set(pop.item_titles) or len(pop.item_titles) == pop.n_items
+    first = int(pop.item_ids[0])
+    row = pop.dataset.items.loc[first]
+    assert pop.item_titles[0] == f"{row['title']} ({int(row['year'])})"
+    assert set(pop.item_ids) == set(pop.train["item_id"])
 
 
 def test_cli_simulate_on_a_run_folder(run_dir, tmp_path, capsys):

@@ -148,7 +148,18 @@ def test_same_step_autoreset_returns_the_final_observation(population, agent):
     obs, _reward, _terminated, truncated, info = envs.step(np.array([0, 1]))
     assert truncated.all() and info["_final_obs"].all()
     assert info["final_obs"][0]["step"] == 1 and np.all(obs["step"] == 0)
-    assert info["final_info"]["_item_id"].all()
+    assert info["final_info"]["_item_id"].all() and not info["_item_id"].any()
+    assert info["_user_id"].all() and info["step"].tolist() == [0, 0]
+    # a sub-env that goes on keeps its step info next to one that was reset
+    envs = PersonaRecVectorEnv(
+        2, population=population, agent=agent, horizon=5, exit="none", autoreset_mode="SameStep"
+    )
+    envs.reset(seed=0)
+    envs._engine.t[0] = 4  # sub-env 0 reaches the horizon on this step
+    obs, _, _, truncated, info = envs.step(np.array([0, 1]))
+    assert truncated.tolist() == [True, False]
+    assert info["_item_id"].tolist() == [False, True] and info["step"].tolist() == [0, 1]
+    assert info["_final_obs"].tolist() == [True, False] and obs["step"].tolist() == [0, 1]
 
 
 def test_disabled_autoreset_needs_a_masked_reset(population, agent):

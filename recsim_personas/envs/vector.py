@@ -263,14 +263,20 @@ class PersonaRecVectorEnv(VectorEnv):
             for j, i in enumerate(ended.tolist()):
                 obs_objects[i] = {key: value[j] for key, value in final_obs.items()}
             self._reset_sessions(ended)
-            info = _vector_info(n, [(ended, engine.reset_info(ended))])
+            # Sub-environments that went on keep their step info; ended ones get their reset info.
+            info: dict[str, Any] = {}
+            for key, value in step_info.items():
+                if not key.startswith("_"):
+                    info[key] = value.copy()
+                    info[f"_{key}"] = step_info[f"_{key}"] & ~done
+            for key, value in engine.reset_info(ended).items():
+                if key not in info:
+                    info[key] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
+                    info[f"_{key}"] = np.zeros(n, dtype=bool)
+                info[key][ended] = value
+                info[f"_{key}"][ended] = True
             info["final_obs"], info["_final_obs"] = obs_objects, done.copy()
             info["final_info"], info["_final_info"] = step_info, done.copy()
-            # Sub-environments that did not end keep their step info.
-            for key, value in step_info.items():
-                if key.startswith("_") or key in info:
-                    continue
-                info[key], info[f"_{key}"] = value, step_info[f"_{key}"] & ~done
             return engine.observation(self._all), rewards, terminated, truncated, info
 
         if mode == AutoresetMode.NEXT_STEP:

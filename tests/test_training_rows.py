@@ -1,0 +1,187 @@
+"""Training rows: prompts + targets from a real run folder, no label leakage, per-user sub-sampling."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsim_personas.data.dataset import RatingScale
+from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.training.rows import (
+    ROW_COLUMNS,
+    build_test_rows,
+    build_training_rows,
+    cap_per_user,
+    rows_digest,
+    subsample_to_size,
+)
+
+SPLIT_KW = {"min_interactions": 30, "max_interactions": 60, "n_users": 4, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real run folder: template distillation + hashing embeddings on 4 users of ml-latest-small."""
+    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import Split, SplitConfig
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
+    from recsim_personas.memory.store import MemoryStore
+
+    root = tmp_path_factory.mktemp("rows") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECSIM_PERSONAS_CACHE", str(root.parent / "cache"))
+    try:
+        dataset = load_dataset("ml-latest-small")
+        config = MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=3, n_init=2))
+        build_memories(dataset, SplitConfig(**SPLIT_KW), config, root, progress=False)
+    finally:
+        mp.undo()
+    split = Split.load(root / "split")
+    catalog = ItemCatalog(dataset, split.train)
+    return {"dataset": dataset, "split": split, "catalog": catalog, "store": MemoryStore.from_run_dir(root)}
+
+
+def _rows(run, mode="ms", **kw):
+    return build_training_rows(run["store"], run["catalog"], run["split"].train, memory_mode=mode,
+                               scale=run["dataset"].scale, **kw)
+
+
+def test_one_row_per_train_interaction_with_target(run):
+    rows = _rows(run)
+    train = run["split"].train
+    assert list(rows.columns) == list(ROW_COLUMNS)
+    assert len(rows) == len(train)
+    pd.testing.assert_series_equal(rows["item_id"], train["item_id"].reset_index(drop=True), check_names=False)
+    scale = run["dataset"].scale
+    assert rows["target"].tolist() == [scale.format(r) for r in train["rating"]]
+    # Half-star scale: the targets are "3.5"-style texts, on the scale.
+    assert all(re.fullmatch(r"\d\.\d", t) for t in rows["target"])
+    # The profile is the prefix (user-only, cacheable); the item is in the suffix.
+    first = rows.iloc[0]
+    assert run["store"].profile(int(first.user_id)).strip()[:40] in first.prefix
+    assert run["catalog"].info(int(first.item_id)).title in first.suffix
+    assert (rows["n_memories"] == 0).all()
+
+
+def test_msml_rows_retrieve_other_train_items_never_the_row_itself(run):
+    rows = _rows(run, "msml", k=2)
+    train = run["split"].train
+    own = {(int(u), int(i)) for u, i in zip(train["user_id"], train["item_id"], strict=True)}
+    assert (rows["n_memories"] == 2).all()
+    store, catalog = run["store"], run["catalog"]
+    for row in rows.itertuples():
+        # What a prompt would show without exclusion: the row's own item is the best match ...
+        unguarded = store.retrieve(row.user_id, row.item_id, k=2)
+        assert unguarded[0].item_id == row.item_id
+        # ... but the row retrieved the next ones instead, all from the same user's train items.
+        guarded = store.retrieve(row.user_id, row.item_id, k=2, exclude_item=row.item_id)
+        assert row.item_id not in [m.item_id for m in guarded]
+        for m in guarded:
+            assert (row.user_id, m.item_id) in own
+            assert m.text in row.suffix
+        info = catalog.info(row.item_id)
+        own_line = f"MOVIE: The movie {info.title} was released in the year {info.year} is of"
+        assert row.suffix.count(own_line) == 1  # only as the item to rate, never as a memory
+
+
+def test_store_that_leaks_the_row_is_refused(run):
+    class LeakyStore:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def profile(self, user_id):
+            return self.inner.profile(user_id)
+
+        def retrieve_batch(self, users, items, k=1, delta=0.0, exclude_items=None):
+            return self.inner.retrieve_batch(users, items, k=k, delta=delta, exclude_items=None)
+
+    with pytest.raises(DataError, match="returned the row's own item .* leak the target rating"):
+        build_training_rows(LeakyStore(run["store"]), run["catalog"], run["split"].train.head(3),
+                            memory_mode="msml", scale=run["dataset"].scale)
+
+
+def test_test_rows_use_train_memories_only(run):
+    test = run["split"].test
+    rows = build_test_rows(run["store"], run["catalog"], test, memory_mode="msml", scale=run["dataset"].scale)
+    assert len(rows) == len(test)
+    train_pairs = set(zip(run["split"].train["user_id"], run["split"].train["item_id"], strict=True))
+    for row in rows.head(20).itertuples():
+        for m in run["store"].retrieve(row.user_id, row.item_id, k=1):
+            assert (row.user_id, m.item_id) in train_pairs
+
+
+def test_rows_match_the_agents_prompts(run, tiny_lm):
+    """Training prompts are exactly what LMUserAgent builds at inference (same builder, same memories)."""
+    from recsim_personas.agents.lm_agent import LMUserAgent
+    from recsim_personas.agents.scoring import RatingScorer
+    model, tokenizer = tiny_lm
+    head = run["split"].test.head(5)
+    scorer = RatingScorer(model, tokenizer, run["dataset"].scale)
+    for mode in ("ms", "msml"):
+        agent = LMUserAgent(scorer, run["store"], run["catalog"], memory_mode=mode)
+        prompts = agent.prompts(head["user_id"].tolist(), head["item_id"].tolist())
+        rows = build_test_rows(run["store"], run["catalog"], head, memory_mode=mode, scale=run["dataset"].scale,
+                               tokenizer=tokenizer, max_tokens=scorer.max_prompt_tokens)
+        assert rows["prefix"].tolist() == [p.prefix for p in prompts]
+        assert rows["suffix"].tolist() == [p.suffix for p in prompts]
+        assert rows["prefix"].iloc[0].startswith("<|im_start|>system")
+
+
+def test_per_user_cap_and_fraction(run):
+    train = run["split"].train
+    capped = cap_per_user(train, 5, seed=1)
+    assert (capped.groupby("user_id").size() == 5).all()
+    assert capped.index.is_monotonic_increasing  # input order kept
+    again = cap_per_user(train, 5, seed=1)
+    pd.testing.assert_frame_equal(capped, again)
+    assert not capped.equals(cap_per_user(train, 5, seed=2))
+    half = cap_per_user(train, 0.5, seed=0)
+    sizes = train.groupby("user_id").size()
+    assert (half.groupby("user_id").size() == (sizes * 0.5).round().clip(lower=1)).all()
+    for bad in (0, -1, 1.5, "3", True):
+        with pytest.raises(ConfigError, match="per_user must be"):
+            cap_per_user(train, bad)
+
+
+def test_subsample_to_size_takes_the_same_fraction_of_every_user():
+    rng = np.random.default_rng(0)
+    counts = {1: 100, 2: 60, 3: 37, 4: 3}
+    rows = pd.DataFrame({"user_id": np.repeat(list(counts), list(counts.values()))})
+    rows["row"] = np.arange(len(rows))
+    rows = rows.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    for n in (0, 1, 50, 123, 199, 200):
+        out = subsample_to_size(rows, n, seed=int(rng.integers(100)))
+        assert len(out) == n
+        got = out.groupby("user_id").size().reindex(list(counts), fill_value=0)
+        expected = np.array(list(counts.values())) * n / len(rows)
+        assert np.all(np.abs(got.to_numpy() - expected) < 1.0)  # each user within one row of f * n_u
+        assert out["row"].is_unique
+        assert set(out["row"]) <= set(rows["row"])
+    pd.testing.assert_frame_equal(subsample_to_size(rows, 77, seed=3), subsample_to_size(rows, 77, seed=3))
+    assert not subsample_to_size(rows, 77, seed=3).equals(subsample_to_size(rows, 77, seed=4))
+    with pytest.raises(ConfigError, match=re.escape("target size must be an integer in [0, 200]")):
+        subsample_to_size(rows, 201)
+
+
+def test_bad_input_is_named(run):
+    with pytest.raises(ConfigError, match="memory_mode must be 'ms' or 'msml', got 'msl'. Did you mean 'msml'"):
+        _rows(run, "msl")
+    with pytest.raises(DataError, match="lack column"):
+        build_training_rows(run["store"], run["catalog"], run["split"].train.drop(columns="rating"),
+                            scale=run["dataset"].scale)
+    with pytest.raises(DataError, match="not on the scale 1-5 step 1"):
+        build_training_rows(run["store"], run["catalog"], run["split"].train.head(3),
+                            scale=RatingScale(1, 5, 1))
+
+
+def test_rows_digest_changes_with_content(run):
+    rows = _rows(run).head(10)
+    assert rows_digest(rows) == rows_digest(rows.copy())
+    changed = rows.copy()
+    changed.loc[0, "target"] = "1.0" if changed.loc[0, "target"] != "1.0" else "2.0"
+    assert rows_digest(changed) != rows_digest(rows)
