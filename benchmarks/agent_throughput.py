@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=4, help="users (one adapter each in (d))")
     parser.add_argument("--items-per-user", type=int, default=8, help="half cold, half warm")
     parser.add_argument("--max-batch", type=int, default=24)
-    parser.add_argument("--paper-ratings", type=int, default=3, help="ratings timed in mode (a)")
+    parser.add_argument("--paper-ratings", type=int, default=4, help="ratings timed in mode (a)")
     parser.add_argument("--full-ratings", type=int, default=8, help="ratings timed in mode (b)")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)

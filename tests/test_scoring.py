@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsim_personas.agents.prompts import build_exit_prompt, build_rating_prompt
-from recsim_personas.agents.scoring import RatingScorer, parse_rating
+from recsim_personas.agents.scoring import RatingScorer, ScoringConfig, parse_rating
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import AdapterError, ConfigError, ModelError
 
@@ -70,7 +70,7 @@ def test_parse_rating_crafted_outputs(text, scale, expected):
 
 def test_prefix_cache_matches_uncached_and_batch_matches_single(tiny_lm):
     model, tok = tiny_lm
-    prompts = _prompts(tok)
+    prompts = _prompts(tok, users=3, items=3)
     cached = RatingScorer(model, tok, STARS, prefix_cache=True, max_batch=5)
     got = cached.score(prompts)
     ref = RatingScorer(model, tok, STARS, prefix_cache=False).score(prompts)
@@ -99,6 +99,24 @@ def test_one_batch_mixes_prefix_lengths_and_cache_is_reused(tiny_lm):
     np.testing.assert_allclose(again.probs[::-1], first.probs, atol=1e-6)
     ref = RatingScorer(model, tok, STARS, prefix_cache=False, max_batch=1).score(prompts)
     np.testing.assert_allclose(first.probs, ref.probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("window", [64, 4096])
+def test_sliding_window_model_falls_back_only_when_the_window_is_reached(smollm2_tokenizer, window):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = smollm2_tokenizer
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=window,
+                           max_position_embeddings=4096, pad_token_id=tok.pad_token_id)
+    model = MistralForCausalLM(config).eval()
+    prompts = _prompts(tok, users=2, items=2)
+    scorer = RatingScorer(model, tok, STARS)
+    got = scorer.score(prompts)
+    ref = RatingScorer(model, tok, STARS, prefix_cache=False, max_batch=1).score(prompts)
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
+    assert (scorer.cache_info()["entries"] > 0) == (window == 4096)
 
 
 def test_cache_is_bounded(tiny_lm):
@@ -288,6 +306,13 @@ def test_bad_settings_and_empty_input(tiny_lm):
     model, tok = tiny_lm
     with pytest.raises(ConfigError, match="top_p must be in"):
         RatingScorer(model, tok, STARS, top_p=50)
+    cfg = ScoringConfig(max_batch=3, top_k=50, prefix_cache=False)
+    assert ScoringConfig.from_dict(cfg.to_dict()) == cfg
+    assert RatingScorer.from_config(model, tok, STARS, cfg).config == cfg
+    with pytest.raises(ConfigError, match=re.escape("'max_bach' (did you mean 'max_batch'?)")):
+        ScoringConfig.from_dict({"max_bach": 2})
+    with pytest.raises(ConfigError, match="max_batch must be an integer >= 1, got 0"):
+        ScoringConfig(max_batch=0)
     scorer = RatingScorer(model, tok, STARS)
     empty = scorer.score([])
     assert empty.probs.shape == (0, 5)

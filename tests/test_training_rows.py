@@ -100,7 +100,7 @@ def test_store_that_leaks_the_row_is_refused(run):
         def retrieve_batch(self, users, items, k=1, delta=0.0, exclude_items=None):
             return self.inner.retrieve_batch(users, items, k=k, delta=delta, exclude_items=None)
 
-    with pytest.raises(DataError, match="returned the row's own item .* leak the target rating"):
+    with pytest.raises(DataError, match=r"returned the row's own item .* leak the target rating"):
         build_training_rows(LeakyStore(run["store"]), run["catalog"], run["split"].train.head(3),
                             memory_mode="msml", scale=run["dataset"].scale)
 
@@ -169,7 +169,7 @@ def test_subsample_to_size_takes_the_same_fraction_of_every_user():
 
 
 def test_bad_input_is_named(run):
-    with pytest.raises(ConfigError, match="memory_mode must be 'ms' or 'msml', got 'msl'. Did you mean 'msml'"):
+    with pytest.raises(ConfigError, match=re.escape("memory_mode must be 'ms' or 'msml', got 'msl'. Did you mean 'msml'")):
         _rows(run, "msl")
     with pytest.raises(DataError, match="lack column"):
         build_training_rows(run["store"], run["catalog"], run["split"].train.drop(columns="rating"),

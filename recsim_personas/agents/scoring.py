@@ -33,8 +33,9 @@ Speed:
       changes it; call :meth:`RatingScorer.clear_cache` after changing adapter weights.
     * Rows are grouped by adapter and prefix before batching (``group_by_adapter``).
 
-Models with sliding-window attention layers (Gemma 3, Mistral) are scored without the prefix cache:
-the masked hole between prefix and suffix would shift their windows.
+Models with sliding-window attention layers (Gemma 3, Mistral, Phi-3) use the prefix cache only for
+batches whose padded length stays inside the window (the masked hole between prefix and suffix would
+shift the windows, which count cache slots); other batches are scored from full prompts.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from recsim_personas.agents.prompts import RatingPrompt
 
-__all__ = ["BASE_ADAPTER", "RatingScorer", "parse_rating"]
+__all__ = ["BASE_ADAPTER", "RatingScorer", "ScoringConfig", "parse_rating"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,63 @@ def parse_rating(text: str, scale: RatingScale) -> float | None:
     if not bool(scale.contains(value)):
         return None
     return float(scale.snap(value))
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Settings of a :class:`RatingScorer` as data (``RatingScorer.from_config``); see its Args.
+
+    Example:
+        >>> ScoringConfig.from_dict(ScoringConfig(max_batch=8).to_dict()) == ScoringConfig(max_batch=8)
+        True
+    """
+
+    max_batch: int = 16
+    prefix_cache: bool = True
+    cache_entries: int = 256
+    cache_bytes: int = 512 * 2**20
+    group_by_adapter: bool = True
+    temperature: float = 0.3
+    top_p: float = 0.9
+    top_k: int | None = None
+    max_new_tokens: int = 4
+    seed: int = 0
+    fast_lora: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("max_batch", "cache_entries", "cache_bytes", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.temperature >= 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(
+                f"top_p must be in (0, 1], got {self.top_p} (the paper's 'top-p 50' is not a "
+                "probability; use top_k=50 for that reading)"
+            )
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            problems.append(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if problems:
+            raise ConfigError("RatingScorer settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; :meth:`from_dict` round-trips."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` (did-you-mean)."""
+        names = [f.name for f in fields(cls)]
+        bad = []
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                bad.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if bad:
+            raise ConfigError(f"unknown scoring setting(s) {', '.join(bad)}; valid: {', '.join(names)}")
+        return cls(**data)
 
 
 @dataclass
@@ -148,43 +206,31 @@ class RatingScorer:
         seed: int = 0,
         fast_lora: bool = True,
     ) -> None:
-        problems = []
-        if max_batch < 1:
-            problems.append(f"max_batch must be >= 1, got {max_batch}")
-        if cache_entries < 1 or cache_bytes < 1:
-            problems.append("cache_entries and cache_bytes must be >= 1")
-        if temperature < 0:
-            problems.append(f"temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            problems.append(
-                f"top_p must be in (0, 1], got {top_p} (the paper's 'top-p 50' is not a probability; "
-                "use top_k=50 for that reading)"
-            )
-        if top_k is not None and top_k < 1:
-            problems.append(f"top_k must be >= 1 or None, got {top_k}")
-        if max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if problems:
-            raise ConfigError("RatingScorer: " + "; ".join(problems))
+        cfg = ScoringConfig(
+            max_batch=max_batch, prefix_cache=prefix_cache, cache_entries=cache_entries,
+            cache_bytes=cache_bytes, group_by_adapter=group_by_adapter, temperature=temperature,
+            top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, fast_lora=fast_lora,
+        )
+        self.config = cfg
         self.model = model
         self.tokenizer = tokenizer
         self.scale = scale
-        self.max_batch = int(max_batch)
-        self.cache_entries = int(cache_entries)
-        self.cache_bytes = int(cache_bytes)
-        self.group_by_adapter = bool(group_by_adapter)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.top_k = top_k
-        self.max_new_tokens = int(max_new_tokens)
-        self.seed = int(seed)
+        self.max_batch = cfg.max_batch
+        self.cache_entries = cfg.cache_entries
+        self.cache_bytes = cfg.cache_bytes
+        self.group_by_adapter = cfg.group_by_adapter
+        self.temperature = cfg.temperature
+        self.top_p = cfg.top_p
+        self.top_k = cfg.top_k
+        self.max_new_tokens = cfg.max_new_tokens
+        self.seed = cfg.seed
         self._generate_calls = 0
         self._cache: OrderedDict[tuple[str, str], _PrefixEntry] = OrderedDict()
         self._cache_nbytes = 0
         self._token_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._unsplittable: set[str] = set()
         self._level_cache: dict[str, tuple[list[list[int]], list[int]]] = {}
-        self.fast_lora = bool(fast_lora)
+        self.fast_lora = cfg.fast_lora
         self._router: _LoraRouter | None = None
         self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0}
 
@@ -200,12 +246,17 @@ class RatingScorer:
         sliding = bool(getattr(config, "sliding_window", None)) and (
             not layer_types or any("sliding" in str(t) for t in layer_types)
         )
-        if sliding and getattr(config, "use_sliding_window", True) is not False and prefix_cache:
-            logger.info("model has sliding-window attention: prefix cache disabled")
-            prefix_cache = False
+        use_window = sliding and getattr(config, "use_sliding_window", True) is not False
+        #: Sliding-window size; batches whose padded length could reach it run without the cache.
+        self._window: int | None = int(config.sliding_window) if use_window else None
         self.prefix_cache = bool(prefix_cache)
         self.device = next(model.parameters()).device
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    @classmethod
+    def from_config(cls, model: Any, tokenizer: Any, scale: RatingScale, config: ScoringConfig) -> RatingScorer:
+        """A scorer with the settings of ``config``."""
+        return cls(model, tokenizer, scale, **config.to_dict())
 
     # ------------------------------------------------------------------ model helpers
     def _config(self) -> Any:
@@ -423,6 +474,14 @@ class RatingScorer:
         import torch
         from transformers import DynamicCache
 
+        if (
+            self._window is not None
+            and any(r[0] for r in rows)
+            and max(len(r[1]) for r in rows) + max(len(r[2]) for r in rows) + 16 > self._window
+        ):
+            # The masked hole between a left-padded prefix and its suffix would shift the sliding
+            # windows (they count cache slots): score these rows from full prompts.
+            rows = [("", [], r[1] + r[2]) for r in rows]
         keys = [(a, r[0]) for a, r in zip(names, rows, strict=True)]
         cached = [k for k in keys if k[1]]
         entries = (

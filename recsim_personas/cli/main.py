@@ -23,6 +23,8 @@ COMMANDS: tuple[str, ...] = (
     "data",
     "baselines",
     "memory",
+    "train",
+    "evaluate",
     "simulate",
 )
 

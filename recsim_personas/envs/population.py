@@ -55,7 +55,12 @@ if TYPE_CHECKING:
 __all__ = [
     "UserPopulation",
     "adapter_name",
+    "build_agent",
+    "build_lm_agent",
     "default_population",
+    "default_run_dir",
+    "default_split_config",
+    "item_titles",
     "load_population",
     "missing_adapters",
     "population_from_run_dir",

@@ -57,9 +57,13 @@ __all__ = [
     "ExperimentResult",
     "adapter_dir",
     "evaluate_rows",
+    "experiment_table",
+    "finished_adapters",
+    "persona_map",
     "plan_experiment",
     "run_experiment",
     "select_users",
+    "test_rows",
     "train_adapters",
 ]
 
@@ -445,17 +449,11 @@ def plan_experiment(
 
 
 def _steps_per_epoch(counts: np.ndarray, tcfg: LoraTrainConfig) -> int:
-    """Optimizer steps of one epoch (greedy packing of per-user groups into steps; an estimate)."""
-    if not tcfg.prefix_sharing:
-        return max(1, math.ceil(counts.sum() / tcfg.batch_size / tcfg.grad_accumulation))
-    groups = []
-    for c in counts:
-        n = math.ceil(c / tcfg.batch_size)
-        groups += [len(p) for p in np.array_split(np.arange(c), n)]
-    # Greedy packing wastes on average about half a group per step.
-    per_step = tcfg.effective_batch_size
-    mean_group = float(np.mean(groups)) if groups else 1.0
-    return max(1, math.ceil(sum(groups) / max(1.0, per_step - mean_group / 2)))
+    """Optimizer steps of one epoch: the trainer's own batch schedule for these per-user row counts."""
+    from recsim_personas.training.lora import _Row, _Schedule
+
+    rows = [_Row(f"user{u}", [0], [0], 1) for u, c in enumerate(counts) for _ in range(int(c))]
+    return _Schedule(rows, tcfg).steps_per_epoch if rows else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,8 +700,16 @@ class ExperimentResult:
     persona_points: list[dict[str, Any]]
 
 
-def _table(config: ExperimentConfig, results: dict[int, dict[str, Any]], train: dict[str, Any],
+def experiment_table(config: ExperimentConfig, results: dict[int, dict[str, Any]], train: dict[str, Any],
            personas: dict[int, int]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The Table-1 frame and the per-persona points from evaluation results and train results.
+
+    Args:
+        config: The experiment config (which rows).
+        results: ``{row: results dict}`` from :func:`evaluate_rows`.
+        train: ``{"<name>__<mode>": TrainResult}`` (e.g. :func:`finished_adapters`).
+        personas: ``user_id -> persona``.
+    """
     records, points = [], []
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
@@ -737,6 +743,33 @@ def _table(config: ExperimentConfig, results: dict[int, dict[str, Any]], train: 
     return pd.DataFrame.from_records(records), points
 
 
+def finished_adapters(run_dir: str | Path) -> dict[str, Any]:
+    """``{"<name>__<mode>": TrainResult}`` of every finished adapter in ``run_dir/adapters``."""
+    from recsim_personas.errors import AdapterError
+    from recsim_personas.training.lora import load_train_result
+
+    out = {}
+    for folder in sorted((Path(run_dir) / "adapters").glob("*__*")):
+        try:
+            out[folder.name] = load_train_result(folder)
+        except AdapterError:
+            continue
+    return out
+
+
+def test_rows(run_dir: str | Path, config: ExperimentConfig) -> pd.DataFrame:
+    """The test interactions the experiment evaluates (users and per-user caps of ``config`` applied)."""
+    run = Path(run_dir)
+    split, personas = _load_inputs(run)
+    pmap = _persona_map(personas)
+    return _test_interactions(split, config, _users_of(split, pmap, config))
+
+
+def persona_map(run_dir: str | Path) -> dict[int, int]:
+    """``user_id -> persona`` of a run folder (``personas.parquet``)."""
+    return _persona_map(_load_inputs(Path(run_dir))[1])
+
+
 def run_experiment(
     run_dir: str | Path,
     dataset: Any,
@@ -765,5 +798,5 @@ def run_experiment(
     ctx = _context(run_dir, dataset, config, model, tokenizer)
     train = train_adapters(run_dir, dataset, config, progress=progress, log=log, _ctx=ctx) if config.adapters else {}
     results = evaluate_rows(run_dir, dataset, config, progress=progress, log=log, _ctx=ctx)
-    table, points = _table(config, results, train, ctx.personas)
+    table, points = experiment_table(config, results, train, ctx.personas)
     return ExperimentResult(table=table, train=train, results=results, persona_points=points)

@@ -74,6 +74,7 @@ __all__ = [
     "TrainResult",
     "end_of_turn_text",
     "load_adapters",
+    "load_train_result",
     "read_adapter_info",
     "train_adapter",
 ]
@@ -365,7 +366,7 @@ def _forward_full(model: Any, rows: Sequence[_Row], device: Any, pad_id: int) ->
             pos = width - r.n_answer + a - 1
             sel_rows.append(j)
             sel_cols.append(pos - (width - n_keep))
-            targets.append(seqs[j][pos + 1])
+            targets.append(seqs[j][len(seqs[j]) - r.n_answer + a])
     logits = logits[torch.tensor(sel_rows, device=device), torch.tensor(sel_cols, device=device)]
     loss = _answer_loss(logits, torch.tensor(targets, device=device))
     return loss, len(targets), int(mask.sum())
@@ -492,7 +493,10 @@ def _peft_wrapped(model: Any, config: LoraTrainConfig) -> Iterator[Any]:
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     torch.manual_seed(config.seed)
-    peft_model = get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # transformers 5 deprecates an attribute peft still reads; not actionable for users.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, lora)
     try:
         yield peft_model
     finally:
@@ -753,3 +757,14 @@ def _result_from_info(info: dict[str, Any], out: Path, config: LoraTrainConfig, 
         cached=cached,
         info=info,
     )
+
+
+def load_train_result(path: str | os.PathLike[str]) -> TrainResult:
+    """The :class:`TrainResult` of a finished adapter folder (from its ``recsim_adapter.json``).
+
+    Raises:
+        AdapterError: The folder holds no finished adapter.
+    """
+    folder = Path(path)
+    info = read_adapter_info(folder)
+    return _result_from_info(info, folder, LoraTrainConfig.from_dict(info["config"]), cached=True)
