@@ -171,9 +171,15 @@ def random_adapters(model, r: int, seed: int = 0):
 
 
 # -- timing -----------------------------------------------------------------------------------------
+#: CPU seconds of the last ``timed`` call (this process, all threads).
+_LAST_CPU = [0.0]
+
+
 def timed(fn):
-    t = time.perf_counter()
+    """``(result, wall seconds)``; the process CPU seconds go to ``_LAST_CPU``."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
+    _LAST_CPU[0] = time.process_time() - c
     return out, time.perf_counter() - t
 
 
@@ -246,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             "bf16_vs_fp32_max_abs_diff": float(np.abs(b16.probs - ref32.probs).max()),
         })
         del model16, s16
+        # fp32 again: under a shared CPU the first measurement may have been the unlucky one.
+        _, t32b = timed(lambda: scorer32.score(few))
+        dtype_choice["float32_seconds"] = min(t32, t32b)
+        dtype_choice["float32_seconds_runs"] = [t32, t32b]
     dtype_choice["chosen"] = (
         "float32" if args.no_bf16 or dtype_choice["float32_seconds"] <= dtype_choice["bfloat16_seconds"] else "bfloat16"
     )
@@ -269,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
 
     def record(name: str, ratings: int, seconds: float, extra: dict | None = None) -> None:
+        cpu = _LAST_CPU[0]
+        # With the CPU shared, wall time includes waiting for other processes; CPU seconds over the
+        # thread count estimate the uncontended wall time (a spinning OpenMP thread inflates it).
         results[name] = {"ratings": ratings, "seconds": seconds, "ratings_per_s": ratings / seconds,
+                         "cpu_seconds": cpu, "ratings_per_cpu_s_per_thread": ratings / max(cpu / args.threads, 1e-9),
                          "peak_rss_mb": peak_rss_mb(), **(extra or {})}
-        print(f"  ({name}) {ratings} ratings in {seconds:.1f} s: {ratings / seconds:.3f} ratings/s")
+        print(f"  ({name}) {ratings} ratings in {seconds:.1f} s ({cpu:.1f} CPU s): {ratings / seconds:.3f} ratings/s")
 
     # (a) the paper's way: generate, one at a time, full prompt, base model.
     rows_a = cold[: args.paper_ratings]
@@ -332,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics["modes"] = results
     metrics["ratio_to_a"] = ratio_a
     metrics["d_fraction_of_floor"] = results["d"]["ratings_per_s"] / floor
+    metrics["cpu_time_estimates"] = {
+        "note": "ratings per (process CPU seconds / threads): the wall rate without waiting for other processes",
+        "ratio_to_a": {m: results[m]["ratings_per_cpu_s_per_thread"] / results["a"]["ratings_per_cpu_s_per_thread"]
+                       for m in results},
+        "d_fraction_of_floor": results["d"]["ratings_per_cpu_s_per_thread"] / floor,
+    }
     checks.append({"name": "d_within_2x_of_floor", "value": metrics["d_fraction_of_floor"], "target": 0.5,
                    "passed": metrics["d_fraction_of_floor"] >= 0.5})
     checks.append({"name": "d_at_least_10x_a", "value": ratio_a["d"], "target": 10.0,
@@ -347,15 +367,16 @@ def main(argv: list[str] | None = None) -> int:
               "d_cold": f"(d) (c) + {N_ADAPTERS} mixed LoRA adapters, cold",
               "d": f"(d) (c) + {N_ADAPTERS} mixed LoRA adapters, warm"}
     print(f"\nSmolLM2-135M ({dtype_name}, {args.threads} threads), {source}")
-    print(f"{'mode':52s} {'ratings/s':>10s} {'x (a)':>8s} {'x floor':>8s} {'peak RSS MB':>12s}")
+    print(f"{'mode':52s} {'ratings/s':>10s} {'x (a)':>8s} {'x floor':>8s} {'CPU-time est.':>14s} {'peak RSS MB':>12s}")
     for m in ("a", "b", "c_cold", "c", "d_cold", "d"):
         r = results[m]
         print(f"{labels[m]:52s} {r['ratings_per_s']:10.3f} {ratio_a[m]:8.1f} {r['ratings_per_s'] / floor:8.2f} "
-              f"{r['peak_rss_mb']:12.0f}")
+              f"{r['ratings_per_cpu_s_per_thread']:14.3f} {r['peak_rss_mb']:12.0f}")
     print(f"{'FLOP floor (2 x params x suffix tokens / matmul rate)':52s} {floor:10.3f}")
     print(f"matmul {dtype_name}: {rate:.1f} GFLOP/s; params {params / 1e6:.1f} M; suffix {s_tokens:.0f} tokens/rating")
     for c in checks:
         print(f"check {c['name']}: {'PASS' if c['passed'] else 'FAIL'} {c}")
+    print(f"CPU-time estimates: {metrics['cpu_time_estimates']}")
     print(f"load average before {load_before}, after {os.getloadavg()}")
 
     env = environment_info()

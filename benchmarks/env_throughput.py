@@ -22,7 +22,11 @@ Agents:
   ``--run-dir`` the adapters are freshly initialised (throughput does not depend on trained
   weights); with ``--run-dir`` the trained ones are loaded. Timed over ``--lm-steps`` vector steps
   after one warm-up step (the warm-up fills each session's profile prefix caches, which the rest of a
-  session reuses).
+  session reuses). Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"``
+  (rating + leave/stay per step; the untrained default model leaves after one or two steps, so new
+  users' profile prefixes, about 500 tokens each for the rating and the exit prompt, are computed
+  again and again and dominate), and with ``exit="none"`` (sessions run to the horizon: the steady
+  state of batched rating, where only the item suffixes are new work).
 
 FLOP floor (same definition as ``benchmarks/agent_throughput.py``, issue 4): the matmul rate measured
 in this process in the model's dtype, and ``2 x non-embedding parameters x unshared tokens`` per
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="cheap agent: seconds per config")
     parser.add_argument("--lm-steps", default="12,4,3,2", metavar="S,V1,V8,V32",
                         help="LM agent: single-env steps, then vector steps per N (default 12,4,3,2)")
+    parser.add_argument("--lm-exit", default="agent,none", metavar="MODES",
+                        help="LM agent: env exit modes to measure (default: agent,none)")
     parser.add_argument("--run-dir", default=None, help="trained run folder (default: embedded population)")
     parser.add_argument("--dtype", default="auto", help="LM dtype (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -211,34 +217,42 @@ def main(argv: list[str] | None = None) -> int:
         lm: dict[str, Any] = {"dtype": dtype, "torch_threads": torch.get_num_threads(),
                               "non_embedding_params": non_emb, "head_params": head,
                               "matmul_flops_per_second": rate}
-        single = _steps_per_second_single(PersonaRecEnv(population=population, agent=agent), actions[:, 0],
-                                          seconds=None, steps=lm_steps[0])
-        lm["single"] = single
-        rows.append(("lm", "single env", single["steps_per_second"], ""))
-        print(f"lm single env: {single['steps_per_second']:.3f} steps/s", flush=True)
-        tokens: dict[str, float] = {}
-        for n, steps in zip(sizes, lm_steps[1:], strict=False):
-            envs = PersonaRecVectorEnv(n, population=population, agent=agent)
-            res = _steps_per_second_vector(envs, actions, seconds=None, steps=steps)
-            lm[f"vector_{n}"] = res
-            if n == max(sizes):
-                tokens = _unshared_tokens(agent, envs)
-            rows.append(("lm", f"vector N={n}", res["steps_per_second"],
-                         f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
-            print(f"lm vector N={n}: {res['steps_per_second']:.3f} steps/s", flush=True)
-        per_step = flops_per_answer(non_emb, head, tokens["rating_suffix_tokens"]) + flops_per_answer(
-            non_emb, head, tokens["exit_suffix_tokens"]
-        )
-        floor_sps = 1.0 / floor_seconds(per_step, rate)
-        lm["tokens"] = tokens
-        lm["floor_flops_per_step"] = per_step
-        lm["floor_steps_per_second"] = floor_sps
-        big = lm[f"vector_{max(sizes)}"]["steps_per_second"]
-        lm["vector_max_over_floor"] = big / floor_sps
-        lm["vector_max_over_single"] = big / single["steps_per_second"]
-        lm["target_within_2x_of_floor_met"] = bool(big >= floor_sps / 2)
-        lm["target_3x_single_met"] = bool(big >= 3 * single["steps_per_second"])
-        rows.append(("lm", "FLOP floor", floor_sps, f"vector N={max(sizes)} reaches {big / floor_sps:.0%} of it"))
+        for exit_mode in [m.strip() for m in args.lm_exit.split(",") if m.strip()]:
+            tag = f"lm exit={exit_mode}"
+            res_mode: dict[str, Any] = {}
+            single = _steps_per_second_single(
+                PersonaRecEnv(population=population, agent=agent, exit=exit_mode), actions[:, 0],
+                seconds=None, steps=lm_steps[0],
+            )
+            res_mode["single"] = single
+            rows.append((tag, "single env", single["steps_per_second"], ""))
+            print(f"{tag} single env: {single['steps_per_second']:.3f} steps/s", flush=True)
+            tokens: dict[str, float] = {}
+            for n, steps in zip(sizes, lm_steps[1:], strict=False):
+                envs = PersonaRecVectorEnv(n, population=population, agent=agent, exit=exit_mode)
+                res = _steps_per_second_vector(envs, actions, seconds=None, steps=steps)
+                res_mode[f"vector_{n}"] = res
+                if n == max(sizes):
+                    tokens = _unshared_tokens(agent, envs)
+                rows.append((tag, f"vector N={n}", res["steps_per_second"],
+                             f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
+                print(f"{tag} vector N={n}: {res['steps_per_second']:.3f} steps/s", flush=True)
+            per_step = flops_per_answer(non_emb, head, tokens["rating_suffix_tokens"])
+            if exit_mode == "agent":  # one leave/stay answer per step too
+                per_step += flops_per_answer(non_emb, head, tokens["exit_suffix_tokens"])
+            floor_sps = 1.0 / floor_seconds(per_step, rate)
+            big = res_mode[f"vector_{max(sizes)}"]["steps_per_second"]
+            res_mode.update(
+                tokens=tokens,
+                floor_flops_per_step=per_step,
+                floor_steps_per_second=floor_sps,
+                vector_max_over_floor=big / floor_sps,
+                vector_max_over_single=big / single["steps_per_second"],
+                target_within_2x_of_floor_met=bool(big >= floor_sps / 2),
+                target_3x_single_met=bool(big >= 3 * single["steps_per_second"]),
+            )
+            rows.append((tag, "FLOP floor", floor_sps, f"vector N={max(sizes)} reaches {big / floor_sps:.0%} of it"))
+            lm[f"exit={exit_mode}"] = res_mode
         metrics["lm"] = lm
 
     # Agents not run this time keep their earlier measurements (each says when and at which commit).
@@ -262,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     env_info = environment_info()
     doc = {
         "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps,
+                   "lm_exit": args.lm_exit,
                    "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
                    "command": command},
         "git": git_info(),
@@ -274,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="PersonaRec-v0 throughput (env steps per second; 1 step = 1 rating + 1 leave/stay answer)")
+    table = Table(title="PersonaRec-v0 throughput (env steps per second; exit=agent: 1 step = 1 rating + 1 "
+                  "leave/stay answer; exit=none: 1 rating)")
     for col in ("agent", "configuration", "steps/s", "note"):
         table.add_column(col, justify="right" if col == "steps/s" else "left")
     for agent_name, cfg, sps, note in rows:

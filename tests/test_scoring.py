@@ -221,6 +221,11 @@ def test_mixed_adapter_batch_equals_per_adapter_runs(tiny_lm):
         separate[rows] = res.probs
     np.testing.assert_allclose(mixed.probs, separate, atol=1e-4)
     np.testing.assert_allclose(grouped.probs, separate, atol=1e-4)
+    # The gathered-weights bmm path (scattered rows) agrees too.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("recsim_personas.agents.scoring._MAX_RUNS_PER_ADAPTER", 0)
+        scattered = RatingScorer(peft_model, tok, STARS, max_batch=6, group_by_adapter=False).score(prompts, names)
+    np.testing.assert_allclose(scattered.probs, separate, atol=1e-4)
     # peft's own per-sample adapter_names path and plain peft forward passes agree with the router.
     via_peft = RatingScorer(peft_model, tok, STARS, max_batch=6, fast_lora=False).score(prompts, names)
     np.testing.assert_allclose(via_peft.probs, separate, atol=1e-4)

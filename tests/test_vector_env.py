@@ -127,6 +127,25 @@ def test_sub_env_i_equals_the_single_env_seeded_with_seed_plus_i(population, age
     assert resets > 0  # the horizon forced autoresets, so they were compared too
 
 
+def test_matches_gymnasiums_sync_vector_env(population, agent):
+    """Gymnasium's SyncVectorEnv over single envs (seed + i each) and the batched env agree exactly."""
+    kw = {"population": population, "agent": agent, "horizon": 3, "slate_size": 2}
+    sync = gym.make_vec("PersonaRec-v0", num_envs=3, vectorization_mode="sync", **kw)
+    batched = gym.make_vec("PersonaRec-v0", num_envs=3, vectorization_mode="vector_entry_point", **kw)
+    assert isinstance(batched, PersonaRecVectorEnv)
+    obs_a, _ = sync.reset(seed=21)
+    obs_b, _ = batched.reset(seed=21)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        actions = rng.integers(0, population.n_items, (3, 2))
+        out_a, out_b = sync.step(actions), batched.step(actions)
+        for key in obs_a:
+            assert np.array_equal(out_a[0][key], out_b[0][key]), key
+        for x, y in zip(out_a[1:4], out_b[1:4], strict=True):
+            assert np.array_equal(x, y)
+        assert np.array_equal(out_a[4]["user_id"], out_b[4]["user_id"])
+
+
 def test_next_step_autoreset_semantics(population, agent):
     envs = PersonaRecVectorEnv(2, population=population, agent=agent, horizon=2, exit="none", seen_items="allow")
     envs.reset(seed=0, options={"user_id": [3, 4]})

@@ -487,7 +487,10 @@ class PersonaRecEnv(gym.Env):
       (the LM agent scores a leave/stay prompt with the session so far and the activity trait; the
       bias agent applies the patience rule); ``exit="rule"`` applies the patience rule of
       :mod:`recsim_personas.envs.exits` (patience set by the activity trait, dropping with
-      unsatisfying items); ``exit="none"`` never leaves. The step's reward is still paid.
+      unsatisfying items); ``exit="none"`` never leaves. The step's reward is still paid. The agent
+      sees the session as ``SessionEvent(item_id, rating)`` items; a step without a rating comes as
+      ``rating=NaN`` to agents that set ``accepts_unrated_events = True`` (the bias agent counts it
+      as unsatisfying) and is left out for others.
     - **Truncation**: ``horizon`` steps (default 20) were taken without an exit.
 
     ``info`` after a step: ``user_id``, ``persona``, ``step``, ``item_id`` and ``item_title`` of the
