@@ -20,9 +20,11 @@ Agents:
   SmolLM2-135M-Instruct (the packaged default, dtype ``auto``), memory mode ``ms``, one LoRA adapter
   per persona with the ``cpu`` training preset's shape (rank 16 on all seven projections). Without
   ``--run-dir`` the adapters are freshly initialised (throughput does not depend on trained
-  weights); with ``--run-dir`` the trained ones are loaded. Timed over ``--lm-steps`` vector steps
-  after one warm-up step (the warm-up fills each session's profile prefix caches, which the rest of a
-  session reuses). Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"``
+  weights); with ``--run-dir`` the trained ones are loaded. After one warm-up step per
+  configuration (it fills each session's profile prefix caches, which the rest of a session
+  reuses), the configurations are timed **interleaved**, ``--lm-rounds`` rounds of ``--lm-steps``
+  steps each: the machine is shared and its load drifts, so every configuration sees the same
+  conditions; the mean over rounds is the headline and the best round is reported beside it. Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"``
   (rating + leave/stay per step; the untrained default model leaves after one or two steps, so new
   users' profile prefixes, about 500 tokens each for the rating and the exit prompt, are computed
   again and again and dominate), and with ``exit="none"`` (sessions run to the horizon: the steady
@@ -58,41 +60,72 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _steps_per_second_single(env: Any, actions: np.ndarray, *, seconds: float | None, steps: int | None) -> dict[str, float]:
-    env.reset(seed=0)
-    _, _, terminated, truncated, _ = env.step(int(actions[0]))  # warm-up
-    if terminated or truncated:
-        env.reset()
-    done_steps, t0 = 0, time.perf_counter()
-    i = 1
-    while True:
-        _, _, terminated, truncated, _ = env.step(int(actions[i % len(actions)]))
-        i += 1
-        done_steps += 1
+class _SingleRunner:
+    """Steps one PersonaRecEnv with pre-drawn actions, resetting when a session ends."""
+
+    def __init__(self, env: Any, actions: np.ndarray) -> None:
+        self.env, self.actions, self.i = env, actions, 0
+        env.reset(seed=0)
+        self.step_once()  # warm-up: the first user's prefix caches
+
+    def step_once(self) -> int:
+        _, _, terminated, truncated, _ = self.env.step(int(self.actions[self.i % len(self.actions)]))
+        self.i += 1
         if terminated or truncated:
-            env.reset()
-        elapsed = time.perf_counter() - t0
-        if (seconds is not None and elapsed >= seconds) or (steps is not None and done_steps >= steps):
-            break
-    return {"steps": done_steps, "seconds": elapsed, "steps_per_second": done_steps / elapsed}
+            self.env.reset()
+        return 1
 
 
-def _steps_per_second_vector(envs: Any, actions: np.ndarray, *, seconds: float | None, steps: int | None) -> dict[str, float]:
-    n = envs.num_envs
-    envs.reset(seed=0)
-    envs.step(actions[0, :n])  # warm-up
-    vec_steps, env_steps, t0 = 0, 0, time.perf_counter()
-    i = 1
+class _VectorRunner:
+    """Steps a PersonaRecVectorEnv; counts the sub-envs that stepped (autoreset ones do not)."""
+
+    def __init__(self, envs: Any, actions: np.ndarray) -> None:
+        self.envs, self.actions, self.i = envs, actions, 0
+        envs.reset(seed=0)
+        self.step_once()  # warm-up: every session's prefix caches
+
+    def step_once(self) -> int:
+        n = self.envs.num_envs
+        info = self.envs.step(self.actions[self.i % len(self.actions), :n])[4]
+        self.i += 1
+        return int(info["_item_id"].sum())
+
+
+def _timed(runner: Any, *, seconds: float | None = None, steps: int | None = None) -> tuple[int, float]:
+    """``(env steps, seconds)`` of stepping ``runner`` for ``seconds`` or ``steps`` calls."""
+    done, calls, t0 = 0, 0, time.perf_counter()
     while True:
-        info = envs.step(actions[i % len(actions), :n])[4]
-        i += 1
-        vec_steps += 1
-        env_steps += int(info["_item_id"].sum())  # sub-envs that stepped (not autoreset)
+        done += runner.step_once()
+        calls += 1
         elapsed = time.perf_counter() - t0
-        if (seconds is not None and elapsed >= seconds) or (steps is not None and vec_steps >= steps):
-            break
-    return {"vector_steps": vec_steps, "steps": env_steps, "seconds": elapsed,
-            "steps_per_second": env_steps / elapsed}
+        if (seconds is not None and elapsed >= seconds) or (steps is not None and calls >= steps):
+            return done, elapsed
+
+
+def _interleaved(runners: dict[str, Any], calls: dict[str, int], rounds: int) -> dict[str, dict[str, float]]:
+    """Round-robin timing: each round steps every runner ``calls[name]`` times.
+
+    The machine is shared, so load comes and goes; interleaving exposes every configuration to the
+    same conditions, and the best round approximates the unloaded speed. Both are reported.
+    """
+    per_round: dict[str, list[tuple[int, float]]] = {name: [] for name in runners}
+    for r in range(rounds):
+        for name, runner in runners.items():
+            per_round[name].append(_timed(runner, steps=calls[name]))
+            steps, secs = per_round[name][-1]
+            print(f"  round {r + 1}/{rounds} {name}: {steps / secs:.3f} steps/s", flush=True)
+    out = {}
+    for name, results in per_round.items():
+        steps = sum(s for s, _ in results)
+        secs = sum(t for _, t in results)
+        out[name] = {
+            "steps": steps,
+            "seconds": secs,
+            "steps_per_second": steps / secs,
+            "best_round_steps_per_second": max(s / t for s, t in results),
+            "rounds": [s / t for s, t in results],
+        }
+    return out
 
 
 def _default_lm_agent(population: Any, dtype: str) -> Any:
@@ -145,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", default="bias,lm", help="bias, lm or both (default: bias,lm)")
     parser.add_argument("--n", default="1,8,32", help="vector env sizes (default: 1,8,32)")
     parser.add_argument("--seconds", type=float, default=4.0, help="cheap agent: seconds per config")
-    parser.add_argument("--lm-steps", default="12,4,3,2", metavar="S,V1,V8,V32",
-                        help="LM agent: single-env steps, then vector steps per N (default 12,4,3,2)")
+    parser.add_argument("--lm-steps", default="2,2,1,1", metavar="S,V1,V8,V32",
+                        help="LM agent: steps per round, single env then vector env per N (default 2,2,1,1)")
+    parser.add_argument("--lm-rounds", type=int, default=3, help="LM agent: interleaved rounds (default 3)")
     parser.add_argument("--lm-exit", default="agent,none", metavar="MODES",
                         help="LM agent: env exit modes to measure (default: agent,none)")
     parser.add_argument("--run-dir", default=None, help="trained run folder (default: embedded population)")
@@ -178,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     if "bias" in agents:
         agent = build_agent(config, population)
         assert isinstance(agent, BiasUserAgent)
-        single = _steps_per_second_single(PersonaRecEnv(population=population, agent=agent), actions[:, 0],
-                                          seconds=args.seconds, steps=None)
+        steps, secs = _timed(_SingleRunner(PersonaRecEnv(population=population, agent=agent), actions[:, 0]),
+                             seconds=args.seconds)
+        single = {"steps": steps, "seconds": secs, "steps_per_second": steps / secs}
         bias: dict[str, Any] = {"single": single}
         rows.append(("bias", "single env", single["steps_per_second"], ""))
         for n in sizes:
             envs = PersonaRecVectorEnv(n, population=population, agent=agent)
-            res = _steps_per_second_vector(envs, actions, seconds=args.seconds, steps=None)
+            steps, secs = _timed(_VectorRunner(envs, actions), seconds=args.seconds)
+            res = {"steps": steps, "seconds": secs, "steps_per_second": steps / secs}
             bias[f"vector_{n}"] = res
             rows.append(("bias", f"vector N={n}", res["steps_per_second"],
                          f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
@@ -219,29 +255,32 @@ def main(argv: list[str] | None = None) -> int:
                               "matmul_flops_per_second": rate}
         for exit_mode in [m.strip() for m in args.lm_exit.split(",") if m.strip()]:
             tag = f"lm exit={exit_mode}"
-            res_mode: dict[str, Any] = {}
-            single = _steps_per_second_single(
-                PersonaRecEnv(population=population, agent=agent, exit=exit_mode), actions[:, 0],
-                seconds=None, steps=lm_steps[0],
-            )
-            res_mode["single"] = single
-            rows.append((tag, "single env", single["steps_per_second"], ""))
-            print(f"{tag} single env: {single['steps_per_second']:.3f} steps/s", flush=True)
-            tokens: dict[str, float] = {}
+            print(f"{tag}: warming up (every session's profile prefixes)", flush=True)
+            runners: dict[str, Any] = {
+                "single": _SingleRunner(PersonaRecEnv(population=population, agent=agent, exit=exit_mode),
+                                        actions[:, 0])
+            }
+            calls = {"single": lm_steps[0]}
             for n, steps in zip(sizes, lm_steps[1:], strict=False):
-                envs = PersonaRecVectorEnv(n, population=population, agent=agent, exit=exit_mode)
-                res = _steps_per_second_vector(envs, actions, seconds=None, steps=steps)
-                res_mode[f"vector_{n}"] = res
-                if n == max(sizes):
-                    tokens = _unshared_tokens(agent, envs)
-                rows.append((tag, f"vector N={n}", res["steps_per_second"],
-                             f"{res['steps_per_second'] / single['steps_per_second']:.1f}x single"))
-                print(f"{tag} vector N={n}: {res['steps_per_second']:.3f} steps/s", flush=True)
+                runners[f"vector_{n}"] = _VectorRunner(
+                    PersonaRecVectorEnv(n, population=population, agent=agent, exit=exit_mode), actions
+                )
+                calls[f"vector_{n}"] = steps
+            res_mode: dict[str, Any] = _interleaved(runners, calls, args.lm_rounds)
+            big_name = f"vector_{max(sizes)}"
+            tokens = _unshared_tokens(agent, runners[big_name].envs)
+            single = res_mode["single"]
+            for name in runners:
+                label = "single env" if name == "single" else f"vector N={name.split('_')[1]}"
+                sps = res_mode[name]["steps_per_second"]
+                note = "" if name == "single" else f"{sps / single['steps_per_second']:.1f}x single"
+                note += f" (best round {res_mode[name]['best_round_steps_per_second']:.3f})"
+                rows.append((tag, label, sps, note.strip()))
             per_step = flops_per_answer(non_emb, head, tokens["rating_suffix_tokens"])
             if exit_mode == "agent":  # one leave/stay answer per step too
                 per_step += flops_per_answer(non_emb, head, tokens["exit_suffix_tokens"])
             floor_sps = 1.0 / floor_seconds(per_step, rate)
-            big = res_mode[f"vector_{max(sizes)}"]["steps_per_second"]
+            big = res_mode[big_name]["steps_per_second"]
             res_mode.update(
                 tokens=tokens,
                 floor_flops_per_step=per_step,
@@ -276,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     env_info = environment_info()
     doc = {
         "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps,
-                   "lm_exit": args.lm_exit,
+                   "lm_exit": args.lm_exit, "lm_rounds": args.lm_rounds,
                    "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
                    "command": command},
         "git": git_info(),

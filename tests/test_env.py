@@ -476,6 +476,27 @@ def test_bias_agent_follows_the_bias_predictor(population, agent):
     assert agent.rate(users, items).probs.shape == (4, population.scale.n_levels)
 
 
+def test_bias_agent_leave_probability_replays_growing_sessions_incrementally(population, agent):
+    from recsim_personas.agents.protocol import SessionEvent
+
+    rng = np.random.default_rng(0)
+    users = population.user_ids[:3]
+    sessions: list[list[SessionEvent]] = [[], [], []]
+    rule = PatienceExitRule()
+    for _ in range(8):
+        for s in sessions:
+            s.append(SessionEvent(int(rng.integers(100)), float(rng.choice([1.0, 3.0, 5.0, np.nan]))))
+        got = agent.leave_probability(users, sessions)
+        fresh = [[e.rating for e in s] for s in sessions]
+        levels = agent.activity_level(users)
+        want = rule.leave_probability(rule.patience_after(levels, fresh))
+        assert np.allclose(got, want)
+    # an edited session (its last event replaced) is replayed from the start
+    sessions[0][-1] = SessionEvent(1, 1.0)
+    want = rule.leave_probability(rule.patience_after(agent.activity_level(users[:1]), [[e.rating for e in sessions[0]]]))
+    assert agent.leave_probability(users[:1], sessions[:1])[0] == pytest.approx(want[0])
+
+
 def test_module_doctests_run():
     import recsim_personas.agents.bias_agent as bias_agent
     import recsim_personas.envs.config as config

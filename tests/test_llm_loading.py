@@ -19,6 +19,16 @@ from recsim_personas.agents.llm import (
 from recsim_personas.errors import AdapterError, ModelError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models are dominated by per-op thread synchronisation: one thread is faster, and far
+    faster when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_resolve_device_and_dtype():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"

@@ -288,3 +288,126 @@ def test_config_errors_are_named():
     assert LoraTrainConfig(batch_size=4, grad_accumulation=3).effective_batch_size == 12
     assert LoraTrainConfig(epochs=2, batch_size=8).total_steps(20) == 5
     assert LoraTrainConfig(epochs=2, batch_size=8, max_steps=3).total_steps(20) == 3
+
+
+# -- the Table-1 experiment on a real (tiny) run folder -----------------------------------------------
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """Template distillation + hashing embeddings + 2 personas on 4 users of ml-latest-small."""
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
+
+    root = tmp_path_factory.mktemp("exp") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECSIM_PERSONAS_CACHE", str(root.parent / "cache"))
+    try:
+        dataset = load_dataset("ml-latest-small")
+        config = MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=3, n_init=2))
+        build_memories(dataset, SplitConfig(min_interactions=30, max_interactions=60, n_users=4, seed=0),
+                       config, root, progress=False)
+    finally:
+        mp.undo()
+    return root, dataset
+
+
+@pytest.mark.integration
+def test_experiment_produces_table1_rows_and_resumes(run_folder, lm, tmp_path):
+    import shutil
+
+    from recsim_personas.training.experiment import (
+        ExperimentConfig,
+        finished_adapters,
+        plan_experiment,
+        run_experiment,
+    )
+
+    src, dataset = run_folder
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    model, tok = lm
+    config = ExperimentConfig(
+        train_overrides={"r": 4, "alpha": 8.0, "max_steps": 1, "checkpoint_every": 0},
+        train_rows_per_user=3, test_rows_per_user=1,
+    )
+    plan = plan_experiment(run, config)
+    assert {(a["name"], a["mode"]) for a in plan.adapters} == {
+        (n, m) for n in ("persona_0", "persona_1", "single_min", "single_max") for m in ("ms", "msml")}
+    sizes = {a["name"]: a["rows"] for a in plan.adapters if a["mode"] == "ms"}
+    assert sizes["single_min"] == min(sizes["persona_0"], sizes["persona_1"])
+    assert sizes["single_max"] == max(sizes["persona_0"], sizes["persona_1"])
+    assert sizes["persona_0"] + sizes["persona_1"] == 12  # 4 users x 3 rows
+    assert any("train rows: at most 3 per user" in c for c in plan.cuts)
+
+    result = run_experiment(run, dataset, config, model=model, tokenizer=tok, progress=False)
+    table = result.table
+    assert table["No."].tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert (table["test_rows"] == 4).all()
+    assert (table.loc[table["No."] <= 4, "train_seconds"] == 0).all()
+    assert (table.loc[table["No."] >= 5, "train_seconds"] > 0).all()
+    assert table.loc[table["No."] == 9, "train_rows"].item() == 12
+    assert {p["persona"] for p in result.persona_points} == {0, 1}
+    for no in range(3, 11):
+        assert len(list((run / "results").glob(f"row{no:02d}_*.json"))) == 1
+    assert set(finished_adapters(run)) == {f"{n}__{m}" for n in ("persona_0", "persona_1", "single_min",
+                                                                   "single_max") for m in ("ms", "msml")}
+    assert not hasattr(model, "peft_config")  # the caller's base model comes back plain
+
+    # A re-run trains and evaluates nothing: every adapter and every row is reused.
+    again = run_experiment(run, dataset, config, model=model, tokenizer=tok, progress=False)
+    assert all(t.cached for t in again.train.values())
+    pd.testing.assert_frame_equal(again.table.drop(columns="eval_seconds"), table.drop(columns="eval_seconds"))
+    # Changing the evaluation (more test rows) re-evaluates but reuses the adapters.
+    more = run_experiment(run, dataset, config.__class__.from_dict({**config.to_dict(), "test_rows_per_user": 2}),
+                          model=model, tokenizer=tok, progress=False)
+    assert all(t.cached for t in more.train.values()) and (more.table["test_rows"] == 8).all()
+
+
+@pytest.mark.integration
+def test_experiment_config_round_trip_and_errors(run_folder, lm):
+    from recsim_personas.errors import AdapterError
+    from recsim_personas.training.experiment import ExperimentConfig, evaluate_rows
+
+    cfg = ExperimentConfig(memory_modes=("msml",), adapters=("persona",), max_users=2, train_rows_per_user=0.5)
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.rows() == [4, 10]
+    with pytest.raises(ConfigError, match=re.escape("adapters: unknown value 'persona_max'")):
+        ExperimentConfig(adapters=("persona_max",))
+    with pytest.raises(ConfigError, match=re.escape("'test_rows' (did you mean 'test_rows_per_user'?)")):
+        ExperimentConfig.from_dict({"test_rows": 3})
+    with pytest.raises(ConfigError, match=r"train_overrides: .*'lr' \(did you mean"):
+        ExperimentConfig(train_overrides={"lr": 1e-3})
+    root, dataset = run_folder
+    with pytest.raises(AdapterError, match=r"row 9 needs adapter 'persona_0__ms', which is not trained"):
+        evaluate_rows(root, dataset, ExperimentConfig(memory_modes=("ms",), adapters=("persona",)),
+                      model=lm[0], tokenizer=lm[1])
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    assert main(["train", str(tmp_path / "nowhere"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "run folder" in err and "recsim-personas memory --out" in err and "Traceback" not in err
+    assert main(["evaluate", str(tmp_path), "--set", "lerning_rate=1e-3"]) == 2
+    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path), "--memory", "long"])
+    assert exc.value.code == 2
+    assert "expected ms, msml or both" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_train_dry_run_prints_the_plan(run_folder, capsys):
+    from recsim_personas.cli.main import main
+
+    root, _ = run_folder
+    code = main(["train", str(root), "--dry-run", "--adapters", "persona,single_max", "--memory", "ms",
+                 "--train-rows-per-user", "3", "--set", "max_steps=2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "persona_0__ms" in out and "single_max__ms" in out and "single_min" not in out
+    assert "cut: train rows: at most 3 per user" in out and "max_steps=2" in out
+    assert not (root / "adapters").exists()

@@ -18,6 +18,16 @@ STARS = RatingScale(1, 5, 1)
 HALF = RatingScale(0.5, 5, 0.5)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models are dominated by per-op thread synchronisation: one thread is faster, and far
+    faster when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _item(i: int) -> SimpleNamespace:
     return SimpleNamespace(
         item_id=i, title=f"Movie {i}", year=1990 + i, genres=("Drama",), avg_rating=3.0 + i / 10,

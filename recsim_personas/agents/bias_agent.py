@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -141,6 +141,7 @@ class BiasUserAgent:
         )
         self._activity_extra = {int(k): int(v) for k, v in levels.items()}
         self.exit_rule = PatienceExitRule(exit_rule)
+        self._replay_memo: dict[int, tuple[Any, int, float, float, Any]] = {}
 
     @classmethod
     def fit(
@@ -215,13 +216,41 @@ class BiasUserAgent:
     def leave_probability(
         self, user_ids: Sequence[int], sessions: Sequence[Sequence[SessionEvent]]
     ) -> np.ndarray:
-        """The patience rule replayed over each session's ratings (NaN ratings count as unrated)."""
+        """The patience rule replayed over each session's ratings (NaN ratings count as unrated).
+
+        Environments pass the same growing list per session at every step; the agent remembers how
+        far it replayed each list (keyed by the list object, checked by its last event), so a step
+        costs one rule update per session instead of a replay of the whole session.
+        """
         if len(user_ids) != len(sessions):
             raise DataError(
                 f"BiasUserAgent.leave_probability: {len(user_ids)} users but {len(sessions)} sessions"
             )
-        ratings = [[e.rating for e in s] for s in sessions]
-        patience = self.exit_rule.patience_after(self.activity_level(user_ids), ratings)
+        initial = self.exit_rule.initial(self.activity_level(user_ids))
+        cfg = self.exit_rule.config
+        drop, gain = cfg.drop_per_unsatisfying, cfg.recover_per_liked
+        low, high = cfg.unsatisfying_below, cfg.recover_at
+        patience = np.empty(len(sessions))
+        memo = self._replay_memo
+        new_memo: dict[int, tuple[Any, int, float, float, Any]] = {}
+        for j, (session, cap) in enumerate(zip(sessions, initial.tolist(), strict=True)):
+            start, p = 0, cap
+            seen = memo.get(id(session))
+            if seen is not None:
+                obj, n_done, p_done, cap_done, last = seen
+                if obj is session and cap_done == cap and 0 < n_done <= len(session) and session[n_done - 1] is last:
+                    start, p = n_done, p_done
+            n = len(session)
+            for k in range(start, n):
+                r = session[k].rating
+                if r != r or r < low:  # NaN (unrated) or unsatisfying
+                    p -= drop
+                elif r >= high:
+                    p = min(p + gain, cap)
+            patience[j] = p
+            if n:
+                new_memo[id(session)] = (session, n, p, cap, session[n - 1])
+        self._replay_memo = new_memo
         return self.exit_rule.leave_probability(patience)
 
     def __repr__(self) -> str:

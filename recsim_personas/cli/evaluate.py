@@ -19,6 +19,7 @@ user answers). Errors average per rating.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 __all__ = ["print_table", "register", "run"]
@@ -64,7 +65,8 @@ def print_table(table: Any, title: str = "LM user agents on the test split") -> 
         t.add_column(header, justify="left" if fmt == "s" else "right")
     for row in table.to_dict(orient="records"):
         t.add_row(*[_fmt(row.get(key), fmt) for key, _, fmt in columns])
-    Console().print(t)
+    # Not a terminal (a log file, CI): wide enough that no column is cut.
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
 
 
 def run(args: argparse.Namespace) -> int:

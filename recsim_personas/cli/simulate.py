@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Runs recommendation policies (random, popularity, ALS, an oracle that asks the "
             "simulator, an epsilon-greedy bandit) against the simulated users of PersonaRec-v0 and "
-            "reports simulated rating, like rate, session length, exit rate and return with 95%% "
+            "reports simulated rating, like rate, session length, exit rate and return with 95% "
             "CIs, next to each policy's offline precision/recall/NDCG@k on the test split, and the "
             "Spearman correlation of the two orderings. Table + PNG + JSON."
         ),

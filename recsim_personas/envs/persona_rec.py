@@ -203,7 +203,12 @@ class SessionEngine:
 
     # -- step ---------------------------------------------------------------------------------------
     def step(
-        self, idx: np.ndarray, actions: np.ndarray, uniforms: np.ndarray
+        self,
+        idx: np.ndarray,
+        actions: np.ndarray,
+        uniforms: np.ndarray,
+        *,
+        session_info: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Advance sessions ``idx`` by one recommendation each.
 
@@ -211,6 +216,8 @@ class SessionEngine:
             idx: ``(m,)`` session indices (none of them ended).
             actions: ``(m, slate_size)`` valid catalogue indices.
             uniforms: ``(m, 3)`` uniforms in [0, 1) (slate choice, rating, exit).
+            session_info: Include the keys of :meth:`reset_info` (``user_id``, ``persona``,
+                ``step``, ``action_mask``); the vector env computes those for all sessions at once.
 
         Returns:
             ``(rewards, terminated, truncated, info)`` with batched arrays.
@@ -342,9 +349,6 @@ class SessionEngine:
             titles[~rated] = ""
             item_ids = np.where(rated, shown_ids, -1)
         info: dict[str, np.ndarray] = {
-            "user_id": users,
-            "persona": pop.personas[self.user_pos[idx]],
-            "step": t_now,
             "item_id": item_ids,
             "item_title": titles,
             "rated": rated,
@@ -353,8 +357,9 @@ class SessionEngine:
             "rating_probs": chosen_probs,
             "exit_probability": p_exit,
             "n_seen": n_seen,
-            "action_mask": self.action_mask(idx),
         }
+        if session_info:
+            info = {**self.reset_info(idx), **info}
         if k > 1:
             info["slate_item_ids"] = pop.item_ids[actions]
             info["slate_expected_ratings"] = expected

@@ -240,19 +240,20 @@ class PersonaRecVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         if len(reset_idx):
             self._reset_sessions(reset_idx)
-            parts.append((reset_idx, engine.reset_info(reset_idx)))
+        parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         if len(step_idx):
             rngs = self._rngs
             uniforms = np.stack([rngs[i].random(3) for i in step_idx.tolist()])
-            r, term, trunc, info = engine.step(step_idx, acts[step_idx], uniforms)
+            r, term, trunc, info = engine.step(step_idx, acts[step_idx], uniforms, session_info=False)
             rewards[step_idx], terminated[step_idx], truncated[step_idx] = r, term, trunc
             parts.append((step_idx, info))
         # Last, an empty part: every step info key is present (masked False) even when no
         # sub-environment stepped, so callers can always read info["_item_id"].
         parts.append((self._no_envs, self._empty_info))
+        # user_id, persona, step and action_mask: every sub-env has them (stepped or just reset).
+        parts.insert(0, (self._all, engine.reset_info(self._all)))
         done = terminated | truncated
 
         if mode == AutoresetMode.SAME_STEP and done.any():

@@ -127,20 +127,22 @@ class TrainResult:
     cached: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
+    def _window(self) -> int:
+        return max(1, min(10, len(self.curve) // 4))
+
     @property
     def final_loss(self) -> float | None:
-        """Mean loss of the last ``min(10, steps)`` steps (``None`` without steps)."""
+        """Mean loss of the last ``max(1, min(10, steps // 4))`` steps (``None`` without steps)."""
         if not self.curve:
             return None
-        tail = [c["loss"] for c in self.curve[-10:]]
-        return float(np.mean(tail))
+        return float(np.mean([c["loss"] for c in self.curve[-self._window():]]))
 
     @property
     def first_loss(self) -> float | None:
-        """Mean loss of the first ``min(10, steps)`` steps."""
+        """Mean loss of the first ``max(1, min(10, steps // 4))`` steps."""
         if not self.curve:
             return None
-        return float(np.mean([c["loss"] for c in self.curve[:10]]))
+        return float(np.mean([c["loss"] for c in self.curve[: self._window()]]))
 
 
 # ---------------------------------------------------------------------------------------------
