@@ -437,7 +437,11 @@ def _publish_adapter(peft_model: Any, out_dir: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=out_dir))
     try:
         peft_model.save_pretrained(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
         for f in tmp.iterdir():
+            # Temporary files are private (0600); a published adapter is readable like any other file.
+            os.chmod(f, 0o666 & ~umask)
             os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
