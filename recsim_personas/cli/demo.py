@@ -23,9 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    from recsim_personas.cli.reproduce import print_report
     from recsim_personas.reproduce.config import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     config = load_reproduce_config("demo", overrides=args.overrides, extra={"out": args.out})
-    run_reproduction(config)
+    start = time.perf_counter()
+    report = run_reproduction(config)
+    print_report(report, time.perf_counter() - start)
     return 0

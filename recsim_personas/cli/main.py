@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "simulate",
+    "reproduce",
 )
 
 

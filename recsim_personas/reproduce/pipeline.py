@@ -161,7 +161,11 @@ def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callabl
     inputs = {"sim": sim_config.to_dict(), "adapters": adapters}
     stem = "simulate"
     if run.is_done("simulation", inputs):
-        return SimulationReport.load(out / f"{stem}.json")
+        doc = json.loads((out / f"{stem}.json").read_text())
+        cfg = dict(doc["config"])
+        env_info = cfg.pop("env_info", {})
+        return SimulationReport(config=SimulationConfig.from_dict(cfg), results=doc["results"],
+                                correlations=doc.get("correlations", {}), env_info=env_info)
     log(f"simulating {', '.join(sim.policies)}: {sim.episodes} sessions x {sim.horizon} steps ({sim.agent} agent)")
     report = run_simulation(sim_config)
     files = report.save(out, stem=stem)
