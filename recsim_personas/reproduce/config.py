@@ -138,6 +138,7 @@ class SimulationSection:
     episodes: int = 20
     horizon: int = 10
     agent: Literal["lm", "bias"] = "lm"
+    oracle_candidates: int | None = 50
 
 
 @dataclass(frozen=True)

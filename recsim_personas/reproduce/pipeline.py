@@ -155,6 +155,7 @@ def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callabl
         horizon=sim.horizon,
         n_envs=min(sim.episodes, 32),
         seed=config.seed,
+        oracle_candidates=sim.oracle_candidates,
         env=env,
     )
     adapters = sorted(p.name for p in (out / "adapters").glob("*") if p.is_dir())
