@@ -58,8 +58,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "full": {"train_preset": "paper"},
 }
 #: Per-token wall seconds used by ``--dry-run`` unless ``--measure`` re-measures them: SmolLM2-135M,
-#: float32, measured on this project's 2-core AMD EPYC VM (see ``--measure`` output in the JSON).
-DEFAULT_RATES = {"train_s_per_token": 0.009, "eval_s_per_token": 0.0035}
+#: float32, cpu preset, measured with ``--measure --threads 1`` on the project's 2-core AMD EPYC VM
+#: while other jobs kept it at a load average of about 4 (16.5 ms per training token, 4.9 ms per
+#: scored token). With 2 threads on the same busy machine it was 146 / 20 ms (OpenMP threads spin
+#: when the cores are oversubscribed): pass ``--threads 1`` on a shared machine.
+DEFAULT_RATES = {"train_s_per_token": 0.0165, "eval_s_per_token": 0.0049}
 BASELINES = ("global-mean", "bias", "biased-mf")
 
 
