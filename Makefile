@@ -26,7 +26,7 @@ demo: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/recsim-personas demo
 
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q --nbmake tests notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsim_personas tests benchmarks
