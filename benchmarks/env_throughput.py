@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.envs.config import PersonaRecConfig
     from recsim_personas.envs.persona_rec import PersonaRecEnv
     from recsim_personas.envs.population import build_agent, load_population
-    from recsim_personas.envs.vector import PersonaRecVectorEnv
+    from recsim_personas.envs.vector import PersonaRecVectorEnv, reserve_prefix_cache
 
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     sizes = [int(x) for x in args.n.split(",")]
@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         for exit_mode in [m.strip() for m in args.lm_exit.split(",") if m.strip()]:
             tag = f"lm exit={exit_mode}"
             print(f"{tag}: warming up (every session's profile prefixes)", flush=True)
+            # The runners share one agent: its prefix cache must hold all their sessions at once.
+            agent.scorer.clear_cache()
+            reserve_prefix_cache(agent, 1 + sum(sizes))
             runners: dict[str, Any] = {
                 "single": _SingleRunner(PersonaRecEnv(population=population, agent=agent, exit=exit_mode),
                                         actions[:, 0])

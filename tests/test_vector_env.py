@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 import recsim_personas.envs  # noqa: F401  (registers PersonaRec-v0)
 from recsim_personas.agents.bias_agent import BiasUserAgent
 from recsim_personas.envs.population import UserPopulation, synthetic_population
-from recsim_personas.envs.vector import PersonaRecVectorEnv
+from recsim_personas.envs.vector import PersonaRecVectorEnv, reserve_prefix_cache
 from recsim_personas.errors import EnvError
 
 
@@ -238,6 +238,27 @@ def test_batched_action_and_option_errors(population, agent):
         envs.reset(seed=[1, 2])
     with pytest.raises(EnvError, match=re.escape("autoreset_mode must be one of")):
         PersonaRecVectorEnv(2, population=population, agent=agent, autoreset_mode="later")
+
+
+def test_prefix_cache_is_sized_for_every_session(agent):
+    from types import SimpleNamespace
+
+    class Param:
+        def element_size(self):
+            return 4
+
+    # SmolLM2-135M's shape: 30 layers, 9 heads of 64, 3 key/value heads -> 46,080 bytes per token
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                             hidden_size=576, head_dim=64)
+    model = SimpleNamespace(config=config, parameters=lambda: iter([Param()]))
+    scorer = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256)
+    lm_like = SimpleNamespace(scorer=scorer)
+    limit = reserve_prefix_cache(lm_like, 32)
+    assert limit == scorer.cache_bytes == int(2 * 32 * 640 * 46_080 * 1.25) and scorer.cache_entries == 256
+    reserve_prefix_cache(lm_like, 4)  # never lowered
+    assert scorer.cache_bytes == limit
+    assert reserve_prefix_cache(lm_like, 128) > limit and scorer.cache_entries == 512
+    assert reserve_prefix_cache(agent, 32) is None  # the bias agent has no cache
 
 
 def test_render_returns_one_text_per_session(population, agent):

@@ -62,11 +62,13 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Bump when the conversion changes (the cache folder name carries it).
 _CONVERSION_VERSION = "1"
 
-#: dtype that ``resolve_dtype("auto", "cpu")`` picks. Measured by ``benchmarks/agent_throughput.py``
-#: (SmolLM2-135M, 2 threads, AMD EPYC with AVX2 and no AVX-512/AMX): see the benchmark's
-#: ``dtype_choice`` metrics in ``results/agent_throughput.json``. float32 won: the same scoring batch
-#: (16 prompts x ~330 tokens) ran faster in float32 than in bfloat16 because this CPU has no native
-#: bf16 matmul units and torch emulates bf16 through fp32 conversions.
+#: dtype that ``resolve_dtype("auto", "cpu")`` picks, by measurement (``benchmarks/agent_throughput.py``,
+#: ``metrics.dtype_choice``; 2-core AMD EPYC with AVX2 but no AVX-512/AMX, torch 2.13): scoring one
+#: paper prompt (590 tokens, uncached) took 6.1 s in float32 and 34.0 s in bfloat16 (1 thread); a
+#: 1024x1024 ``torch.matmul`` ran at 22-42 GFLOP/s in float32 but 0.2-0.8 GFLOP/s in bfloat16, and
+#: the model's linear shapes (512x576 by 576x1536) at 16 vs 4 GFLOP/s. This CPU has no bf16 units, so
+#: torch emulates bf16 through conversions. bfloat16 also moves the scores: 8.6e-3 max abs difference
+#: between cached and uncached scoring, 1.6e-2 against float32 (float32: 2e-6).
 CPU_AUTO_DTYPE = "float32"
 
 _DTYPES = {

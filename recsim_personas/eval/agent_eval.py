@@ -73,11 +73,15 @@ class AgentEvaluation:
 
     @property
     def rmse(self) -> float:
-        return float(self.metrics["rmse"])
+        """Headline RMSE (NaN when no answer was valid)."""
+        value = self.metrics["rmse"]
+        return float("nan") if value is None else float(value)
 
     @property
     def mae(self) -> float:
-        return float(self.metrics["mae"])
+        """Headline MAE (NaN when no answer was valid)."""
+        value = self.metrics["mae"]
+        return float("nan") if value is None else float(value)
 
     @property
     def urr(self) -> float:

@@ -617,7 +617,9 @@ def evaluate_rows(
         if cached is not None:
             out[no] = cached
             if log is not None:
-                log(f"row {no:>2} ({kind}, {mode}): cached, RMSE {cached['metrics']['rmse']:.3f}")
+                rmse_cached = cached["metrics"]["rmse"]
+                log(f"row {no:>2} ({kind}, {mode}): cached, RMSE "
+                    f"{'-' if rmse_cached is None else format(rmse_cached, '.3f')}")
         else:
             todo.append((no, kind, mode, inputs, path))
     if not todo:
