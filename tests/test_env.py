@@ -431,7 +431,7 @@ def test_run_folder_missing_adapters_names_them_and_the_command(tmp_path):
     msg = (
         f"run folder {run} is missing persona adapter(s) persona_1__ms under {run / 'adapters'} "
         "(the LM agent needs one per persona for memory mode 'ms'); train them with "
-        f"`recsim-personas train --run-dir {run} --memory-mode ms`, or use the cheap agent: "
+        f"`recsim-personas train {run} --memory ms --adapters persona`, or use the cheap agent: "
         "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
     )
     with pytest.raises(EnvError, match=re.escape(msg)):

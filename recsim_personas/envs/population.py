@@ -440,8 +440,8 @@ def population_from_run_dir(
             raise EnvError(
                 f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)} under "
                 f"{run_dir / 'adapters'} (the LM agent needs one per persona for memory mode "
-                f"{require_adapters!r}); train them with `recsim-personas train --run-dir {run_dir} "
-                f"--memory-mode {require_adapters}`, or use the cheap agent: "
+                f"{require_adapters!r}); train them with `recsim-personas train {run_dir} "
+                f"--memory {require_adapters} --adapters persona`, or use the cheap agent: "
                 "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
             )
     split = Split.load(run_dir / "split")
@@ -576,7 +576,7 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     if missing:  # population_from_run_dir checked already; this covers hand-built populations
         raise EnvError(
             f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)}; train them "
-            f"with `recsim-personas train --run-dir {run_dir} --memory-mode {mode}`"
+            f"with `recsim-personas train {run_dir} --memory {mode} --adapters persona`"
         )
     model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
     names = {
