@@ -26,7 +26,7 @@ demo: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/recsim-personas demo
 
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q --nbmake tests notebooks
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=1500 tests notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsim_personas tests benchmarks
