@@ -97,6 +97,8 @@ def test_prefix_and_suffix_tokenize_the_same_apart_as_together(smollm2_tokenizer
     assert _tokens(tok, p.prefix) + _tokens(tok, p.suffix) == _tokens(tok, p.text)
     assert p.prefix.startswith("<|im_start|>system\nPERSONA: I like war films.<|im_end|>\n<|im_start|>user\n")
     assert p.suffix.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    if mode == "ms" and preset == "paper":  # the item-independent "MOVIE: The movie" is cached too
+        assert p.prefix.endswith("\n\nMOVIE: The movie") and p.suffix.startswith(" Movie 1 was released")
     # The prefix depends on the user only.
     other = build_rating_prompt(preset, "PERSONA: I like war films.", _item(9, title="Other"), [], scale,
                                 memory_mode=mode, tokenizer=tok)

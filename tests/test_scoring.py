@@ -129,6 +129,22 @@ def test_sliding_window_model_falls_back_only_when_the_window_is_reached(smollm2
     assert (scorer.cache_info()["entries"] > 0) == (window == 4096)
 
 
+def test_prompt_split_at_a_bad_seam_is_scored_from_its_full_text(tiny_lm):
+    from recsim_personas.agents.prompts import RatingPrompt
+
+    model, tok = tiny_lm
+    good = _prompts(tok, users=1, items=2)
+    # Moving the space before the title into the prefix: " " + "Movie" apart, " Movie" together.
+    assert all(p.suffix.startswith(" Movie") for p in good)
+    bad = [RatingPrompt(p.prefix + " ", p.suffix[1:]) for p in good]
+    scorer = RatingScorer(model, tok, STARS)
+    with pytest.warns(UserWarning, match="tokenize differently apart than together"):
+        got = scorer.score(bad)
+    assert scorer.stats["seam_fallbacks"] == 2 and scorer.cache_info()["entries"] == 0
+    ref = RatingScorer(model, tok, STARS, prefix_cache=False).score([p.text for p in bad])
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-5)
+
+
 def test_cache_is_bounded(tiny_lm):
     model, tok = tiny_lm
     scorer = RatingScorer(model, tok, STARS, cache_entries=2)

@@ -28,9 +28,12 @@ Prefix / suffix split:
     :class:`RatingPrompt` splits the text where the user-only part ends: ``prefix`` is the system
     message plus the start of the user turn (it depends on the user only, so its key/value cache can be
     reused across that user's items), ``suffix`` is the rest, ending where the rating goes. The split
-    point is placed right before a blank line (``"\\n\\n"``), so that for byte-level BPE tokenizers
-    ``tokenize(prefix) + tokenize(suffix) == tokenize(prefix + suffix)`` (checked in the tests for
-    SmolLM2, and again at scoring time by :class:`~recsim_personas.agents.scoring.RatingScorer`).
+    point is placed after the last text that is the same for every item (``"...\\n\\nMOVIE: The
+    movie"``), right before a space-led word (``" Big Lebowski"``), so that for byte-level BPE
+    tokenizers ``tokenize(prefix) + tokenize(suffix) == tokenize(prefix + suffix)`` (checked in the
+    tests for SmolLM2, and for every prompt at scoring time by
+    :class:`~recsim_personas.agents.scoring.RatingScorer`, which scores a prompt that fails it from its
+    full text). Without such a word the split falls before the blank line that starts the item part.
 
 Context length:
     With ``tokenizer`` and ``max_tokens`` given, a prompt that does not fit is shortened with a
@@ -46,6 +49,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from types import SimpleNamespace
 from typing import Any, Literal, Protocol
 
 from recsim_personas.data.dataset import RatingScale
@@ -287,6 +291,21 @@ PROMPT_PRESETS: dict[str, PromptTemplate] = {
 }
 
 
+#: An item that differs from any real item in every field (finds the item-independent text).
+_PROBE = SimpleNamespace(
+    item_id=-1, title="\0", year=0, genres=("\0",), avg_rating=-1.0, description="\0", cast="\0"
+)
+
+
+def _common_length(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 def get_template(template: str | PromptTemplate) -> PromptTemplate:
     """The :class:`PromptTemplate` for a preset name (or the template itself).
 
@@ -510,27 +529,44 @@ def build_rating_prompt(
     head_sections = {"task": task, "memory_intro": tpl.memory_intro, "memory_title": tpl.memory_title}
     head = _SEP.join(s for s in (head_sections[n] for n in head_layout) if s)
 
-    def render(n_memories: int, summary_words: int | None) -> tuple[str, str]:
-        shown = entries[:n_memories]
+    def body_text(the_item: Any, memories_: Sequence[PromptMemory], summary_words: int | None) -> str:
         memory_text = _SEP.join(
             tpl.memory_entry.format(
                 movie=_movie_text(tpl, m.item),
                 summary=_summary_text(tpl, m.item, form=tpl.memory_summary) if tpl.memory_summary else "",
                 text=m.text.strip(),
             )
-            for m in shown
+            for m in memories_
         ) or tpl.no_memories
         sections = {
             "task": task,
             "memory_intro": tpl.memory_intro,
             "memory_title": tpl.memory_title,
             "memories": memory_text,
-            "movie": _movie_text(tpl, item),
-            "summary": _summary_text(tpl, item, summary_words),
+            "movie": _movie_text(tpl, the_item),
+            "summary": _summary_text(tpl, the_item, summary_words),
             "cue": tpl.cue,
         }
         body = _SEP.join(s for s in (sections[n] for n in body_layout) if s)
-        return render_chat(tokenizer, system, head, (_SEP + body) if head else body)
+        return (_SEP + body) if head else body
+
+    def render(n_memories: int, summary_words: int | None) -> tuple[str, str]:
+        shown = entries[:n_memories]
+        body = body_text(item, shown, summary_words)
+        # Text before the first item-dependent character is the same for every item of this user
+        # ("\n\nMOVIE: The movie"): it joins the cached prefix. The probe differs from the item in
+        # every field; the split backs off to a space, so the suffix starts with " <word>", a
+        # boundary byte-level BPE never merges across (the scorer re-checks every prompt).
+        # Probes with no and with one memory keep the prefix independent of how many memories an
+        # item retrieved (M_s + M_l prompts then split before the memories).
+        n_common = len(body)
+        for n_probe in (0, 1):
+            probe_body = body_text(_PROBE, [PromptMemory(_PROBE, "\0")] * n_probe, summary_words)
+            n_common = min(n_common, _common_length(body, probe_body))
+        common = body[:n_common]
+        cut = common.rfind(" ")
+        lead = common[:cut] if cut > 0 and common[:cut].strip() else ""
+        return render_chat(tokenizer, system, head + lead, body[len(lead) :])
 
     prefix, suffix = render(len(entries), None)
     # A token spans at least one character, so a short text cannot exceed the budget: skip counting.

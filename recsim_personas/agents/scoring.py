@@ -237,11 +237,11 @@ class RatingScorer:
         self._cache: OrderedDict[tuple[str, str], _PrefixEntry] = OrderedDict()
         self._cache_nbytes = 0
         self._token_cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._unsplittable: set[str] = set()
         self._level_cache: dict[str, tuple[list[list[int]], list[int]]] = {}
         self.fast_lora = cfg.fast_lora
         self._router: _LoraRouter | None = None
-        self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0}
+        self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0, "seam_fallbacks": 0}
+        self._warned_seam = False
 
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -399,27 +399,30 @@ class RatingScorer:
         rows = []
         for p in prompts:
             prefix, suffix = ("", p) if isinstance(p, str) else (p.prefix, p.suffix)
-            if not prefix or not self.prefix_cache or prefix in self._unsplittable:
+            if not prefix or not self.prefix_cache:
                 full = self._encode(prefix + suffix)
                 if self._bos and not (prefix + suffix).startswith(self.tokenizer.bos_token or "\0"):
                     full = self._bos + full
                 rows.append(("", [], full))
                 continue
-            fresh = prefix not in self._token_cache
             pids = self._prefix_ids(prefix)
             sids = self._encode(suffix)
-            if fresh:
-                joint = self._encode(prefix + suffix)
-                if joint != pids[len(self._bos):] + sids:
+            # Every prompt is checked (one extra tokenization, well under 1% of a forward pass): a
+            # suffix that tokenizes differently at the seam is scored from its full text instead.
+            joint = self._encode(prefix + suffix)
+            if joint != pids[len(self._bos) :] + sids:
+                if not self._warned_seam:
                     warnings.warn(
-                        "prompt prefix and suffix tokenize differently apart than together; scoring "
-                        "this user's prompts without the prefix cache (split prompts before a blank "
-                        "line, as recsim_personas.agents.prompts does)",
+                        "a prompt's prefix and suffix tokenize differently apart than together; such "
+                        "prompts are scored from their full text, without the prefix cache (split "
+                        "prompts before a space-led word or a blank line, as "
+                        "recsim_personas.agents.prompts does)",
                         stacklevel=3,
                     )
-                    self._unsplittable.add(prefix)
-                    rows.append(("", [], pids[: len(self._bos)] + joint))
-                    continue
+                    self._warned_seam = True
+                self.stats["seam_fallbacks"] += 1
+                rows.append(("", [], pids[: len(self._bos)] + joint))
+                continue
             rows.append((prefix, pids, sids))
         return rows
 
@@ -1014,22 +1017,31 @@ class _LoraRouter:
             k = router._uniform
             if k == 0:
                 return result
+            if not result.is_contiguous() or result.dtype != a_all.dtype:
+                result = result.contiguous().to(a_all.dtype)
             x = x.to(a_all.dtype)
+            width = x.shape[-1]
+            out = result.shape[-1]
+            # addmm_ accumulates B's product straight into the base output (one GEMM with beta=1):
+            # no temporary of the output's size and no separate addition pass.
             if k is not None:
-                return result.add_(F.linear(F.linear(x, a_all[k]), b_all[k]).to(result.dtype))
+                result.view(-1, out).addmm_(F.linear(x.reshape(-1, width), a_all[k]), b_all[k].t())
+                return result
             rows = router._rows
             bsz = x.shape[0]
-            runs = router._runs
-            if runs is not None and rows is not None and rows.shape[0] == bsz:
-                for start, stop, j in runs:
-                    part = x[start:stop]
-                    result[start:stop].add_(F.linear(F.linear(part, a_all[j]), b_all[j]).to(result.dtype))
-                return result
             if rows is None or rows.shape[0] != bsz:
-                raise ModelError(f"LoRA router got a batch of {bsz} rows for {None if rows is None else len(rows)} adapters")
-            xa = torch.bmm(x.reshape(bsz, -1, x.shape[-1]), a_all[rows].transpose(1, 2))
-            delta = torch.bmm(xa, b_all[rows].transpose(1, 2))
-            return result.add_(delta.reshape(result.shape).to(result.dtype))
+                raise ModelError(
+                    f"LoRA router got a batch of {bsz} rows for {None if rows is None else len(rows)} adapters"
+                )
+            runs = router._runs
+            if runs is not None:
+                for start, stop, j in runs:
+                    xa = F.linear(x[start:stop].reshape(-1, width), a_all[j])
+                    result[start:stop].view(-1, out).addmm_(xa, b_all[j].t())
+                return result
+            xa = torch.bmm(x.reshape(bsz, -1, width), a_all[rows].transpose(1, 2))
+            result.view(bsz, -1, out).baddbmm_(xa, b_all[rows].transpose(1, 2))
+            return result
 
         return forward
 
