@@ -9,6 +9,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # Registers PersonaRec-v0 with Gymnasium (string entry points: no torch or pandas import here).
-from recsim_personas import envs as _envs  # noqa: E402,F401
+from recsim_personas import envs as _envs  # noqa: F401
 
 __all__ = ["__version__"]

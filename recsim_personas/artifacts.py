@@ -86,9 +86,8 @@ def atomic_write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame) -> N
 
 
 def atomic_write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def stable_hash(obj: Any) -> str:

@@ -134,7 +134,7 @@ def test_matches_gymnasiums_sync_vector_env(population, agent):
     batched = gym.make_vec("PersonaRec-v0", num_envs=3, vectorization_mode="vector_entry_point", **kw)
     assert isinstance(batched, PersonaRecVectorEnv)
     obs_a, _ = sync.reset(seed=21)
-    obs_b, _ = batched.reset(seed=21)
+    batched.reset(seed=21)
     rng = np.random.default_rng(1)
     for _ in range(10):
         actions = rng.integers(0, population.n_items, (3, 2))
