@@ -197,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-ratings", type=int, default=4, help="ratings timed in mode (a)")
     parser.add_argument("--full-ratings", type=int, default=8, help="ratings timed in mode (b)")
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", default="auto",
+        help="torch threads, or auto: 2 on an idle machine, 1 when the 1-minute load average is above "
+             "1.5 (with the 2 cores shared, 2 threads ran 2-3x slower than 1: OpenMP barriers wait for "
+             "descheduled threads)",
+    )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 speed/tolerance measurement")
     parser.add_argument("--synthetic", action="store_true", help="synthetic prompts even if memories work")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, not a result)")
@@ -212,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.agents.llm import load_causal_lm, load_tokenizer
     from recsim_personas.agents.scoring import RatingScorer
 
-    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
+    if args.threads == "auto":
+        args.threads = 2 if load_before[0] <= 1.5 else 1
+        print(f"threads: {args.threads} (auto; 1-minute load average {load_before[0]:.1f})")
+    args.threads = int(args.threads)
+    torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
     tokenizer = load_tokenizer(args.model)
