@@ -3,7 +3,7 @@
 Examples::
 
     recsim-personas baselines                                   # embedded ml-latest-small, paper split
-    recsim-personas baselines --dataset ml-100k --data-dir ../shared/data/ml-100k \\
+    recsim-personas baselines --dataset ml-100k --data-dir ~/data/ml-100k \\
         --split random:0.8 --users all --min-interactions none --max-interactions none --json r.json
 
 The default split is the paper's protocol adapted to the data: temporal 60:40 per user, users with

@@ -2,7 +2,7 @@
 
 Examples::
 
-    recsim-personas evaluate runs/ml1m --data-dir ../shared/data/ml-1m-users-1-2999
+    recsim-personas evaluate runs/ml1m --data-dir ~/data/ml-1m
     recsim-personas evaluate runs/ml1m --mode generate --test-rows-per-user 10 --json table.json
 
 Evaluates the rows of the paper's Table 1 that the options select: the prompted base model (rows

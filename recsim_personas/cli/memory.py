@@ -3,7 +3,7 @@
 Examples::
 
     recsim-personas memory --out runs/mem                           # embedded ml-latest-small
-    recsim-personas memory --dataset ml-1m --data-dir ../shared/data/ml-1m-users-1-2999 --out runs/ml1m
+    recsim-personas memory --dataset ml-1m --data-dir ~/data/ml-1m --out runs/ml1m
     recsim-personas memory --out runs/ml1m --stages personas --k elbow    # re-cluster only
     recsim-personas memory --backend openai --model gpt-4o --base-url http://localhost:8000/v1 --out runs/gpt
 

@@ -2,8 +2,8 @@
 
 Examples::
 
-    recsim-personas memory --out runs/ml1m --dataset ml-1m --data-dir ../shared/data/ml-1m-users-1-2999
-    recsim-personas train runs/ml1m --data-dir ../shared/data/ml-1m-users-1-2999          # cpu preset
+    recsim-personas memory --out runs/ml1m --dataset ml-1m --data-dir ~/data/ml-1m
+    recsim-personas train runs/ml1m --data-dir ~/data/ml-1m          # cpu preset
     recsim-personas train runs/ml1m --preset paper --model microsoft/Phi-3-mini-4k-instruct --memory both
     recsim-personas train runs/ml1m --adapters persona --set max_steps=50 --set r=8 --dry-run
 
