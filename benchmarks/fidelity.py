@@ -5,6 +5,7 @@ Commands (from the project root)::
     .venv/bin/python benchmarks/fidelity.py --budget cpu --dry-run   # plan + estimated time, no LM run
     .venv/bin/python benchmarks/fidelity.py --budget smoke           # the whole path in minutes
     .venv/bin/python benchmarks/fidelity.py --budget cpu             # about an hour on 2 idle CPU cores
+    .venv/bin/python benchmarks/fidelity.py --budget cpu --threads 1 # on a machine shared with other jobs
     .venv/bin/python benchmarks/fidelity.py --budget full --model microsoft/Phi-3-mini-4k-instruct  # GPU
 
 Protocol (the paper's): ML-1M users 1-2999 from ``../shared/data/ml-1m-users-1-2999``, 200 users with
@@ -58,11 +59,12 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "full": {"train_preset": "paper"},
 }
 #: Per-token wall seconds used by ``--dry-run`` unless ``--measure`` re-measures them: SmolLM2-135M,
-#: float32, cpu preset, measured with ``--measure --threads 1`` on the project's 2-core AMD EPYC VM
-#: while other jobs kept it at a load average of about 4 (16.5 ms per training token, 4.9 ms per
-#: scored token). With 2 threads on the same busy machine it was 146 / 20 ms (OpenMP threads spin
-#: when the cores are oversubscribed): pass ``--threads 1`` on a shared machine.
-DEFAULT_RATES = {"train_s_per_token": 0.0165, "eval_s_per_token": 0.0049}
+#: float32, cpu preset, measured with ``--measure`` on the project's idle 2-core AMD EPYC VM (2 torch
+#: threads): 10.4 ms per training token, 2.6 ms per scored token. With 1 thread: 15.5 / 4.4 ms. On the
+#: same machine busy with other jobs (load average about 4), 2 threads cost 146 / 20 ms (OpenMP
+#: threads spin when the cores are oversubscribed) and 1 thread 16.5 / 4.9 ms: pass ``--threads 1``
+#: on a shared machine.
+DEFAULT_RATES = {"train_s_per_token": 0.0104, "eval_s_per_token": 0.0026}
 BASELINES = ("global-mean", "bias", "biased-mf")
 
 

@@ -115,3 +115,15 @@ def test_typed_and_filesystem_errors_are_listed_together(tmp_path: Path) -> None
 def test_unknown_lora_override_is_caught_before_training() -> None:
     with pytest.raises(ConfigError, match=re.escape("training.overrides.max_stepz: unknown LoRA setting. Did you mean 'max_steps'?")):
         load_reproduce_config("demo", overrides=["training.overrides.max_stepz=3"])
+
+
+def test_user_and_row_caps_reach_the_experiment(tmp_path: Path) -> None:
+    from recsim_personas.reproduce.pipeline import _experiment_config
+
+    config = load_reproduce_config(
+        "cpu", overrides=[f"dataset.data_dir={tmp_path}", "training.max_users=7", "evaluation.test_rows_per_user=2"]
+    )
+    exp = _experiment_config(config)
+    assert (exp.max_users, exp.train_rows_per_user, exp.test_rows_per_user) == (7, 8, 2)
+    with pytest.raises(ConfigError, match="max_users"):
+        load_reproduce_config("cpu", overrides=[f"dataset.data_dir={tmp_path}", "training.max_users=many"])

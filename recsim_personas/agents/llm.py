@@ -64,11 +64,12 @@ _CONVERSION_VERSION = "1"
 
 #: dtype that ``resolve_dtype("auto", "cpu")`` picks, by measurement (``benchmarks/agent_throughput.py``,
 #: ``metrics.dtype_choice``; 2-core AMD EPYC with AVX2 but no AVX-512/AMX, torch 2.13): scoring one
-#: paper prompt (590 tokens, uncached) took 6.1 s in float32 and 34.0 s in bfloat16 (1 thread); a
+#: paper prompt (580 tokens, uncached) took 2.1-6.1 s in float32 and 22-34 s in bfloat16 (1 thread,
+#: shared CPU, several runs); a
 #: 1024x1024 ``torch.matmul`` ran at 22-42 GFLOP/s in float32 but 0.2-0.8 GFLOP/s in bfloat16, and
 #: the model's linear shapes (512x576 by 576x1536) at 16 vs 4 GFLOP/s. This CPU has no bf16 units, so
-#: torch emulates bf16 through conversions. bfloat16 also moves the scores: 8.6e-3 max abs difference
-#: between cached and uncached scoring, 1.6e-2 against float32 (float32: 2e-6).
+#: torch emulates bf16 through conversions. bfloat16 also moves the scores: 8.4e-3 to 8.6e-3 max abs
+#: difference between cached and uncached scoring, 1.6e-2 against float32 (float32: 2e-6).
 CPU_AUTO_DTYPE = "float32"
 
 _DTYPES = {

@@ -116,6 +116,9 @@ class TrainingSection:
         default_factory=lambda: ["persona", "single_min", "single_max"]
     )
     train_rows_per_user: int | None = None
+    #: At most this many of the split's users are trained on and evaluated (a seeded sample drawn per
+    #: persona in proportion to its size); null = all of them.
+    max_users: int | None = None
 
 
 @dataclass(frozen=True)

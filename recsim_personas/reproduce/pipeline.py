@@ -95,6 +95,7 @@ def _experiment_config(config: ReproduceConfig) -> Any:
         memory_modes=tuple(config.training.memory_modes),
         adapters=tuple(config.training.adapters),
         base_rows=config.evaluation.base_model_rows,
+        max_users=config.training.max_users,
         train_rows_per_user=config.training.train_rows_per_user,
         test_rows_per_user=config.evaluation.test_rows_per_user,
         eval_mode=config.evaluation.mode,
