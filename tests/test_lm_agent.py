@@ -143,7 +143,7 @@ def test_generate_mode_reports_validity(tiny_lm):
 def test_leave_probability_scores_the_exit_prompt(tiny_lm):
     model, tok = tiny_lm
     scorer = RatingScorer(model, tok, STARS)
-    agent = LMUserAgent(scorer, FakeStore(), FakeCatalog())
+    agent = LMUserAgent(scorer, FakeStore(), FakeCatalog(), exit_calibration="raw")
     sessions = [[SessionEvent(4, 5.0)], [], [SessionEvent(4, 1.0), SessionEvent(7, float("nan"))]]
     p = agent.leave_probability([1, 2, 3], sessions)
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
@@ -152,6 +152,50 @@ def test_leave_probability_scores_the_exit_prompt(tiny_lm):
     assert agent.exit_prompts([3], sessions[2:]) == [prompt]
     probs, _ = RatingScorer(model, tok, STARS, prefix_cache=False).choice_probs([prompt], options=("A", "B"))
     assert p[2] == pytest.approx(probs[0, 1], abs=1e-4)
+
+
+class LeveledStore(FakeStore):
+    def profile_row(self, user_id):
+        return {"activity": f"Activity of user {user_id}.", "activity_level": {1: 0, 2: 2, 3: None}[int(user_id)]}
+
+
+def test_anchored_exit_is_the_hazard_shifted_by_the_models_change_of_mind(tiny_lm):
+    model, tok = tiny_lm
+    hazard = (0.3, 0.2, 0.05)
+    calls = []
+
+    class CountingScorer(RatingScorer):
+        def choice_probs(self, prompts, adapter_names=None, options=("A", "B")):
+            calls.append(len(prompts))
+            return super().choice_probs(prompts, adapter_names, options)
+
+    raw = LMUserAgent(RatingScorer(model, tok, STARS), LeveledStore(), FakeCatalog(), exit_calibration="raw")
+    agent = LMUserAgent(CountingScorer(model, tok, STARS), LeveledStore(), FakeCatalog(), exit_hazard=hazard)
+    users = [1, 2, 3]
+    empty = [[], [], []]
+    # Before anything is shown the user leaves at the activity level's hazard (user 3 has none: mid).
+    np.testing.assert_allclose(agent.leave_probability(users, empty), [0.3, 0.05, 0.2], atol=1e-9)
+    assert calls == [6]  # 3 prompts + 3 anchors, one scoring call
+    sessions = [[SessionEvent(4, 5.0)], [SessionEvent(4, 1.0), SessionEvent(5, 1.0)], [SessionEvent(7, float("nan"))]]
+    p = agent.leave_probability(users, sessions)
+    assert calls == [6, 3]  # the anchors are cached per user
+    p_raw, p_raw0 = raw.leave_probability(users, sessions), raw.leave_probability(users, empty)
+
+    def logit(x):
+        return np.log(x / (1 - x))
+
+    want = 1 / (1 + np.exp(-(logit(np.array([0.3, 0.05, 0.2])) + logit(p_raw) - logit(p_raw0))))
+    np.testing.assert_allclose(p, want, atol=1e-6)
+    assert not np.allclose(p, p_raw, atol=1e-3)
+
+
+def test_exit_settings_are_checked(tiny_lm):
+    model, tok = tiny_lm
+    scorer = RatingScorer(model, tok, STARS)
+    with pytest.raises(ConfigError, match="exit_hazard"):
+        LMUserAgent(scorer, FakeStore(), FakeCatalog(), exit_hazard=(0.2, 1.0, 0.1))
+    with pytest.raises(ConfigError, match=re.escape("Did you mean 'anchored'?")):
+        LMUserAgent(scorer, FakeStore(), FakeCatalog(), exit_calibration="anchor")
 
 
 @pytest.mark.integration

@@ -11,6 +11,22 @@
 * ``leave_probability(user_ids, sessions)`` asks the exit prompt (session so far with its ratings
   and the user's activity trait) and returns P(leave) from the two option tokens.
 
+Exit calibration
+----------------
+A language model asked "stay or leave?" after every item has no notion of a per-step hazard: the
+default SmolLM2-135M answers "leave" with probability ~0.7 whatever the session holds, which ends
+sessions after one or two items. With ``exit_calibration="anchored"`` (the default) the model's
+answer is read *relative to its own answer before the session started*::
+
+    logit P(leave | session) = logit h[activity] + logit P_LM(leave | session) - logit P_LM(leave | empty session)
+
+``h = exit_hazard[activity_level]`` is the per-step leave probability of a user whose model says
+nothing beyond its prior (activity level from ``profiles.parquet``: 0 low, 1 mid, 2 high; defaults
+0.25 / 0.15 / 0.10, i.e. about 4, 7 and 10 items per session). A model that grows readier to leave
+after bad items raises the hazard above ``h``; one that does not respond to the session leaves the
+geometric session length of the activity trait. The empty-session answer is scored once per
+(user, adapter) and cached. ``exit_calibration="raw"`` returns the model's probability unchanged.
+
 Retrieval excludes the item being rated (as the training rows do), so a user never "remembers" the
 rating they are asked to give.
 
@@ -46,10 +62,14 @@ from recsim_personas.agents.protocol import RatingBatch, SessionEvent
 from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
 from recsim_personas.errors import ConfigError
 
-__all__ = ["LMUserAgent", "adapter_naming"]
+__all__ = ["DEFAULT_EXIT_HAZARD", "LMUserAgent", "adapter_naming"]
 
 _MODES = ("score", "generate")
 _MEMORY_MODES = ("ms", "msml")
+_EXIT_CALIBRATIONS = ("anchored", "raw")
+#: Per-step leave probability by activity level (low, mid, high) before the session says anything.
+DEFAULT_EXIT_HAZARD = (0.25, 0.15, 0.10)
+_P_CLIP = 1e-6
 _ADAPTER_KINDS = ("persona", "single_min", "single_max", "base")
 
 
@@ -82,6 +102,9 @@ def adapter_naming(
 class LMUserAgent:
     """A simulated user population backed by a (LoRA-adapted) causal LM.
 
+    Unrated session events (``rating=NaN``: an already-seen item, a slate the user picked nothing
+    from) reach :meth:`leave_probability` and appear as "not rated" in the exit prompt.
+
     Args:
         scorer: The :class:`RatingScorer` wrapping the model (its ``scale`` is the agent's scale).
         store: ``MemoryStore``: ``profile(user)``, ``profile_row(user)``, ``retrieve_batch(...)``.
@@ -96,11 +119,15 @@ class LMUserAgent:
         seed: Seed of generate-mode sampling and of :meth:`sample`.
         exit_with_adapter: Score the exit prompt with the user's adapter (default: the base model;
             the adapters are trained on ratings only).
+        exit_calibration: ``"anchored"`` (default) or ``"raw"``; see the module docstring.
+        exit_hazard: Anchored per-step leave probability for activity level low, mid, high.
 
     Raises:
         ConfigError: unknown mode, memory mode or template.
         AdapterError: ``adapter_for`` names an adapter the model does not hold (did-you-mean).
     """
+
+    accepts_unrated_events = True
 
     def __init__(
         self,
@@ -116,6 +143,8 @@ class LMUserAgent:
         mode: Literal["score", "generate"] = "score",
         seed: int = 0,
         exit_with_adapter: bool = False,
+        exit_calibration: Literal["anchored", "raw"] = "anchored",
+        exit_hazard: Sequence[float] = DEFAULT_EXIT_HAZARD,
     ) -> None:
         self.scorer = scorer
         self.scale = scorer.scale
@@ -132,6 +161,15 @@ class LMUserAgent:
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.exit_with_adapter = bool(exit_with_adapter)
+        self.exit_calibration = _choice(exit_calibration, _EXIT_CALIBRATIONS, "exit_calibration")
+        hazard = tuple(float(h) for h in exit_hazard)
+        if len(hazard) != 3 or not all(0.0 < h < 1.0 for h in hazard):
+            raise ConfigError(
+                f"exit_hazard must be three probabilities strictly between 0 and 1 (activity low, mid, "
+                f"high), got {tuple(exit_hazard)!r}"
+            )
+        self.exit_hazard = hazard
+        self._exit_anchor: dict[tuple[int, str | None], float] = {}
         self.last_texts: list[str] = []
         self._calls = 0
         self._items: dict[int, Any] = {}
@@ -233,13 +271,46 @@ class LMUserAgent:
             )
         return out
 
-    def leave_probability(
-        self, user_ids: Sequence[int], sessions: Sequence[Sequence[SessionEvent]]
-    ) -> np.ndarray:
-        """P(leave now) per user: the leave option's share of the two option tokens' mass."""
-        prompts = self.exit_prompts(user_ids, sessions)
-        adapters = self.adapters(user_ids) if self.exit_with_adapter else None
+    def _activity_level(self, user_id: int) -> int:
+        row = self.store.profile_row(int(user_id)) if hasattr(self.store, "profile_row") else {}
+        level = row.get("activity_level")
+        try:
+            level = int(level)
+        except (TypeError, ValueError):
+            return 1  # no activity trait: the middle level
+        return min(max(level, 0), 2)
+
+    def _raw_leave(self, prompts: list[RatingPrompt], adapters: list[str | None] | None) -> np.ndarray:
         probs, _ = self.scorer.choice_probs(prompts, adapters, options=EXIT_OPTIONS)
         p_leave = probs[:, 1] if len(probs) else np.zeros(0)
         return np.where(np.isfinite(p_leave), p_leave, 0.5)
+
+    def leave_probability(
+        self, user_ids: Sequence[int], sessions: Sequence[Sequence[SessionEvent]]
+    ) -> np.ndarray:
+        """P(leave now) per user: the leave option's share of the two option tokens' mass, anchored
+        to the activity trait's hazard unless ``exit_calibration="raw"`` (module docstring)."""
+        users = [int(u) for u in user_ids]
+        prompts = self.exit_prompts(users, sessions)
+        adapters = self.adapters(users) if self.exit_with_adapter else [None] * len(users)
+        if self.exit_calibration == "raw":
+            return self._raw_leave(prompts, adapters if self.exit_with_adapter else None)
+        keys = [(u, a) for u, a in zip(users, adapters, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._exit_anchor))
+        # The missing anchors (empty session) go into the same scoring call as the real prompts.
+        anchor_prompts = self.exit_prompts([u for u, _ in todo], [[] for _ in todo])
+        names = adapters + [a for _, a in todo]
+        raw = self._raw_leave(prompts + anchor_prompts, names if self.exit_with_adapter else None)
+        for key, z0 in zip(todo, _logit(raw[len(users):]), strict=True):
+            self._exit_anchor[key] = float(z0)
+        p_now = raw[: len(users)]
+        hazard = np.array([self.exit_hazard[self._activity_level(u)] for u in users])
+        anchor = np.array([self._exit_anchor[k] for k in keys])
+        z = _logit(hazard) + _logit(p_now) - anchor
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _P_CLIP, 1 - _P_CLIP)
+    return np.log(p / (1 - p))
 

@@ -67,7 +67,8 @@ class RandomRanker(BaseRecommender):
 
     def _scores(self, user_id: int, item_ids: np.ndarray) -> np.ndarray:
         # A hash of (seed, user, item) rather than a stream: independent of list order and size.
-        key = np.uint64(self.seed) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(user_id & (2**64 - 1))
+        # Python ints (wrapped to 64 bits) for the scalar key: numpy warns on scalar uint64 overflow.
+        key = np.uint64(((int(self.seed) * 0x9E3779B97F4A7C15) % 2**64) ^ (int(user_id) & (2**64 - 1)))
         with np.errstate(over="ignore"):
             x = item_ids.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) ^ key
             x ^= x >> np.uint64(30)

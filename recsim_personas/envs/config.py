@@ -31,6 +31,7 @@ Reward = Literal["rating", "normalized", "like"]
 RatingMode = Literal["sample", "expectation"]
 SeenRule = Literal["penalty", "mask", "allow"]
 ExitMode = Literal["agent", "rule", "none"]
+ExitCalibration = Literal["anchored", "raw"]
 AgentKind = Literal["auto", "lm", "bias"]
 MemoryMode = Literal["ms", "msml"]
 
@@ -95,6 +96,18 @@ class PersonaRecConfig:
     exit_rule: ExitRuleConfig = field(
         default_factory=ExitRuleConfig,
         metadata=_help("Parameters of the patience rule (exit='rule', and the bias agent)."),
+    )
+    exit_calibration: ExitCalibration = field(
+        default="anchored",
+        metadata=_help(
+            "LM agent exit (exit='agent'): anchored = the model's leave answer relative to its answer "
+            "on an empty session, around exit_hazard; raw = the model's probability as is "
+            "(recsim_personas.agents.lm_agent)."
+        ),
+    )
+    exit_hazard: tuple[float, float, float] = field(
+        default=(0.25, 0.15, 0.10),
+        metadata=_help("LM agent, anchored exit: per-step leave probability for activity low, mid, high."),
     )
     choice_temperature: float = field(
         default=0.5,
@@ -174,6 +187,15 @@ class PersonaRecConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 errors.append(f"{name} must be a finite number, got {value!r}")
+        hazard = self.exit_hazard
+        if (
+            not isinstance(hazard, (list, tuple))
+            or len(hazard) != 3
+            or not all(isinstance(h, (int, float)) and 0 < h < 1 for h in hazard)
+        ):
+            errors.append(f"exit_hazard must be three probabilities in (0, 1) (activity low, mid, high), got {hazard!r}")
+        else:
+            object.__setattr__(self, "exit_hazard", tuple(float(h) for h in hazard))
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):
             errors.append(f"choice_temperature must be > 0, got {self.choice_temperature!r}")
         if self.noise_std is not None and not (
@@ -185,6 +207,7 @@ class PersonaRecConfig:
             ("rating", RatingMode),
             ("seen_items", SeenRule),
             ("exit", ExitMode),
+            ("exit_calibration", ExitCalibration),
             ("agent", AgentKind),
             ("memory_mode", MemoryMode),
         ):

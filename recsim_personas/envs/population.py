@@ -591,4 +591,6 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
         population.catalog,
         memory_mode=mode,
         adapter_for=adapter_naming(population.store, "persona", mode),
+        exit_calibration=config.exit_calibration,
+        exit_hazard=config.exit_hazard,
     )
