@@ -6,6 +6,9 @@ code 2 with one readable line. Any other exception escaping the library is a bug
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
+
 __all__ = [
     "AdapterError",
     "BackendError",
@@ -14,6 +17,7 @@ __all__ = [
     "EnvError",
     "ModelError",
     "RecsimError",
+    "unknown_keys",
 ]
 
 
@@ -43,3 +47,16 @@ class AdapterError(ModelError):
 
 class EnvError(RecsimError):
     """Invalid use of the Gymnasium environment (bad action, unknown user, bad run folder)."""
+
+
+def unknown_keys(keys: Iterable[object], known: Sequence[str]) -> list[str]:
+    """The keys not in ``known``, each quoted with its closest known name: ``"'lr' (did you mean 'x'?)"``.
+
+    Config ``from_dict`` methods use it to build one :class:`ConfigError` that lists every bad key.
+    """
+    out = []
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            out.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return out

@@ -53,7 +53,7 @@ from types import SimpleNamespace
 from typing import Any, Literal, Protocol
 
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, ModelError
+from recsim_personas.errors import ConfigError, ModelError, unknown_keys
 
 __all__ = [
     "EXIT_OPTIONS",
@@ -235,12 +235,8 @@ class PromptTemplate:
     def from_dict(cls, data: Mapping[str, Any]) -> PromptTemplate:
         """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` (did-you-mean)."""
         names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = unknown_keys(data, names)
+        if hints:
             raise ConfigError(f"unknown prompt template field(s): {', '.join(hints)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)

@@ -55,7 +55,7 @@ import numpy as np
 
 from recsim_personas.agents.protocol import RatingBatch
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import AdapterError, ConfigError, ModelError
+from recsim_personas.errors import AdapterError, ConfigError, ModelError, unknown_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -141,11 +141,7 @@ class ScoringConfig:
     def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
         """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` (did-you-mean)."""
         names = [f.name for f in fields(cls)]
-        bad = []
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                bad.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        bad = unknown_keys(data, names)
         if bad:
             raise ConfigError(f"unknown scoring setting(s) {', '.join(bad)}; valid: {', '.join(names)}")
         return cls(**data)

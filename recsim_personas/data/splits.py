@@ -42,7 +42,7 @@ import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet
 from recsim_personas.data.dataset import INTERACTION_COLUMNS, RatingDataset, RatingScale
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, unknown_keys
 
 __all__ = [
     "PAPER_SPLIT",
@@ -176,12 +176,8 @@ class SplitConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a split config must be a mapping, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            msgs = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                msgs.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        msgs = unknown_keys(data, names)
+        if msgs:
             raise ConfigError(
                 f"unknown split config key(s) {', '.join(msgs)}; valid keys: {', '.join(names)}"
             )

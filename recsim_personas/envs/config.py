@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from recsim_personas.envs.exits import ExitRuleConfig
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = ["PersonaRecConfig"]
 
@@ -259,12 +259,8 @@ class PersonaRecConfig:
 
 def _check_names(data: dict[str, Any]) -> None:
     known = [f.name for f in dataclasses.fields(PersonaRecConfig)]
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        parts = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    parts = unknown_keys(data, known)
+    if parts:
         raise ConfigError(
             f"unknown PersonaRec-v0 option(s): {', '.join(parts)}; known options: {', '.join(known)}, "
             "plus the objects agent=, population= and render_mode="

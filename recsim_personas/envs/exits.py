@@ -29,7 +29,6 @@ with :meth:`PatienceExitRule.patience_after`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = ["ExitRuleConfig", "PatienceExitRule", "activity_levels_from_counts"]
 
@@ -113,12 +112,8 @@ class ExitRuleConfig:
     def from_dict(cls, data: dict[str, Any]) -> ExitRuleConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            parts = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parts = unknown_keys(data, known)
+        if parts:
             raise ConfigError(f"unknown ExitRuleConfig field(s): {', '.join(parts)}")
         return cls(**data)
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from recsim_personas.envs.policies import POLICY_NAMES, make_policy
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = [
     "SIM_METRICS",
@@ -117,12 +117,8 @@ class SimulationConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimulationConfig:
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            parts = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parts = unknown_keys(data, known)
+        if parts:
             raise ConfigError(f"unknown SimulationConfig field(s): {', '.join(parts)}")
         return cls(**data)
 

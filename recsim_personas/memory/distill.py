@@ -50,7 +50,7 @@ import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_parquet, atomic_write_text, stable_hash
 from recsim_personas.data.dataset import RatingDataset
-from recsim_personas.errors import BackendError, ConfigError, DataError
+from recsim_personas.errors import BackendError, ConfigError, DataError, unknown_keys
 from recsim_personas.memory.backends import (
     BACKENDS,
     BatchRating,
@@ -211,12 +211,8 @@ class DistillConfig:
             ConfigError: unknown keys (with a did-you-mean) or invalid values.
         """
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = unknown_keys(data, names)
+        if hints:
             raise ConfigError(f"unknown DistillConfig key(s): {', '.join(hints)}")
         values = dict(data)
         if values.get("price_per_million") is not None:

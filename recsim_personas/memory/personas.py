@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_path, atomic_write_json, atomic_write_parquet
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, unknown_keys
 
 __all__ = [
     "PAPER_PERSONAS",
@@ -79,11 +79,7 @@ def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"a {what} must be a mapping, got {type(data).__name__}")
     names = [f.name for f in fields(cls)]
-    bad = []
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            bad.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    bad = unknown_keys(data, names)
     if bad:
         raise ConfigError(f"unknown {what} key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
     return dict(data)

@@ -53,7 +53,7 @@ import pandas as pd
 
 from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy
 from recsim_personas.data.dataset import RatingDataset
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, unknown_keys
 from recsim_personas.memory.distill import DistillConfig
 from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
 from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaConfig
@@ -177,11 +177,7 @@ class MemoryPipelineConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a memory pipeline config must be a mapping, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        bad = []
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                bad.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        bad = unknown_keys(data, names)
         if bad:
             raise ConfigError(f"unknown memory pipeline config key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
         values = dict(data)

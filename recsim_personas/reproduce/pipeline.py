@@ -133,15 +133,6 @@ def _classic_baselines(run: RunFolder, split: Any, test_rows: pd.DataFrame, seed
     return results
 
 
-def _evaluated_test_rows(out: Path, split: Any, exp_config: Any) -> pd.DataFrame:
-    """The test rows the experiment scored its agents on (same users, same per-user cap, same seed)."""
-    from recsim_personas.training import experiment
-
-    personas = experiment._persona_map(pd.read_parquet(out / "personas.parquet"))
-    users = experiment._users_of(split, personas, exp_config)
-    return experiment._test_interactions(split, exp_config, users)
-
-
 def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callable[[str], None]) -> Any:
     from recsim_personas.envs.simulate import SimulationConfig, SimulationReport, run_simulation
 
@@ -187,7 +178,7 @@ def run_reproduction(
     from recsim_personas.memory.pipeline import build_memories
     from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
     from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
-    from recsim_personas.training.experiment import run_experiment
+    from recsim_personas.training.experiment import run_experiment, test_rows
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +199,7 @@ def run_reproduction(
 
     t0 = time.perf_counter()
     split = Split.load(out / "split")
-    baselines = _classic_baselines(run, split, _evaluated_test_rows(out, split, exp_config), config.seed)
+    baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed)
     seconds["baselines"] = time.perf_counter() - t0
 
     rows: dict[int, dict[str, Any]] = {}

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, atomic_write_text
+from recsim_personas.training.experiment import TABLE1_ROWS
 
 __all__ = ["PAPER_TABLE1", "ROW_KEYS", "Table1Row", "markdown_table", "render_table1", "write_table1"]
 
@@ -48,16 +49,7 @@ PAPER_TABLE1: tuple[Table1Row, ...] = (
 )
 
 #: (adapter, memory mode) of each SLM row, as the experiment runner names them.
-ROW_KEYS: dict[int, tuple[str, str]] = {
-    3: ("base", "ms"),
-    4: ("base", "msml"),
-    5: ("single_max", "ms"),
-    6: ("single_min", "ms"),
-    7: ("single_max", "msml"),
-    8: ("single_min", "msml"),
-    9: ("persona", "ms"),
-    10: ("persona", "msml"),
-}
+ROW_KEYS: dict[int, tuple[str, str]] = TABLE1_ROWS
 
 
 def _fmt(value: Any, pct: bool = False) -> str:

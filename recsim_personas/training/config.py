@@ -29,7 +29,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = ["PRESETS", "LoraTrainConfig", "preset_names"]
 
@@ -248,12 +248,8 @@ class LoraTrainConfig:
 
 def _check_names(data: dict[str, Any], what: str) -> None:
     known = [f.name for f in dataclasses.fields(LoraTrainConfig)]
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        parts = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    parts = unknown_keys(data, known)
+    if parts:
         raise ConfigError(
             f"unknown {what} field(s): {', '.join(parts)}; known fields: {', '.join(known)}"
         )

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_parquet, stable_hash
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, unknown_keys
 from recsim_personas.training.config import PRESETS, LoraTrainConfig
 from recsim_personas.training.rows import cap_per_user, rows_digest, subsample_to_size
 
@@ -212,12 +212,8 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = unknown_keys(data, names)
+        if hints:
             raise ConfigError(f"unknown ExperimentConfig field(s): {', '.join(hints)}")
         kwargs = dict(data)
         for key in ("memory_modes", "adapters"):
