@@ -562,11 +562,13 @@ class RatingScorer:
         names = self._normalise_adapters(adapter_names, n)
         rows = self._rows(prompts)
         self.stats["rows"] += n
-        order = (
-            sorted(range(n), key=lambda i: (names[i], rows[i][0], len(rows[i][2])))
-            if self.group_by_adapter
-            else sorted(range(n), key=lambda i: (rows[i][0], len(rows[i][2])))
-        )
+        if self.group_by_adapter and len(set(names)) > 1 and self._lora_router() is None:
+            # peft's per-sample adapter_names loops over the adapters in every layer: fewer mixes.
+            order = sorted(range(n), key=lambda i: (names[i], rows[i][0], len(rows[i][2])))
+        else:
+            # Mixed adapters cost nothing extra (one base model, or the batched LoRA router):
+            # order by suffix length so that a batch pads its suffixes as little as possible.
+            order = sorted(range(n), key=lambda i: (len(rows[i][2]), len(rows[i][1]), rows[i][0]))
         for start in range(0, n, self.max_batch):
             idx = np.asarray(order[start : start + self.max_batch])
             yield idx, [rows[i] for i in idx], [names[i] for i in idx]
