@@ -489,8 +489,10 @@ class PersonaRecEnv(gym.Env):
     ## Episode End
 
     - **Termination**: the user leaves after a step. ``exit="agent"`` (default) asks the user agent
-      (the LM agent scores a leave/stay prompt with the session so far and the activity trait; the
-      bias agent applies the patience rule); ``exit="rule"`` applies the patience rule of
+      (the LM agent scores a leave/stay prompt with the session so far and the activity trait and,
+      with ``exit_calibration="anchored"`` (default), reads the answer relative to its answer on
+      an empty session around the activity level's per-step hazard ``exit_hazard``, see
+      :mod:`recsim_personas.agents.lm_agent`; the bias agent applies the patience rule); ``exit="rule"`` applies the patience rule of
       :mod:`recsim_personas.envs.exits` (patience set by the activity trait, dropping with
       unsatisfying items); ``exit="none"`` never leaves. The step's reward is still paid. The agent
       sees the session as ``SessionEvent(item_id, rating)`` items; a step without a rating comes as
@@ -508,7 +510,8 @@ class PersonaRecEnv(gym.Env):
 
     Every field of :class:`~recsim_personas.envs.config.PersonaRecConfig` is a keyword of
     ``gym.make`` (``horizon``, ``slate_size``, ``reward``, ``like_threshold``, ``rating``,
-    ``seen_items``, ``seen_penalty``, ``exit``, ``exit_rule``, ``choice_temperature``,
+    ``seen_items``, ``seen_penalty``, ``exit``, ``exit_rule``, ``exit_calibration``,
+    ``exit_hazard``, ``choice_temperature``,
     ``no_choice_utility``, ``history_len``, ``agent``, ``run_dir``, ``dataset``, ``data_dir``,
     ``memory_mode``, ``model``, ``device``, ``dtype``, ``noise_std``), plus the objects
     ``agent=`` (any :class:`~recsim_personas.agents.protocol.UserAgent`, e.g. an ``LMUserAgent`` you
