@@ -74,6 +74,8 @@ BASE_ADAPTER = "__base__"
 _MAX_RUNS_PER_ADAPTER = 2
 
 _FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+#: Cache slots kept free after a batch's suffixes for continuations (multi-token levels, generation).
+_RESERVE_TOKENS = 16
 
 _NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
 
@@ -494,8 +496,14 @@ class RatingScorer:
         names: Sequence[str],
         *,
         keep_cache: bool,
+        reserve: int = _RESERVE_TOKENS,
     ) -> tuple[torch.Tensor, Any]:
-        """Logits at each row's answer position ``(B, V)`` and, if asked, the state to continue from."""
+        """Logits at each row's answer position ``(B, V)`` and, if asked, the state to continue from.
+
+        The rows' prefix caches are copied once into one buffer with room for the suffixes (and, with
+        ``keep_cache``, ``reserve`` more tokens for continuations), which the forward passes fill in
+        place (``_buffer_layer``) instead of concatenating a new cache per layer and pass.
+        """
         import torch
         from transformers import DynamicCache
 
@@ -531,13 +539,15 @@ class RatingScorer:
         if p_max > 0:
             first = next(entries[k] for k in keys if k[1])
             n_layers, _, heads, _, dim = first.kv.shape
-            kv = torch.empty((n_layers, 2, bsz, heads, p_max, dim), dtype=first.kv.dtype, device=self.device)
+            width = p_max + s_max + (reserve if keep_cache else 0)
+            kv = torch.empty((n_layers, 2, bsz, heads, width, dim), dtype=first.kv.dtype, device=self.device)
             for i, k in enumerate(keys):
                 # Padding slots are masked, but must be finite: 0 x NaN would still poison the sum.
                 kv[:, :, i, :, : p_max - p_len[i]].zero_()
                 if k[1]:
-                    kv[:, :, i, :, p_max - p_len[i] :] = entries[k].kv
-            past = DynamicCache(ddp_cache_data=[(kv[layer, 0], kv[layer, 1]) for layer in range(n_layers)])
+                    kv[:, :, i, :, p_max - p_len[i] : p_max] = entries[k].kv
+            past = DynamicCache()
+            past.layers = [_buffer_layer(kv[layer, 0], kv[layer, 1], p_max) for layer in range(n_layers)]
         with self._adapters_active(names) as extra:
             out = self._forward(
                 input_ids=input_ids.to(self.device),
@@ -1047,6 +1057,47 @@ class _LoraRouter:
 def _tail(prompt: RatingPrompt | str) -> str:
     text = prompt if isinstance(prompt, str) else prompt.suffix
     return text[-32:]
+
+
+def _buffer_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """A ``DynamicLayer`` over a preallocated ``(B, H, width, D)`` buffer: ``update`` writes the new
+        keys and values in place after the ``filled`` slots (a view is returned) instead of
+        concatenating a fresh copy of the whole cache; past the buffer's end it concatenates."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+            super().__init__()
+            self._buf_k, self._buf_v, self._filled = keys, values, filled
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+            self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            end = self._filled + key_states.shape[-2]
+            if self._buf_k is None or end > self._buf_k.shape[-2]:
+                self._buf_k = self._buf_v = None  # from now on a plain DynamicLayer
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._buf_k[:, :, self._filled : end] = key_states
+            self._buf_v[:, :, self._filled : end] = value_states
+            self._filled = end
+            self.keys, self.values = self._buf_k[:, :, :end], self._buf_v[:, :, :end]
+            return self.keys, self.values
+
+    return BufferLayer
+
+
+def _buffer_layer(keys: torch.Tensor, values: torch.Tensor, filled: int) -> Any:
+    """A cache layer over a preallocated buffer (see ``_buffer_layer_class``); the class is built on
+    first use so that importing this module does not import transformers."""
+    global _BUFFER_LAYER
+    if _BUFFER_LAYER is None:
+        _BUFFER_LAYER = _buffer_layer_class()
+    return _BUFFER_LAYER(keys, values, filled)
+
+
+_BUFFER_LAYER: type | None = None
 
 
 def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
