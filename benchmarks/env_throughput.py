@@ -25,9 +25,9 @@ Agents:
   reuses), the configurations are timed **interleaved**, ``--lm-rounds`` rounds of ``--lm-steps``
   steps each: the machine is shared and its load drifts, so every configuration sees the same
   conditions; the mean over rounds is the headline and the best round is reported beside it. Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"``
-  (rating + leave/stay per step; the untrained default model leaves after one or two steps, so new
-  users' profile prefixes, about 500 tokens each for the rating and the exit prompt, are computed
-  again and again and dominate), and with ``exit="none"`` (sessions run to the horizon: the steady
+  (rating + leave/stay per step, the anchored exit calibration: sessions last about six steps, so
+  new users' profile prefixes, about 500 tokens each for the rating and the exit prompt, are
+  computed at every reset and weigh on the rate), and with ``exit="none"`` (sessions run to the horizon: the steady
   state of batched rating, where only the item suffixes are new work).
 
 FLOP floor (same definition as ``benchmarks/agent_throughput.py``, issue 4): the matmul rate measured
