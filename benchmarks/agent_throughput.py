@@ -374,10 +374,16 @@ def main(argv: list[str] | None = None) -> int:
             0 if float(scale.step).is_integer() else 2 * (int(scale.max) + 1)
         ),
     }
+    # Multi-token levels (half stars: "3" "." "5") make every rating also process the levels' tokens
+    # after the answer position; the issue's floor counts the suffix only, this one counts both.
+    cont = metrics["floor"]["answer_continuation_tokens_per_rating"]
+    floor_answer = rate * 1e9 / (2 * params * (s_tokens + cont))
+    metrics["floor"]["floor_with_answer_tokens_ratings_per_s"] = floor_answer
     ratio_a = {m: results[m]["ratings_per_s"] / results["a"]["ratings_per_s"] for m in results}
     metrics["modes"] = results
     metrics["ratio_to_a"] = ratio_a
     metrics["d_fraction_of_floor"] = results["d"]["ratings_per_s"] / floor
+    metrics["d_fraction_of_floor_with_answer_tokens"] = results["d"]["ratings_per_s"] / floor_answer
     metrics["cpu_time_estimates"] = {
         "note": "ratings per (process CPU seconds / threads): the wall rate without waiting for other processes",
         "ratio_to_a": {m: results[m]["ratings_per_cpu_s_per_thread"] / results["a"]["ratings_per_cpu_s_per_thread"]
@@ -406,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{labels[m]:52s} {r['ratings_per_s']:10.3f} {ratio_a[m]:8.1f} {r['ratings_per_s'] / floor:8.2f} "
               f"{r['ratings_per_cpu_s_per_thread']:14.3f} {r['peak_rss_mb']:12.0f}")
     print(f"{'FLOP floor (2 x params x suffix tokens / matmul rate)':52s} {floor:10.3f}")
+    if cont:
+        print(f"{'FLOP floor counting the levels tokens too':52s} {floor_answer:10.3f}")
     print(f"matmul {dtype_name}: {rate:.1f} GFLOP/s; params {params / 1e6:.1f} M; suffix {s_tokens:.0f} tokens/rating")
     for c in checks:
         print(f"check {c['name']}: {'PASS' if c['passed'] else 'FAIL'} {c}")
