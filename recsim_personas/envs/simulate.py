@@ -33,7 +33,7 @@ import dataclasses
 import difflib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,7 +277,12 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def _run_policy(
-    env: Any, policy: Any, schedule: np.ndarray, config: SimulationConfig, like_threshold: float
+    env: Any,
+    policy: Any,
+    schedule: np.ndarray,
+    config: SimulationConfig,
+    like_threshold: float,
+    on_steps: Callable[[int], Any] | None = None,
 ) -> dict[str, np.ndarray]:
     n = env.num_envs
     episodes = len(schedule)
@@ -300,6 +305,8 @@ def _run_policy(
             policy.update(obs, action, reward, next_obs, next_info)
             live = alive & next_info["_item_id"]
             steps += live
+            if on_steps is not None:
+                on_steps(int(live.sum()))
             r = next_info["rating"]
             got = live & next_info["rated"]
             rated += got
@@ -366,7 +373,11 @@ def run_simulation(
             params["n_candidates"] = config.oracle_candidates
         policy = make_policy(name, env, seed=config.seed, **params)
         start = time.perf_counter()
-        per_episode = _run_policy(env, policy, schedule, config, like_threshold)
+        # Steps of a language-model agent take a second or more: show them (sessions may end before
+        # the horizon, so the bar's total is an upper bound).
+        with tqdm(total=config.episodes * config.horizon, desc=f"simulate {name}", unit="step",
+                  disable=True if cheap_agent or not progress else None, leave=False) as bar:
+            per_episode = _run_policy(env, policy, schedule, config, like_threshold, on_steps=bar.update)
         sim_seconds = time.perf_counter() - start
         row: dict[str, Any] = {"policy": name}
         for metric in SIM_METRICS:
