@@ -127,3 +127,21 @@ def test_user_and_row_caps_reach_the_experiment(tmp_path: Path) -> None:
     assert (exp.max_users, exp.train_rows_per_user, exp.test_rows_per_user) == (7, 8, 2)
     with pytest.raises(ConfigError, match="max_users"):
         load_reproduce_config("cpu", overrides=[f"dataset.data_dir={tmp_path}", "training.max_users=many"])
+
+
+def test_report_summary_names_the_best_agent_and_the_yardstick() -> None:
+    from recsim_personas.cli.reproduce import _summary
+
+    rows = [
+        {"No.": 3, "Base": "SmolLM2", "Adapter": "-", "Memories": "M_s", "RMSE": "2.100", "Test rows": 8},
+        {"No.": 10, "Base": "SmolLM2", "Adapter": "persona", "Memories": "M_s + M_l", "RMSE": "1.010", "Test rows": 8},
+        {"No.": 0, "Base": "LLaMA-3", "Adapter": "-", "Memories": "M_s", "RMSE": "-", "Test rows": "-"},
+        {"No.": "-", "Base": "classic", "Adapter": "bias", "Memories": "-", "RMSE": "0.955", "Test rows": 8},
+        {"No.": "-", "Base": "classic", "Adapter": "global-mean", "Memories": "-", "RMSE": "0.991", "Test rows": 8},
+    ]
+    text = _summary(rows)
+    assert "row 10 (persona, M_s + M_l) with RMSE 1.010" in text
+    assert "does not beat the best classic predictor (bias, RMSE 0.955)" in text
+    rows[1]["RMSE"] = "0.900"
+    assert "it beats the best classic predictor" in _summary(rows)
+    assert _summary(rows[:3]) == ""
