@@ -615,3 +615,13 @@ def test_default_env_runs_offline_with_no_arguments():
     assert base.population.embedding_dim == 384
     check_env(base)
     assert base.population.item_titles[base.item_index(1)] == "Toy Story (1995)"
+
+
+def test_exit_calibration_options_are_checked_and_round_trip():
+    cfg = PersonaRecConfig(exit_calibration="raw", exit_hazard=[0.3, 0.2, 0.1])
+    assert cfg.exit_hazard == (0.3, 0.2, 0.1)
+    assert PersonaRecConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=re.escape("exit_hazard must be three probabilities")):
+        PersonaRecConfig(exit_hazard=(0.2, 0.3))
+    with pytest.raises(ConfigError, match=re.escape("Did you mean 'anchored'?")):
+        PersonaRecConfig(exit_calibration="anchor")
