@@ -169,7 +169,7 @@ class LMUserAgent:
                 f"high), got {tuple(exit_hazard)!r}"
             )
         self.exit_hazard = hazard
-        self._exit_anchor: dict[tuple[int, str | None], float] = {}
+        self._exit_anchor: dict[tuple[int, str | None], float] = {}  # (user, adapter) -> logit shift
         self.last_texts: list[str] = []
         self._calls = 0
         self._items: dict[int, Any] = {}
@@ -301,13 +301,13 @@ class LMUserAgent:
         anchor_prompts = self.exit_prompts([u for u, _ in todo], [[] for _ in todo])
         names = adapters + [a for _, a in todo]
         raw = self._raw_leave(prompts + anchor_prompts, names if self.exit_with_adapter else None)
-        for key, z0 in zip(todo, _logit(raw[len(users):]), strict=True):
-            self._exit_anchor[key] = float(z0)
-        p_now = raw[: len(users)]
-        hazard = np.array([self.exit_hazard[self._activity_level(u)] for u in users])
-        anchor = np.array([self._exit_anchor[k] for k in keys])
-        z = _logit(hazard) + _logit(p_now) - anchor
-        return 1.0 / (1.0 + np.exp(-z))
+        if todo:
+            hazard = np.array([self.exit_hazard[self._activity_level(u)] for u, _ in todo])
+            # Cached per (user, adapter): logit h[activity] - logit P_LM(leave | empty session).
+            for key, shift in zip(todo, _logit(hazard) - _logit(raw[len(users):]), strict=True):
+                self._exit_anchor[key] = float(shift)
+        shift = np.array([self._exit_anchor[k] for k in keys])
+        return 1.0 / (1.0 + np.exp(-(_logit(raw[: len(users)]) + shift)))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import re
@@ -1059,6 +1060,7 @@ def _tail(prompt: RatingPrompt | str) -> str:
     return text[-32:]
 
 
+@functools.cache
 def _buffer_layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
@@ -1089,15 +1091,9 @@ def _buffer_layer_class() -> type:
 
 
 def _buffer_layer(keys: torch.Tensor, values: torch.Tensor, filled: int) -> Any:
-    """A cache layer over a preallocated buffer (see ``_buffer_layer_class``); the class is built on
-    first use so that importing this module does not import transformers."""
-    global _BUFFER_LAYER
-    if _BUFFER_LAYER is None:
-        _BUFFER_LAYER = _buffer_layer_class()
-    return _BUFFER_LAYER(keys, values, filled)
-
-
-_BUFFER_LAYER: type | None = None
+    """A cache layer over a preallocated buffer (``_buffer_layer_class``, built on first use so that
+    importing this module does not import transformers)."""
+    return _buffer_layer_class()(keys, values, filled)
 
 
 def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD
 from recsim_personas.envs.exits import ExitRuleConfig
 from recsim_personas.errors import ConfigError, unknown_keys
 
@@ -106,7 +107,7 @@ class PersonaRecConfig:
         ),
     )
     exit_hazard: tuple[float, float, float] = field(
-        default=(0.25, 0.15, 0.10),
+        default=DEFAULT_EXIT_HAZARD,
         metadata=_help("LM agent, anchored exit: per-step leave probability for activity low, mid, high."),
     )
     choice_temperature: float = field(
