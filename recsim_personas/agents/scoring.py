@@ -581,10 +581,22 @@ class RatingScorer:
             # order by suffix length so that a batch pads its suffixes as little as possible.
             order = sorted(range(n), key=lambda i: (len(rows[i][2]), len(rows[i][1]), rows[i][0]))
         for start in range(0, n, self.max_batch):
-            idx = np.asarray(order[start : start + self.max_batch])
+            chunk = order[start : start + self.max_batch]
+            # Within a batch the order does not change its padding: rows of one adapter made
+            # contiguous let the LoRA router use one plain matmul per adapter (no weight gathers).
+            idx = np.asarray(sorted(chunk, key=lambda i: names[i]))
             yield idx, [rows[i] for i in idx], [names[i] for i in idx]
 
     # ------------------------------------------------------------------ levels
+    def continuation_tokens(self, prompt: RatingPrompt | str) -> int:
+        """Tokens :meth:`score` processes after the answer position of ``prompt``.
+
+        0 when every level is one token; for half stars with SmolLM2 ("3" "." "5") 11: the digits
+        and the "." after each digit that starts a longer level, scored in one tree-masked pass.
+        """
+        seqs, _ = self._level_tokens(_tail(prompt))
+        return sum(len(r) for r in _continuation_rows(seqs))
+
     def _level_tokens(self, tail: str) -> tuple[list[list[int]], list[int]]:
         """Token sequences of the levels after a prompt ending in ``tail``, and the first tokens."""
         cached = self._level_cache.get(tail)
@@ -645,12 +657,7 @@ class RatingScorer:
 
     def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> torch.Tensor:
         """Sum over each level's tokens after the first of log p(token | prompt, earlier tokens)."""
-        # Maximal proper prefixes (each level without its last token), deduplicated.
-        stems = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1}, key=lambda t: (-len(t), t))
-        rows: list[tuple[int, ...]] = []
-        for stem in stems:
-            if not any(len(r) >= len(stem) and r[: len(stem)] == stem for r in rows):
-                rows.append(stem)
+        rows = _continuation_rows(seqs)
         impl = getattr(self._config(), "_attn_implementation", None)
         if impl in ("sdpa", "eager"):
             return self._continuation_tree(state, seqs, rows, names, impl)
@@ -1053,6 +1060,17 @@ class _LoraRouter:
             return result
 
         return forward
+
+
+def _continuation_rows(seqs: list[list[int]]) -> list[tuple[int, ...]]:
+    """The token rows fed after the answer position: the maximal proper prefixes of the levels
+    (each level without its last token), deduplicated; empty when every level is one token."""
+    stems = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1}, key=lambda t: (-len(t), t))
+    rows: list[tuple[int, ...]] = []
+    for stem in stems:
+        if not any(len(r) >= len(stem) and r[: len(stem)] == stem for r in rows):
+            rows.append(stem)
+    return rows
 
 
 def _tail(prompt: RatingPrompt | str) -> str:

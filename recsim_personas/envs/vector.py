@@ -8,9 +8,10 @@ language-model agent answers them in one forward pass, mixing persona adapters i
 keeping each user's profile prefix cache), and one ``leave_probability`` call.
 
 With a language-model agent the environment also makes the agent's prefix cache large enough to
-keep every session's profile prefixes (rating and exit prompts) for the whole episode
-(:func:`reserve_prefix_cache`); otherwise the LRU would evict live sessions at ``N = 32`` and
-recompute their ~550-token prefixes at every step.
+keep every session's profile prefixes (rating and exit prompts) for the whole episode, and every
+user's when the population fits in a quarter of the device's memory
+(:func:`~recsim_personas.envs.prefix_cache.reserve_prefix_cache`); otherwise the LRU would evict
+live sessions at ``N = 32`` and recompute their ~550-token prefixes at every step.
 
 Semantics match :class:`~recsim_personas.envs.persona_rec.PersonaRecEnv` exactly: sub-environment
 ``i`` owns a random generator seeded with ``seed + i`` (or ``seed[i]``), drawn in the same order as
@@ -53,51 +54,12 @@ from recsim_personas.envs.persona_rec import (
     parse_actions,
 )
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
+from recsim_personas.envs.prefix_cache import reserve_prefix_cache
 from recsim_personas.errors import EnvError
 
 __all__ = ["PersonaRecVectorEnv", "reserve_prefix_cache"]
 
 logger = logging.getLogger(__name__)
-
-#: Prefix length assumed per prompt when sizing an LM agent's cache (the paper prompt's profile
-#: prefix is about 550 tokens with SmolLM2's tokenizer).
-_PREFIX_TOKENS = 640
-
-
-def reserve_prefix_cache(agent: Any, n_sessions: int, prefix_tokens: int = _PREFIX_TOKENS) -> int | None:
-    """Make an LM agent's prefix cache hold every session's prefixes for the whole episode.
-
-    Each session has up to two cached prefixes (the rating prompt's, with the user's adapter, and
-    the exit prompt's). If the agent's scorer keeps fewer bytes or entries than ``n_sessions`` need,
-    its least-recently-used eviction would drop a live session's prefix at every step and recompute
-    it (about 10x the per-step work for the paper prompt). The limits are raised, never lowered.
-
-    Returns:
-        The scorer's new byte limit, or None for agents without a prefix cache (the bias agent).
-    """
-    scorer = getattr(agent, "scorer", None)
-    model = getattr(scorer, "model", None)
-    if scorer is None or model is None or not hasattr(scorer, "cache_bytes"):
-        return None
-    config = model.config
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config(decoder=True)
-    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-    heads = int(getattr(config, "num_attention_heads", 0) or 0)
-    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(config, "head_dim", None) or (config.hidden_size // max(heads, 1)))
-    element = next(model.parameters()).element_size()
-    per_token = 2 * layers * kv_heads * head_dim * element
-    need = int(2 * n_sessions * prefix_tokens * per_token * 1.25)
-    if need > scorer.cache_bytes:
-        logger.info(
-            "raising the LM prefix cache from %.2f to %.2f GB for %d sessions",
-            scorer.cache_bytes / 1e9, need / 1e9, n_sessions,
-        )
-        scorer.cache_bytes = need
-    scorer.cache_entries = max(int(scorer.cache_entries), 4 * n_sessions)
-    return int(scorer.cache_bytes)
-
 
 class PersonaRecVectorEnv(VectorEnv):
     """``num_envs`` sessions of ``PersonaRec-v0`` stepped together (module docstring).
@@ -155,7 +117,7 @@ class PersonaRecVectorEnv(VectorEnv):
         self.agent = agent if agent is not None else build_agent(cfg, self.population)
         check_agent(self.agent, self.population)
         check_scale_options(cfg, self.population)
-        reserve_prefix_cache(self.agent, self.num_envs)
+        reserve_prefix_cache(self.agent, self.num_envs, n_users=self.population.n_users)
         self.single_action_space, self.single_observation_space = make_spaces(cfg, self.population)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
