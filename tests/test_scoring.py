@@ -349,3 +349,43 @@ def test_bad_settings_and_empty_input(tiny_lm):
     assert empty.probs.shape == (0, 5)
     with pytest.raises(ConfigError, match="adapter_names has 2 entries for 1 prompts"):
         scorer.score(_prompts(tok, users=1, items=1), [None, None])
+
+
+def test_continuation_tokens_are_the_tokens_scored_after_the_answer(tiny_lm):
+    model, tok = tiny_lm
+    prompt = _prompts(tok, HALF, users=1, items=1)[0]
+    scorer = RatingScorer(model, tok, HALF)
+    widths = []
+    forward = scorer._forward
+    scorer._forward = lambda **kw: (widths.append(kw["input_ids"].shape[1]), forward(**kw))[1]
+    scorer.score([prompt])
+    n = scorer.continuation_tokens(prompt)
+    # Levels "0.5" ... "5.0": each digit and the "." after it (two tokens for each of 0-5).
+    assert n == widths[-1] == 12
+    assert RatingScorer(model, tok, STARS).continuation_tokens(_prompts(tok, STARS, users=1, items=1)[0]) == 0
+
+
+def test_each_batch_keeps_an_adapters_rows_contiguous(tiny_lm, monkeypatch):
+    """Rows are batched by suffix length, then grouped by adapter inside each batch, so the LoRA
+    router applies one plain matmul per adapter instead of gathering weights per row (bmm)."""
+    model, tok = tiny_lm
+    peft_model = _two_adapter_model(model)
+    prompts = _prompts(tok, users=3, items=4)
+    names = ["persona_0", "persona_1", None, "persona_1"] * 3
+    scorer = RatingScorer(peft_model, tok, STARS, max_batch=5)
+    lengths = [len(r[2]) for r in scorer._rows(prompts)]
+    by_length = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    seen = []
+    for idx, _, batch_names in scorer._batches(prompts, names):
+        runs = [n for j, n in enumerate(batch_names) if j == 0 or n != batch_names[j - 1]]
+        assert len(runs) == len(set(batch_names)), batch_names
+        seen.append(max(lengths[i] for i in idx))
+    # The padding is that of length-sorted batches.
+    assert seen == [max(lengths[i] for i in by_length[s : s + 5]) for s in range(0, len(prompts), 5)]
+    bmm_calls = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: (bmm_calls.append(1), real_bmm(*a, **k))[1])
+    got = scorer.score(prompts, names)
+    assert bmm_calls == []
+    ref = RatingScorer(peft_model, tok, STARS, fast_lora=False).score(prompts, names)
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)

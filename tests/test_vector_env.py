@@ -261,6 +261,33 @@ def test_prefix_cache_is_sized_for_every_session(agent):
     assert reserve_prefix_cache(agent, 32) is None  # the bias agent has no cache
 
 
+def test_prefix_cache_holds_the_population_when_it_fits(monkeypatch):
+    from types import SimpleNamespace
+
+    import recsim_personas.envs.prefix_cache as pc
+
+    class Param:
+        def element_size(self):
+            return 4
+
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                             hidden_size=576, head_dim=64)
+    model = SimpleNamespace(config=config, parameters=lambda: iter([Param()]))
+    per_user = 2 * int(640 * 46_080 * 1.25)  # rating and exit prefixes
+    scorer = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    lm_like = SimpleNamespace(scorer=scorer)
+    monkeypatch.setattr(pc, "device_memory_bytes", lambda device: 24 * 2**30)
+    assert reserve_prefix_cache(lm_like, 8, n_users=115) == 115 * per_user  # 8.5 GB < 12 GiB
+    assert scorer.cache_entries == 4 * 115
+    # Too large for half of the memory: only the live sessions are guaranteed.
+    small = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    assert reserve_prefix_cache(SimpleNamespace(scorer=small), 32, n_users=6040) == 32 * per_user
+    assert small.cache_entries == 256
+    unknown = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    monkeypatch.setattr(pc, "device_memory_bytes", lambda device: None)
+    assert reserve_prefix_cache(SimpleNamespace(scorer=unknown), 32, n_users=115) == 32 * per_user
+
+
 def test_render_returns_one_text_per_session(population, agent):
     envs = PersonaRecVectorEnv(2, population=population, agent=agent, render_mode="ansi")
     envs.reset(seed=0)

@@ -591,8 +591,8 @@ class RatingScorer:
     def continuation_tokens(self, prompt: RatingPrompt | str) -> int:
         """Tokens :meth:`score` processes after the answer position of ``prompt``.
 
-        0 when every level is one token; for half stars with SmolLM2 ("3" "." "5") 11: the digits
-        and the "." after each digit that starts a longer level, scored in one tree-masked pass.
+        0 when every level is one token; for half stars written "0.5" ... "5.0" with SmolLM2 12:
+        each digit and the "." after it, scored in one tree-masked pass.
         """
         seqs, _ = self._level_tokens(_tail(prompt))
         return sum(len(r) for r in _continuation_rows(seqs))

@@ -9,7 +9,7 @@ keeping each user's profile prefix cache), and one ``leave_probability`` call.
 
 With a language-model agent the environment also makes the agent's prefix cache large enough to
 keep every session's profile prefixes (rating and exit prompts) for the whole episode, and every
-user's when the population fits in a quarter of the device's memory
+user's when the population fits in half of the device's memory
 (:func:`~recsim_personas.envs.prefix_cache.reserve_prefix_cache`); otherwise the LRU would evict
 live sessions at ``N = 32`` and recompute their ~550-token prefixes at every step.
 
