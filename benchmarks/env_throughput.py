@@ -24,18 +24,32 @@ Agents:
   configuration (it fills each session's profile prefix caches, which the rest of a session
   reuses), the configurations are timed **interleaved**, ``--lm-rounds`` rounds of ``--lm-steps``
   steps each: the machine is shared and its load drifts, so every configuration sees the same
-  conditions; the mean over rounds is the headline and the best round is reported beside it. Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"``
-  (rating + leave/stay per step, the anchored exit calibration: sessions last about six steps, so
-  new users' profile prefixes, about 500 tokens each for the rating and the exit prompt, are
-  computed at every reset and weigh on the rate), and with ``exit="none"`` (sessions run to the horizon: the steady
-  state of batched rating, where only the item suffixes are new work).
+  conditions; the mean over rounds is the headline and the best round is reported beside it.
+  Measured twice (``--lm-exit agent,none``): with the default ``exit="agent"`` (rating +
+  leave/stay per step, the anchored exit calibration: sessions last about six steps, so a user's
+  profile prefixes, about 500 tokens each for the rating and the exit prompt, are computed when a
+  session starts for a user not yet cached and weigh on the rate; the environments size the prefix
+  cache to hold all 115 users when that fits in half of the machine's memory, so a returning user
+  costs no prefix pass; by default every user's prefixes are computed before timing
+  (``LMUserAgent.warm_cache``, the env option ``warm_cache=True``; its time is reported), so the
+  rates are a long run's steady state; ``--cold`` times from an empty cache instead;
+  ``prefix_passes_per_step`` reports how many were computed while timing), and with
+  ``exit="none"`` (sessions run to the horizon: the steady state of batched rating, where only the
+  item suffixes are new work).
 
 FLOP floor (same definition as ``benchmarks/agent_throughput.py``, issue 4): the matmul rate measured
-in this process in the model's dtype, and ``2 x non-embedding parameters x unshared tokens`` per
+in this process in the model's dtype (at the start of every round, the mean of the rounds: this
+virtual machine's speed drifts with its neighbours' load), and ``2 x non-embedding parameters x unshared tokens`` per
 answer (+ the output head once per answer), where the unshared tokens are the suffixes of the
 prompts the agent actually built during the run (the rating prompt's item text and the exit prompt's
 session lines; each user's profile prefix is cached). One env step = one rating + one leave/stay
-answer. Targets (issue 5): vector env at N = 32 within 2x of the floor and >= 3x the single env's
+answer. Beside it, the **all-FLOPs floor** adds the work the first one leaves out but no
+implementation can skip: the tokens scored after the answer position (half-star levels: each digit
+and the "." after it, :meth:`RatingScorer.continuation_tokens`) and attention over each token's
+context (``4 x layers x heads x head_dim x context``). The single env's share of the floor bounds
+what any batching can gain on this machine: the vector env cannot beat the floor, so its gain over
+the single env is at most ``floor / single`` (reported as ``max_possible_gain_over_single``).
+Targets (issue 5): vector env at N = 32 within 2x of the floor and >= 3x the single env's
 steps/s; cheap agent >= 10,000 steps/s in the vector env. On a GPU the batching gain should be far
 larger; this benchmark only claims what it measured on this machine.
 
@@ -102,7 +116,10 @@ def _timed(runner: Any, *, seconds: float | None = None, steps: int | None = Non
             return done, elapsed
 
 
-def _interleaved(runners: dict[str, Any], calls: dict[str, int], rounds: int) -> dict[str, dict[str, float]]:
+def _interleaved(
+    runners: dict[str, Any], calls: dict[str, int], rounds: int, rates: list[float] | None = None,
+    rate_fn: Any = None,
+) -> dict[str, dict[str, float]]:
     """Round-robin timing: each round steps every runner ``calls[name]`` times.
 
     The machine is shared, so load comes and goes; interleaving exposes every configuration to the
@@ -110,6 +127,9 @@ def _interleaved(runners: dict[str, Any], calls: dict[str, int], rounds: int) ->
     """
     per_round: dict[str, list[tuple[int, float]]] = {name: [] for name in runners}
     for r in range(rounds):
+        if rate_fn is not None and rates is not None:
+            # The matmul rate of this machine drifts with its neighbours' load: measured every round.
+            rates.append(rate_fn())
         for name, runner in runners.items():
             per_round[name].append(_timed(runner, steps=calls[name]))
             steps, secs = per_round[name][-1]
@@ -184,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm-rounds", type=int, default=3, help="LM agent: interleaved rounds (default 3)")
     parser.add_argument("--lm-exit", default="agent,none", metavar="MODES",
                         help="LM agent: env exit modes to measure (default: agent,none)")
+    parser.add_argument("--cold", action="store_true",
+                        help="LM agent: do not warm every user's prefix caches before timing (default: warm, "
+                             "the steady state of a long run; the warm-up time is reported)")
     parser.add_argument("--run-dir", default=None, help="trained run folder (default: embedded population)")
     parser.add_argument("--dtype", default="auto", help="LM dtype (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -260,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             # The runners share one agent: its prefix cache must hold all their sessions at once.
             agent.scorer.clear_cache()
             reserve_prefix_cache(agent, 1 + sum(sizes), n_users=population.n_users)
+            warm_seconds = None
+            if not args.cold:
+                t_warm = time.perf_counter()
+                agent.warm_cache(population.user_ids, exits=exit_mode == "agent")
+                warm_seconds = time.perf_counter() - t_warm
+                print(f"{tag}: warmed all {population.n_users} users in {warm_seconds:.0f}s", flush=True)
             runners: dict[str, Any] = {
                 "single": _SingleRunner(PersonaRecEnv(population=population, agent=agent, exit=exit_mode),
                                         actions[:, 0])
@@ -271,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 calls[f"vector_{n}"] = steps
             before = agent.scorer.cache_info()
-            res_mode: dict[str, Any] = _interleaved(runners, calls, args.lm_rounds)
+            round_rates: list[float] = []
+            res_mode: dict[str, Any] = _interleaved(
+                runners, calls, args.lm_rounds, round_rates, lambda: matmul_rate(dtype, seconds=1.0)
+            )
+            rate = float(np.mean(round_rates))  # the floor uses the rate measured during the rounds
             after = agent.scorer.cache_info()
             timed_steps = sum(r["steps"] for r in res_mode.values())
             big_name = f"vector_{max(sizes)}"
@@ -303,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             big = res_mode[big_name]["steps_per_second"]
             single_sps = single["steps_per_second"]
             res_mode.update(
+                matmul_flops_per_second_rounds=round_rates,
+                warm_cache=not args.cold,
+                warm_seconds=warm_seconds,
                 prefix_passes_per_step=(after["misses"] - before["misses"]) / max(timed_steps, 1),
                 full_floor_flops_per_step=full,
                 full_floor_steps_per_second=full_sps,
@@ -346,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics[name] = old[name]
     env_info = environment_info()
     doc = {
-        "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps,
+        "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps, "cold": args.cold,
                    "lm_exit": args.lm_exit, "lm_rounds": args.lm_rounds,
                    "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
                    "command": command},

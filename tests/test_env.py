@@ -585,6 +585,26 @@ def test_lm_agent_rollouts_are_seeded(lm_population, smollm2_tokenizer):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_warm_cache_option_computes_every_users_prefixes_up_front(lm_population, smollm2_tokenizer, vector):
+    from recsim_personas.envs.vector import PersonaRecVectorEnv
+
+    agent = tiny_lm_agent(smollm2_tokenizer, lm_population)
+    kind = (lambda **kw: PersonaRecVectorEnv(2, **kw)) if vector else (lambda **kw: PersonaRecEnv(**kw))
+    env = kind(population=lm_population, agent=agent, warm_cache=True)
+    n = lm_population.n_users
+    assert agent.scorer.cache_info()["misses"] == 2 * n  # rating and exit prefix of every user
+    env.reset(seed=0)
+    env.step(np.zeros(2, dtype=np.int64) if vector else 0)
+    assert agent.scorer.cache_info()["misses"] == 2 * n  # the steps computed none
+    cold = tiny_lm_agent(smollm2_tokenizer, lm_population)
+    kind(population=lm_population, agent=cold, exit="rule", warm_cache=True)
+    assert cold.scorer.cache_info()["misses"] == n  # no exit prompts without exit="agent"
+    with pytest.raises(ConfigError, match="warm_cache must be True or False"):
+        PersonaRecConfig(warm_cache="yes")
+
+
+@pytest.mark.integration
 def test_make_with_a_trained_run_folder_builds_the_lm_agent(tmp_path, smollm2_tokenizer):
     """run_dir + agent='auto' loads the base model and every persona adapter by name."""
     from conftest import build_tiny_llama

@@ -224,3 +224,27 @@ def test_agent_on_a_real_run_folder(tiny_lm, tmp_path):
     assert "MY MEMORY: I rated movie" in agent.prompts(rows["user_id"].tolist()[:1], rows["item_id"].tolist()[:1])[0].suffix
     p = agent.leave_probability(rows["user_id"].tolist()[:2], [[SessionEvent(int(rows["item_id"].iat[0]), 4.0)], []])
     assert p.shape == (2,)
+
+
+def test_warm_cache_computes_each_prefix_once_and_answers_do_not_change(tiny_lm):
+    model, tok = tiny_lm
+
+    class Catalog(FakeCatalog):
+        item_ids = np.array([10, 11])
+
+    hazard = (0.3, 0.2, 0.05)
+    scorer = RatingScorer(model, tok, STARS)
+    agent = LMUserAgent(scorer, LeveledStore(), Catalog(), exit_hazard=hazard)
+    assert agent.warm_cache([1, 2, 3], progress=False) == 6  # a rating and an exit prefix per user
+    assert agent.warm_cache([1, 2, 3], progress=False) == 0  # all cached
+    misses = scorer.cache_info()["misses"]
+    sessions = [[SessionEvent(4, 5.0)], [], [SessionEvent(7, 1.0)]]
+    rated = agent.rate([1, 2, 3], [10, 12, 13])
+    leave = agent.leave_probability([1, 2, 3], sessions)
+    np.testing.assert_allclose(agent.leave_probability([1, 2, 3], [[], [], []]), [0.3, 0.05, 0.2], atol=1e-9)
+    assert scorer.cache_info()["misses"] == misses  # steps computed no prefix and no anchor
+    cold = LMUserAgent(RatingScorer(model, tok, STARS), LeveledStore(), Catalog(), exit_hazard=hazard)
+    np.testing.assert_allclose(cold.rate([1, 2, 3], [10, 12, 13]).probs, rated.probs, atol=1e-5)
+    np.testing.assert_allclose(cold.leave_probability([1, 2, 3], sessions), leave, atol=1e-5)
+    only_rating = LMUserAgent(RatingScorer(model, tok, STARS), LeveledStore(), Catalog())
+    assert only_rating.warm_cache([1, 2, 3], exits=False, progress=False) == 3

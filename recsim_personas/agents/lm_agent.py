@@ -301,13 +301,62 @@ class LMUserAgent:
         anchor_prompts = self.exit_prompts([u for u, _ in todo], [[] for _ in todo])
         names = adapters + [a for _, a in todo]
         raw = self._raw_leave(prompts + anchor_prompts, names if self.exit_with_adapter else None)
-        if todo:
-            hazard = np.array([self.exit_hazard[self._activity_level(u)] for u, _ in todo])
-            # Cached per (user, adapter): logit h[activity] - logit P_LM(leave | empty session).
-            for key, shift in zip(todo, _logit(hazard) - _logit(raw[len(users):]), strict=True):
-                self._exit_anchor[key] = float(shift)
+        self._store_anchors(todo, raw[len(users) :])
         shift = np.array([self._exit_anchor[k] for k in keys])
         return 1.0 / (1.0 + np.exp(-(_logit(raw[: len(users)]) + shift)))
+
+    def _store_anchors(self, keys: Sequence[tuple[int, str | None]], raw_empty: np.ndarray) -> None:
+        """Cache per (user, adapter): logit h[activity] - logit P_LM(leave | empty session)."""
+        if not len(keys):
+            return
+        hazard = np.array([self.exit_hazard[self._activity_level(u)] for u, _ in keys])
+        for key, shift in zip(keys, _logit(hazard) - _logit(raw_empty), strict=True):
+            self._exit_anchor[key] = float(shift)
+
+    def warm_cache(
+        self, user_ids: Sequence[int], *, exits: bool = True, batch: int = 16, progress: bool = True
+    ) -> int:
+        """Compute the users' profile-prefix caches up front (and, with ``exits``, their exit prompts'
+        prefixes and anchors), so that later steps of any session pay only for the item and
+        session tokens.
+
+        Without this each prefix is computed the first time a user is asked (a session start costs
+        about 1,100 prompt tokens with the paper prompt); an RL run that steps the same users again
+        and again can pay it once, here, with a progress bar. The scorer's cache must hold the
+        users (``recsim_personas.envs.prefix_cache.reserve_prefix_cache`` sizes it).
+
+        Returns:
+            Prefixes computed (cached ones are skipped).
+        """
+        from tqdm.auto import tqdm
+
+        users = [int(u) for u in user_ids]
+        if not users:
+            return 0
+        item = int(self.catalog.item_ids[0]) if hasattr(self.catalog, "item_ids") else None
+        computed = 0
+        bar = tqdm(total=len(users), desc="warming LM prefix caches", unit="user", disable=not progress)
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
+            if item is not None:  # the prefix depends on the user only: any item will do
+                prompts = self.prompts(chunk, [item] * len(chunk))
+                computed += self.scorer.warm(prompts, self.adapters(chunk))
+            if exits:
+                adapters = self.adapters(chunk) if self.exit_with_adapter else [None] * len(chunk)
+                empty = self.exit_prompts(chunk, [[] for _ in chunk])
+                keys = zip(chunk, adapters, strict=True)
+                todo = [i for i, key in enumerate(keys) if key not in self._exit_anchor]
+                if self.exit_calibration == "anchored" and todo:
+                    # The anchor is the answer on the empty session: scoring it caches the prefix too.
+                    before = self.scorer.stats["prefix_misses"]
+                    names = [adapters[i] for i in todo] if self.exit_with_adapter else None
+                    raw = self._raw_leave([empty[i] for i in todo], names)
+                    self._store_anchors([(chunk[i], adapters[i]) for i in todo], raw)
+                    computed += self.scorer.stats["prefix_misses"] - before
+                computed += self.scorer.warm(empty, adapters)  # the rest (cached ones cost nothing)
+            bar.update(len(chunk))
+        bar.close()
+        return computed
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

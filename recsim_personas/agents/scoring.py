@@ -490,6 +490,24 @@ class RatingScorer:
                 self.stats["prefix_misses"] += 1
         return found
 
+    def warm(
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: Sequence[str | None] | str | None = None
+    ) -> int:
+        """Compute and cache the prefixes of ``prompts`` (with their adapters) without scoring them.
+
+        Returns:
+            How many prefixes were computed (those already cached cost nothing). The cache keeps at
+            most ``cache_entries`` / ``cache_bytes``: warm no more prefixes than it holds.
+        """
+        import torch
+
+        names = self._normalise_adapters(adapter_names, len(prompts))
+        ids = {(a, r[0]): r[1] for a, r in zip(names, self._rows(prompts), strict=True) if r[0]}
+        before = self.stats["prefix_misses"]
+        with torch.inference_mode():
+            self._ensure_prefixes(list(ids), ids)
+        return self.stats["prefix_misses"] - before
+
     # ------------------------------------------------------------------ core pass
     def _run_batch(
         self,

@@ -159,6 +159,15 @@ class PersonaRecConfig:
     )
     device: str = field(default="auto", metadata=_help("LM agent device: auto, cpu or cuda."))
     dtype: str = field(default="auto", metadata=_help("LM agent dtype: auto, float32, bfloat16."))
+    warm_cache: bool = field(
+        default=False,
+        metadata=_help(
+            "LM agent: compute every user's profile-prefix caches (and exit anchors) when the "
+            "environment is created, so that steps pay only for item and session tokens (about "
+            "1,100 prompt tokens per user up front: minutes for the default 115 users on a CPU). "
+            "False: each user's are computed at their first session."
+        ),
+    )
     noise_std: float | None = field(
         default=None,
         metadata=_help(
@@ -197,6 +206,8 @@ class PersonaRecConfig:
             errors.append(f"exit_hazard must be three probabilities in (0, 1) (activity low, mid, high), got {hazard!r}")
         else:
             object.__setattr__(self, "exit_hazard", tuple(float(h) for h in hazard))
+        if not isinstance(self.warm_cache, bool):
+            errors.append(f"warm_cache must be True or False, got {self.warm_cache!r}")
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):
             errors.append(f"choice_temperature must be > 0, got {self.choice_temperature!r}")
         if self.noise_std is not None and not (

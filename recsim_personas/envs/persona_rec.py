@@ -19,7 +19,7 @@ from recsim_personas.agents.protocol import SessionEvent, UserAgent
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.exits import PatienceExitRule
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
-from recsim_personas.envs.prefix_cache import reserve_prefix_cache
+from recsim_personas.envs.prefix_cache import prepare_prefix_cache
 from recsim_personas.errors import ConfigError, EnvError
 
 __all__ = ["PersonaRecEnv", "SessionEngine", "check_agent", "parse_actions"]
@@ -573,7 +573,9 @@ class PersonaRecEnv(gym.Env):
         self.population = population if population is not None else load_population(cfg)
         self.agent = agent if agent is not None else build_agent(cfg, self.population)
         check_agent(self.agent, self.population)
-        reserve_prefix_cache(self.agent, 1, n_users=self.population.n_users)
+        prepare_prefix_cache(
+            self.agent, 1, self.population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent"
+        )
         check_scale_options(cfg, self.population)
         self.action_space, self.observation_space = make_spaces(cfg, self.population)
         self._engine = SessionEngine(1, self.population, self.agent, cfg)

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any
 
-__all__ = ["device_memory_bytes", "prefix_bytes_per_token", "reserve_prefix_cache"]
+__all__ = ["device_memory_bytes", "prefix_bytes_per_token", "prepare_prefix_cache", "reserve_prefix_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,12 @@ def reserve_prefix_cache(
         scorer.cache_bytes = need
     scorer.cache_entries = max(int(scorer.cache_entries), 2 * entries)
     return int(scorer.cache_bytes)
+
+
+def prepare_prefix_cache(agent: Any, n_sessions: int, user_ids: Any, *, warm: bool, exits: bool) -> None:
+    """What an environment does with its agent's cache: size it (:func:`reserve_prefix_cache`) and,
+    with ``warm``, compute every user's prefixes now (``LMUserAgent.warm_cache``; ``exits``: the
+    exit prompts' too)."""
+    reserve_prefix_cache(agent, n_sessions, n_users=len(user_ids))
+    if warm and hasattr(agent, "warm_cache"):
+        agent.warm_cache(user_ids, exits=exits)

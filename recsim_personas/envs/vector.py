@@ -54,7 +54,7 @@ from recsim_personas.envs.persona_rec import (
     parse_actions,
 )
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
-from recsim_personas.envs.prefix_cache import reserve_prefix_cache
+from recsim_personas.envs.prefix_cache import prepare_prefix_cache, reserve_prefix_cache
 from recsim_personas.errors import EnvError
 
 __all__ = ["PersonaRecVectorEnv", "reserve_prefix_cache"]
@@ -117,7 +117,9 @@ class PersonaRecVectorEnv(VectorEnv):
         self.agent = agent if agent is not None else build_agent(cfg, self.population)
         check_agent(self.agent, self.population)
         check_scale_options(cfg, self.population)
-        reserve_prefix_cache(self.agent, self.num_envs, n_users=self.population.n_users)
+        prepare_prefix_cache(
+            self.agent, self.num_envs, self.population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent"
+        )
         self.single_action_space, self.single_observation_space = make_spaces(cfg, self.population)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
