@@ -34,7 +34,6 @@ Reset options: ``{"user_id": id or a sequence of N ids (None entries = sample)}`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -59,7 +58,6 @@ from recsim_personas.errors import EnvError
 
 __all__ = ["PersonaRecVectorEnv", "reserve_prefix_cache"]
 
-logger = logging.getLogger(__name__)
 
 class PersonaRecVectorEnv(VectorEnv):
     """``num_envs`` sessions of ``PersonaRec-v0`` stepped together (module docstring).
