@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -240,18 +241,22 @@ def test_batched_action_and_option_errors(population, agent):
         PersonaRecVectorEnv(2, population=population, agent=agent, autoreset_mode="later")
 
 
-def test_prefix_cache_is_sized_for_every_session(agent):
-    from types import SimpleNamespace
+def _smollm2_like_scorer() -> SimpleNamespace:
+    """A stand-in scorer over SmolLM2-135M's shape (30 layers, 9 heads of 64, 3 key/value heads ->
+    46,080 bytes per cached token in float32) with the default 1 GiB / 256-entry cache."""
 
     class Param:
         def element_size(self):
             return 4
 
-    # SmolLM2-135M's shape: 30 layers, 9 heads of 64, 3 key/value heads -> 46,080 bytes per token
     config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                              hidden_size=576, head_dim=64)
     model = SimpleNamespace(config=config, parameters=lambda: iter([Param()]))
-    scorer = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256)
+    return SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+
+
+def test_prefix_cache_is_sized_for_every_session(agent):
+    scorer = _smollm2_like_scorer()
     lm_like = SimpleNamespace(scorer=scorer)
     limit = reserve_prefix_cache(lm_like, 32)
     assert limit == scorer.cache_bytes == int(2 * 32 * 640 * 46_080 * 1.25) and scorer.cache_entries == 256
@@ -262,28 +267,19 @@ def test_prefix_cache_is_sized_for_every_session(agent):
 
 
 def test_prefix_cache_holds_the_population_when_it_fits(monkeypatch):
-    from types import SimpleNamespace
-
     import recsim_personas.envs.prefix_cache as pc
 
-    class Param:
-        def element_size(self):
-            return 4
-
-    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                             hidden_size=576, head_dim=64)
-    model = SimpleNamespace(config=config, parameters=lambda: iter([Param()]))
     per_user = 2 * int(640 * 46_080 * 1.25)  # rating and exit prefixes
-    scorer = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    scorer = _smollm2_like_scorer()
     lm_like = SimpleNamespace(scorer=scorer)
     monkeypatch.setattr(pc, "device_memory_bytes", lambda device: 24 * 2**30)
     assert reserve_prefix_cache(lm_like, 8, n_users=115) == 115 * per_user  # 8.5 GB < 12 GiB
     assert scorer.cache_entries == 4 * 115
     # Too large for half of the memory: only the live sessions are guaranteed.
-    small = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    small = _smollm2_like_scorer()
     assert reserve_prefix_cache(SimpleNamespace(scorer=small), 32, n_users=6040) == 32 * per_user
     assert small.cache_entries == 256
-    unknown = SimpleNamespace(model=model, cache_bytes=2**30, cache_entries=256, device="cpu")
+    unknown = _smollm2_like_scorer()
     monkeypatch.setattr(pc, "device_memory_bytes", lambda device: None)
     assert reserve_prefix_cache(SimpleNamespace(scorer=unknown), 32, n_users=115) == 32 * per_user
 
