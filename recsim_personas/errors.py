@@ -25,6 +25,10 @@ class RecsimError(Exception):
     """Base class of every user-facing error raised by recsim-personas."""
 
 
+class RecsimWarning(UserWarning):
+    """Base of every warning the library issues (the CLI prints these as one ``note:`` line)."""
+
+
 class DataError(RecsimError):
     """Bad or missing input data: names the file, line, field or id, and the fix."""
 

@@ -1,4 +1,10 @@
-"""LMUserAgent on a tiny random llama over the real SmolLM2 tokenizer, with stand-in store/catalog."""
+"""LMUserAgent on a tiny random llama over the real SmolLM2 tokenizer, with stand-in store/catalog.
+
+Tolerances as in test_scoring (tests/tolerances.py): FP32_PATH_ATOL between code paths,
+fp32_sum_atol for sums of float32 probabilities; the anchored exit on an empty session equals the
+hazard to 1e-9 because the model term cancels (the anchor is the same empty-session prompt,
+scored in the same batch).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tolerances import FP32_PATH_ATOL, fp32_sum_atol
 
 from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
 from recsim_personas.agents.prompts import PromptMemory, build_exit_prompt, build_rating_prompt
@@ -78,12 +85,12 @@ def test_rate_scores_the_prompts_it_builds(tiny_lm):
     users, items = [1, 2, 1, 3], [10, 11, 12, 10]
     batch = agent.rate(users, items)
     assert batch.probs.shape == (4, 5) and batch.valid.all()
-    np.testing.assert_allclose(batch.probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(batch.probs.sum(axis=1), 1.0, rtol=0, atol=fp32_sum_atol(batch.probs.shape[1]))
     manual = [build_rating_prompt("paper", FakeStore().profile(u), FakeCatalog().info(i), [], STARS, tokenizer=tok)
               for u, i in zip(users, items)]
     assert agent.prompts(users, items) == manual
     ref = RatingScorer(model, tok, STARS, prefix_cache=False).score(manual)
-    np.testing.assert_allclose(batch.probs, ref.probs, atol=1e-4)
+    np.testing.assert_allclose(batch.probs, ref.probs, atol=FP32_PATH_ATOL)
     assert scorer.cache_info()["entries"] == 3  # one prefix per user
     assert agent.sample(batch).shape == (4,)
 
@@ -113,7 +120,7 @@ def test_adapter_routing_and_unknown_adapter(tiny_lm):
     got = agent.rate(users, items)
     names = ["persona_0__ms", "persona_1__ms", "persona_0__ms", "persona_1__ms"]
     ref = RatingScorer(peft_model, tok, STARS, prefix_cache=False).score(agent.prompts(users, items), names)
-    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
+    np.testing.assert_allclose(got.probs, ref.probs, atol=FP32_PATH_ATOL)
     with pytest.raises(AdapterError, match=re.escape("unknown adapter 'persona_0__msml'")):
         LMUserAgent(scorer, store, FakeCatalog(), adapter_for=adapter_naming(store, "persona", "msml"))
     with pytest.raises(AdapterError, match=re.escape("Did you mean 'persona_1__ms'?")):
@@ -137,7 +144,7 @@ def test_generate_mode_reports_validity(tiny_lm):
     batch = agent.rate([1, 2, 3], [1, 2, 3])
     assert len(agent.last_texts) == 3
     assert batch.valid.dtype == bool and batch.valid.shape == (3,)
-    np.testing.assert_allclose(batch.probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(batch.probs.sum(axis=1), 1.0, rtol=0, atol=fp32_sum_atol(batch.probs.shape[1]))
 
 
 def test_leave_probability_scores_the_exit_prompt(tiny_lm):
@@ -151,7 +158,7 @@ def test_leave_probability_scores_the_exit_prompt(tiny_lm):
                                [("Movie 4 (1994)", 1.0), ("Movie 7 (1997)", float("nan"))], STARS, tokenizer=tok)
     assert agent.exit_prompts([3], sessions[2:]) == [prompt]
     probs, _ = RatingScorer(model, tok, STARS, prefix_cache=False).choice_probs([prompt], options=("A", "B"))
-    assert p[2] == pytest.approx(probs[0, 1], abs=1e-4)
+    assert p[2] == pytest.approx(probs[0, 1], abs=FP32_PATH_ATOL)
 
 
 class LeveledStore(FakeStore):
@@ -185,7 +192,7 @@ def test_anchored_exit_is_the_hazard_shifted_by_the_models_change_of_mind(tiny_l
         return np.log(x / (1 - x))
 
     want = 1 / (1 + np.exp(-(logit(np.array([0.3, 0.05, 0.2])) + logit(p_raw) - logit(p_raw0))))
-    np.testing.assert_allclose(p, want, atol=1e-6)
+    np.testing.assert_allclose(p, want, atol=FP32_PATH_ATOL)
     assert not np.allclose(p, p_raw, atol=1e-3)
 
 
@@ -244,7 +251,7 @@ def test_warm_cache_computes_each_prefix_once_and_answers_do_not_change(tiny_lm)
     np.testing.assert_allclose(agent.leave_probability([1, 2, 3], [[], [], []]), [0.3, 0.05, 0.2], atol=1e-9)
     assert scorer.cache_info()["misses"] == misses  # steps computed no prefix and no anchor
     cold = LMUserAgent(RatingScorer(model, tok, STARS), LeveledStore(), Catalog(), exit_hazard=hazard)
-    np.testing.assert_allclose(cold.rate([1, 2, 3], [10, 12, 13]).probs, rated.probs, atol=1e-5)
-    np.testing.assert_allclose(cold.leave_probability([1, 2, 3], sessions), leave, atol=1e-5)
+    np.testing.assert_allclose(cold.rate([1, 2, 3], [10, 12, 13]).probs, rated.probs, atol=FP32_PATH_ATOL)
+    np.testing.assert_allclose(cold.leave_probability([1, 2, 3], sessions), leave, atol=FP32_PATH_ATOL)
     only_rating = LMUserAgent(RatingScorer(model, tok, STARS), LeveledStore(), Catalog())
     assert only_rating.warm_cache([1, 2, 3], exits=False, progress=False) == 3

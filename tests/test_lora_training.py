@@ -11,7 +11,7 @@ import torch
 
 from recsim_personas.agents.prompts import build_rating_prompt
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, DataError, ModelError
+from recsim_personas.errors import ConfigError, DataError, ModelError, RecsimWarning
 from recsim_personas.training import lora
 from recsim_personas.training.config import PRESETS, LoraTrainConfig
 from recsim_personas.training.lora import (
@@ -200,7 +200,7 @@ def test_stale_checkpoint_is_discarded(lm, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_adapter(model, tok, rows, _config(max_steps=6), tmp_path / "a", name="a", progress=False,
                       callback=lambda step, loss: (_ for _ in ()).throw(KeyboardInterrupt) if step == 2 else None)
-    with pytest.warns(UserWarning, match="belongs to another config or other rows"):
+    with pytest.warns(RecsimWarning, match="belongs to another config or other rows"):
         result = train_adapter(model, tok, rows, _config(max_steps=4), tmp_path / "a", name="a", progress=False)
     assert result.resumed_from_step is None and result.steps == 4
 

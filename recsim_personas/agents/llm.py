@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsim_personas.errors import AdapterError, ModelError
+from recsim_personas.hf_compat import peft_wrapping
 from recsim_personas.paths import cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -407,7 +408,8 @@ def load_adapters(model: Any, adapters: Mapping[str, str | os.PathLike[str]]) ->
         peft_model = model
     else:
         first_name, first_path = items.pop(0)
-        peft_model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first_name)
+        with peft_wrapping():
+            peft_model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first_name)
     for name, path in items:
         if name in peft_model.peft_config:
             raise AdapterError(f"adapter name {name!r} is already loaded; names must be unique")

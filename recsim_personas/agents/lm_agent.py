@@ -328,14 +328,14 @@ class LMUserAgent:
         Returns:
             Prefixes computed (cached ones are skipped).
         """
-        from tqdm.auto import tqdm
+        from recsim_personas.progress import progress_bar
 
         users = [int(u) for u in user_ids]
         if not users:
             return 0
         item = int(self.catalog.item_ids[0]) if hasattr(self.catalog, "item_ids") else None
         computed = 0
-        bar = tqdm(total=len(users), desc="warming LM prefix caches", unit="user", disable=not progress)
+        bar = progress_bar(total=len(users), desc="warming LM prefix caches", unit="user", enabled=progress)
         for start in range(0, len(users), batch):
             chunk = users[start : start + batch]
             if item is not None:  # the prefix depends on the user only: any item will do

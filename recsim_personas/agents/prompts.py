@@ -53,7 +53,7 @@ from types import SimpleNamespace
 from typing import Any, Literal, Protocol
 
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, ModelError, unknown_keys
+from recsim_personas.errors import ConfigError, ModelError, RecsimWarning, unknown_keys
 
 __all__ = [
     "EXIT_OPTIONS",
@@ -78,7 +78,7 @@ EXIT_OPTIONS: tuple[str, str] = ("A", "B")
 _SEP = "\n\n"
 
 
-class PromptTruncatedWarning(UserWarning):
+class PromptTruncatedWarning(RecsimWarning):
     """A prompt did not fit the model's context and was shortened (memories first, then summary)."""
 
 

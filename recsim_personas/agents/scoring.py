@@ -56,7 +56,14 @@ import numpy as np
 
 from recsim_personas.agents.protocol import RatingBatch
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import AdapterError, ConfigError, ModelError, unknown_keys
+from recsim_personas.errors import (
+    AdapterError,
+    ConfigError,
+    ModelError,
+    RecsimWarning,
+    unknown_keys,
+)
+from recsim_personas.hf_compat import cache_kwargs, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -416,6 +423,7 @@ class RatingScorer:
                         "prompts are scored from their full text, without the prefix cache (split "
                         "prompts before a space-led word or a blank line, as "
                         "recsim_personas.agents.prompts does)",
+                        RecsimWarning,
                         stacklevel=3,
                     )
                     self._warned_seam = True
@@ -479,7 +487,7 @@ class RatingScorer:
                 out = self._forward(
                     input_ids=batch.to(self.device), use_cache=True, logits_to_keep=1, **extra
                 )
-            layers = _cache_layers(out.past_key_values)
+            layers = _cache_layers(output_cache(out))
             for i, k in enumerate(chunk):
                 kv = torch.stack(
                     [torch.stack((key[i, :, : lengths[i]], val[i, :, : lengths[i]])) for key, val in layers]
@@ -572,7 +580,7 @@ class RatingScorer:
                 input_ids=input_ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.to(self.device),
-                past_key_values=past,
+                **cache_kwargs(past),
                 use_cache=keep_cache,
                 logits_to_keep=1,
                 **extra,
@@ -581,7 +589,7 @@ class RatingScorer:
         state = None
         if keep_cache:
             next_pos = torch.tensor([p + s for p, s in zip(p_len, s_len, strict=True)], dtype=torch.long)
-            state = (out.past_key_values, mask, next_pos)
+            state = (output_cache(out), mask, next_pos)
         return logits, state
 
     def _batches(
@@ -722,7 +730,7 @@ class RatingScorer:
                 input_ids=ids.to(self.device),
                 attention_mask=attn,
                 position_ids=pos.to(self.device),
-                past_key_values=cache,
+                **cache_kwargs(cache),
                 use_cache=False,
                 logits_to_keep=n,
                 **extra,
@@ -771,7 +779,7 @@ class RatingScorer:
                     input_ids=ids.to(self.device),
                     attention_mask=full_mask.to(self.device),
                     position_ids=pos.to(self.device),
-                    past_key_values=rep,
+                    **cache_kwargs(rep),
                     use_cache=False,
                     logits_to_keep=width,
                     **extra,
@@ -918,12 +926,12 @@ class RatingScorer:
                             input_ids=tokens[:, None].to(self.device),
                             attention_mask=mask.to(self.device),
                             position_ids=(next_pos + step)[:, None].to(self.device),
-                            past_key_values=cache,
+                            **cache_kwargs(cache),
                             use_cache=True,
                             logits_to_keep=1,
                             **extra,
                         )
-                    cache = out.past_key_values
+                    cache = output_cache(out)
                     logits = out.logits[:, -1, :].float()
                 for i, row in enumerate(idx):
                     texts[int(row)] = self.tokenizer.decode(out_tokens[i], skip_special_tokens=True)

@@ -148,11 +148,10 @@ def _fetch(
         raise DataError(_offline_message(url, reason)) from None
     with response:
         total = int(response.headers.get("Content-Length") or expected_size or 0) or None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from recsim_personas.progress import progress_bar
 
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+        bar = progress_bar(total=total, unit="B", unit_scale=True, desc=label, leave=False,
+                           enabled=progress)
         try:
             with open(dest, "wb") as out:
                 while True:
@@ -166,11 +165,9 @@ def _fetch(
                         break
                     out.write(chunk)
                     digest.update(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
+                    bar.update(len(chunk))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     return digest.hexdigest()
 
 

@@ -341,11 +341,10 @@ def run_simulation(
         population: A :class:`~recsim_personas.envs.population.UserPopulation` (default: from config).
         progress: Show a progress bar over policies (on a terminal).
     """
-    from tqdm.auto import tqdm
-
     from recsim_personas.data.splits import Split, SplitConfig
     from recsim_personas.envs.vector import PersonaRecVectorEnv
     from recsim_personas.eval.offline import evaluate_predictor, evaluate_ranker
+    from recsim_personas.progress import progress_bar
 
     env_opts = dict(config.env)
     env = PersonaRecVectorEnv(
@@ -367,7 +366,7 @@ def run_simulation(
     cheap_agent = type(env.agent).__name__ == "BiasUserAgent"
 
     results: list[dict[str, Any]] = []
-    for name in tqdm(config.policies, desc="policies", disable=None if progress else True):
+    for name in progress_bar(config.policies, desc="policies", enabled=progress):
         params: dict[str, Any] = {}
         if name == "oracle":
             params["n_candidates"] = config.oracle_candidates
@@ -375,8 +374,8 @@ def run_simulation(
         start = time.perf_counter()
         # Steps of a language-model agent take a second or more: show them (sessions may end before
         # the horizon, so the bar's total is an upper bound).
-        with tqdm(total=config.episodes * config.horizon, desc=f"simulate {name}", unit="step",
-                  disable=True if cheap_agent or not progress else None, leave=False) as bar:
+        with progress_bar(total=config.episodes * config.horizon, desc=f"simulate {name}", unit="step",
+                          enabled=progress and not cheap_agent, leave=False) as bar:
             per_episode = _run_policy(env, policy, schedule, config, like_threshold, on_steps=bar.update)
         sim_seconds = time.perf_counter() - start
         row: dict[str, Any] = {"policy": name}

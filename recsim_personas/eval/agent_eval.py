@@ -223,11 +223,9 @@ def evaluate_agent(
     probs = np.zeros((n, k))
     outside = np.zeros(n)
     valid = np.zeros(n, dtype=bool)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from recsim_personas.progress import progress_bar
 
-        bar = tqdm(total=n, desc=f"evaluate {name}", unit="rating", leave=False)
+    bar = progress_bar(total=n, desc=f"evaluate {name}", unit="rating", leave=False, enabled=progress)
     users = rows["user_id"].to_numpy(dtype=np.int64)
     items = rows["item_id"].to_numpy(dtype=np.int64)
     t0 = time.perf_counter()
@@ -244,11 +242,9 @@ def evaluate_agent(
             probs[sl] = batch.probs
             outside[sl] = batch.outside_mass
             valid[sl] = batch.valid
-            if bar is not None:
-                bar.update(m)
+            bar.update(m)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
     levels = scale.levels
     rng = np.random.default_rng(seed)

@@ -152,7 +152,7 @@ def evaluate_ranker(
     Raises:
         DataError: No test user has a relevant item, or the model returned a duplicate item.
     """
-    from tqdm.auto import tqdm
+    from recsim_personas.progress import progress_bar
 
     EvalConfig(k=k, relevance_threshold=relevance_threshold)  # validates k and the threshold
     threshold = (
@@ -177,8 +177,8 @@ def evaluate_ranker(
     hits = np.zeros((len(ranked), k), dtype=bool)
     n_rel = np.zeros(len(ranked))
     row = 0
-    for user in tqdm(users, desc=f"rank {getattr(model, 'name', 'model')}", leave=False,
-                     disable=None if progress else True):
+    for user in progress_bar(users, desc=f"rank {getattr(model, 'name', 'model')}", leave=False,
+                             enabled=progress):
         rec = np.asarray(model.recommend(int(user), k, exclude_seen=True), dtype=np.int64)
         if len(np.unique(rec)) != len(rec):
             raise DataError(
@@ -239,13 +239,12 @@ def evaluate_baselines(
     Raises:
         ConfigError: An unknown model name or parameter.
     """
-    from tqdm.auto import tqdm
-
     from recsim_personas.baselines.registry import (
         baseline_names,
         get_baseline_spec,
         make_baseline,
     )
+    from recsim_personas.progress import progress_bar
 
     config = config or EvalConfig()
     names = list(names) if names is not None else list(baseline_names())
@@ -259,7 +258,7 @@ def evaluate_baselines(
     rank_keys = ranking_metric_names(config.k)
 
     results: list[dict[str, Any]] = []
-    for spec in tqdm(specs, desc="baselines", disable=None if progress else True):
+    for spec in progress_bar(specs, desc="baselines", enabled=progress):
         kwargs = dict(params.get(spec.name, {}))
         if spec.kind == "predictor" and "scale" in spec.parameters:
             kwargs.setdefault("scale", split.scale)

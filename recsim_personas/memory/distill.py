@@ -594,7 +594,7 @@ class Distiller:
         checkpoint_dir: str | Path | None = None,
     ) -> DistillResult:
         """Distil ``users`` (all train users when ``None``); see :func:`distill_users`."""
-        from tqdm.auto import tqdm
+        from recsim_personas.progress import progress_bar
 
         t0 = time.perf_counter()
         selected = self.resolve_users(users)
@@ -613,7 +613,7 @@ class Distiller:
                 todo.append(run)
         resumed = len(done)
         failed: list[_UserRun] = []
-        bar = tqdm(total=len(selected), initial=resumed, disable=not progress, unit="user",
+        bar = progress_bar(total=len(selected), initial=resumed, enabled=progress, unit="user",
                    desc=f"distill ({self.backend.name})")
         try:
             size = max(1, int(self.backend.parallelism))

@@ -500,11 +500,10 @@ class CachedEmbedder:
             self.hits += len(unique) - len(missing)
             self.misses += len(missing)
             chunks = [missing[i:i + self.chunk_size] for i in range(0, len(missing), self.chunk_size)]
-            bar = None
-            if self.progress and len(chunks) > 1:
-                from tqdm.auto import tqdm
+            from recsim_personas.progress import progress_bar
 
-                bar = tqdm(total=len(missing), desc=f"embed ({self.inner.name.split('@')[0]})", unit="text")
+            bar = progress_bar(total=len(missing), desc=f"embed ({self.inner.name.split('@')[0]})",
+                               unit="text", enabled=self.progress and len(chunks) > 1)
             for chunk in chunks:
                 vecs = l2_normalize(self.inner.embed(chunk))
                 if vecs.shape[0] != len(chunk):
@@ -516,10 +515,8 @@ class CachedEmbedder:
                 conn.commit()
                 for t, v in zip(chunk, vecs):
                     found[keys[t]] = v
-                if bar is not None:
-                    bar.update(len(chunk))
-            if bar is not None:
-                bar.close()
+                bar.update(len(chunk))
+            bar.close()
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         dims = {v.shape[0] for v in found.values()}

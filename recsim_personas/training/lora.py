@@ -65,7 +65,8 @@ from recsim_personas.artifacts import (
     git_info,
     stable_hash,
 )
-from recsim_personas.errors import AdapterError, ConfigError, DataError, ModelError
+from recsim_personas.errors import AdapterError, ConfigError, DataError, ModelError, RecsimWarning
+from recsim_personas.hf_compat import cache_kwargs, output_cache, peft_wrapping
 from recsim_personas.training.config import LoraTrainConfig
 from recsim_personas.training.rows import rows_digest
 
@@ -309,7 +310,7 @@ def _forward_shared(model: Any, rows: Sequence[_Row], device: Any) -> tuple[Any,
     prefix = rows[0].prefix
     p_len = len(prefix)
     out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     n = len(rows)
     if n > 1:
         cache.batch_repeat_interleave(n)
@@ -336,7 +337,7 @@ def _forward_shared(model: Any, rows: Sequence[_Row], device: Any) -> tuple[Any,
         input_ids=ids,
         attention_mask=mask,
         position_ids=pos_ids,
-        past_key_values=cache,
+        **cache_kwargs(cache),
         use_cache=True,
         logits_to_keep=torch.tensor(keep, device=device),
     )
@@ -396,12 +397,14 @@ def _load_checkpoint(path: Path, run_key: str) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a damaged file: start over rather than crash
-        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); training from step 0", stacklevel=3)
+        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); training from step 0",
+                      RecsimWarning, stacklevel=3)
         return None
     if state.get("run_key") != run_key:
         warnings.warn(
             f"ignoring checkpoint {path}: it belongs to another config or other rows; training from "
             "step 0",
+            RecsimWarning,
             stacklevel=3,
         )
         return None
@@ -499,9 +502,7 @@ def _peft_wrapped(model: Any, config: LoraTrainConfig) -> Iterator[Any]:
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     torch.manual_seed(config.seed)
-    with warnings.catch_warnings():
-        # transformers 5 deprecates an attribute peft still reads; not actionable for users.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_wrapping():
         peft_model = get_peft_model(model, lora)
     try:
         yield peft_model
@@ -606,6 +607,7 @@ def train_adapter(
         warnings.warn(
             f"adapter {name!r}: skipped {n_skipped} of {len(all_rows)} rows longer than "
             f"max_length={config.max_length} tokens",
+            RecsimWarning,
             stacklevel=2,
         )
     if not config.prefix_sharing:
@@ -657,11 +659,10 @@ def train_adapter(
                 "elapsed": elapsed_before + time.perf_counter() - t_run,
             }
 
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from recsim_personas.progress import progress_bar
 
-            bar = tqdm(total=total, initial=start, desc=f"train {name}", unit="step", leave=False)
+        bar = progress_bar(total=total, initial=start, desc=f"train {name}", unit="step", leave=False,
+                           enabled=progress)
         step = start
         try:
             while step < total:
@@ -695,9 +696,8 @@ def train_adapter(
                     "rows": sum(len(g) for g in groups),
                     "seconds": round(elapsed_before + time.perf_counter() - t_run, 3),
                 })
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
                     _save_checkpoint(ckpt_path, snapshot(step))
                 if callback is not None:
@@ -708,8 +708,7 @@ def train_adapter(
                 _save_checkpoint(ckpt_path, snapshot(step))
             raise
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if config.gradient_checkpointing:
                 peft_model.gradient_checkpointing_disable()
         wall = elapsed_before + time.perf_counter() - t_run
