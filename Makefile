@@ -63,14 +63,14 @@ test-latest: $(STAMP)
 	$(PYTHON) -m venv .venv-latest
 	$(UV) pip sync -q --python .venv-latest/bin/python $(TORCH_SOURCE) .venv-latest.txt $(MODELS)
 	$(UV) pip install -q --python .venv-latest/bin/python --no-deps -e .
-	$(call TEST_CMD,.venv-latest/bin)
+	RECSIM_PERSONAS_CACHE=$(CURDIR)/.venv-latest/cache $(call TEST_CMD,.venv-latest/bin)
 
 # ... and against the floors pyproject.toml declares (requirements/floor.txt, from `make lock`).
 test-floor: $(STAMP)
 	$(PYTHON) -m venv .venv-floor
 	$(UV) pip sync -q --python .venv-floor/bin/python $(TORCH_SOURCE) $(FLOOR) $(MODELS)
 	$(UV) pip install -q --python .venv-floor/bin/python --no-deps -e .
-	$(call TEST_CMD,.venv-floor/bin)
+	RECSIM_PERSONAS_CACHE=$(CURDIR)/.venv-floor/cache $(call TEST_CMD,.venv-floor/bin)
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-floor .venv-latest.txt runs

