@@ -1,7 +1,7 @@
 """The one place that knows how the KV-cache argument of a transformers forward pass is spelled.
 
 transformers 5.24 renamed ``past_key_values`` (argument and output field) to ``cache`` and warns on
-the old name; the declared floor (4.46) knows only the old one. Every forward pass in the package
+the old name; the declared floor (5.0) knows only the old one. Every forward pass in the package
 goes through :func:`cache_kwargs` and :func:`output_cache`, so neither warns on the locked versions
 and both keep working on the floor. Importing this module imports transformers lazily (first call).
 

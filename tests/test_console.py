@@ -66,16 +66,22 @@ def test_progress_bar_is_silent_off_a_terminal_and_forced_by_env(monkeypatch):
 
 @pytest.mark.integration
 def test_cli_command_prints_no_python_warning_and_no_bar_in_a_log(tmp_path):
-    """A real command with its output going to a file (as in CI): tables only."""
+    """Real commands with their output going to a pipe (as in CI): tables only."""
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "RECSIM_PERSONAS_WARNINGS")}
     env["RECSIM_PERSONAS_CACHE"] = str(tmp_path / "cache")
-    done = subprocess.run(
-        [str(BIN / "recsim-personas"), "simulate", "--policies", "random,popularity", "--episodes", "4",
-         "--horizon", "3", "--n-envs", "2", "--out", str(tmp_path / "sim")],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )
+    run = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "recsim-personas"), *args], capture_output=True, text=True,
+                              env=env, timeout=600, check=False)
+
+    built = cli("memory", "--out", str(run), "--embedder", "hashing:64", "--users", "8",
+                "--min-interactions", "30", "--max-interactions", "70", "--k", "2")
+    assert built.returncode == 0, built.stderr
+    done = cli("simulate", "--run-dir", str(run), "--agent", "bias", "--policies", "random,popularity",
+               "--episodes", "4", "--horizon", "3", "--n-envs", "2", "--out", str(tmp_path / "sim"))
     assert done.returncode == 0, done.stderr
     assert "PersonaRec-v0 simulation" in done.stdout
-    both = done.stdout + done.stderr
+    both = built.stdout + built.stderr + done.stdout + done.stderr
     assert "Warning" not in both and "Traceback" not in both
     assert "\r" not in both  # no progress bar redraws in a log
