@@ -99,6 +99,11 @@ def id_hint(value: Any, known: Sequence[int] | np.ndarray) -> str:
     return f" Did you mean {', '.join(close)}?"
 
 
+#: Extra faiss candidates re-scored per query, so that a near-tie at the k-th place is decided by
+#: the exact float64 re-scoring rather than by faiss's float32 order.
+_RERANK_MARGIN = 8
+
+
 class MemoryIndex:
     """Exact per-user inner-product search over memory keys.
 
@@ -253,13 +258,21 @@ class MemoryIndex:
         for user in np.unique(users):
             positions = np.flatnonzero(users == user)
             rows = self.rows(int(user))
-            kk = min(k + self._dups[int(user)], len(rows))
-            sims, idx = self._index_for(int(user)).search(np.ascontiguousarray(q[positions]), kk)
-            for pos, srow, irow in zip(positions, sims, idx):
+            kk = min(k + self._dups[int(user)] + _RERANK_MARGIN, len(rows))
+            _, idx = self._index_for(int(user)).search(np.ascontiguousarray(q[positions]), kk)
+            for pos, irow in zip(positions, idx):
                 hits: list[MemoryHit] = []
                 skip = excl[pos]
-                for sim, local in zip(srow, irow):
-                    if local < 0 or sim < delta:
+                # faiss's float32 scores depend on how many queries share a call (BLAS for a batch,
+                # SIMD loops for one), so near-ties could swap between a batched and a single search.
+                # The candidates are re-scored one query at a time in float64 and ordered by
+                # (similarity, item id): the same hits whatever the batch.
+                cand = irow[irow >= 0]
+                exact = self.vectors[rows[cand]].astype(np.float64) @ q[pos].astype(np.float64)
+                cand_items = self.item_ids[rows[cand]]
+                order = np.lexsort((cand_items, -exact))
+                for local, sim in zip(cand[order], exact[order]):
+                    if sim < delta:
                         continue
                     row = int(rows[local])
                     item = int(self.item_ids[row])
