@@ -136,3 +136,250 @@ def test_the_first_retry_prints_one_note(tmp_path):
             distill_users(dataset, None, dataset.interactions, config=config, progress=False)
     notes = [w for w in caught if issubclass(w.category, BackendRetryWarning)]
     assert len(notes) == 1 and "HTTP 500" in str(notes[0].message)
+
+
+# -- 3. deterministic resume from every stop ------------------------------------------------------
+def _train_job(out, *args: str) -> int:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(here / "train_job.py"), str(out), *args], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_mid_step_resumes_bit_identical(signame, smollm2_tokenizer, tmp_path):
+    import signal
+
+    import torch
+    from conftest import build_tiny_llama
+    from safetensors.torch import load_file
+    from test_lora_training import _config, _rows
+
+    from recsim_personas.training.lora import train_adapter
+
+    out = tmp_path / "adapter"
+    # Each step of the job runs one forward pass per user group; the 9th lands inside a step.
+    assert _train_job(out, signame, "9") == 128 + int(getattr(signal, signame))
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert 1 <= state["step"] < 8  # written at the boundary after the interrupted step
+    assert not (out / "recsim_adapter.json").exists()
+
+    # Resume here, and train uninterrupted here: the same model, rows and config as the job's.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def model():
+            m = build_tiny_llama(smollm2_tokenizer)
+            with torch.no_grad():
+                m.get_input_embeddings().weight.mul_(20.0)
+            return m
+
+        cfg = _config(max_steps=8, checkpoint_every=0, dropout=0.1)
+        rows = _rows(smollm2_tokenizer)
+        resumed = train_adapter(model(), smollm2_tokenizer, rows, cfg, out, name="a", progress=False)
+        train_adapter(model(), smollm2_tokenizer, rows, cfg, tmp_path / "full", name="a",
+                             progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.resumed_from_step == state["step"] and resumed.steps == 8
+    a = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    b = load_file(str(out / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit, not within a tolerance
+
+
+# -- 2. run folders that verify themselves ---------------------------------------------------------
+_SPLIT = dict(min_interactions=30, max_interactions=60, n_users=4, seed=0)
+
+
+def _memory_config():
+    from recsim_personas.memory.personas import PersonaConfig
+    from recsim_personas.memory.pipeline import MemoryPipelineConfig
+
+    return MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=3, n_init=2))
+
+
+@pytest.fixture(scope="module")
+def built_run(tmp_path_factory):
+    """A finished memory run folder (template distillation, hashing embeddings, 2 personas, 4 users)."""
+    from recsim_personas.data.registry import load_dataset
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.memory.pipeline import build_memories
+
+    root = tmp_path_factory.mktemp("memrun") / "run"
+    dataset = load_dataset("ml-latest-small")
+    build_memories(dataset, SplitConfig(**_SPLIT), _memory_config(), root, progress=False)
+    return root, dataset
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _fake_adapter(run, name):
+    """An adapter folder with real safetensors bytes, recorded as trained on the current memories."""
+    import torch
+    from safetensors.torch import save_file
+
+    from recsim_personas.reproduce.integrity import record_adapters
+
+    folder = run / "adapters" / name
+    folder.mkdir(parents=True)
+    save_file({"w": torch.arange(64, dtype=torch.float32)}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "recsim_adapter.json").write_text(json.dumps({"run_key": "x"}))
+    record_adapters(run, [name], {"lora": "test"})
+    return folder
+
+
+MEMORY_RUN_FILES = ["split/train.parquet", "split/test.parquet", "split/config.json", "profiles.parquet",
+                    "memories.parquet", "distill_log.parquet", "embeddings/profiles.npy",
+                    "embeddings/profile_user_ids.npy", "embeddings/items.npy", "embeddings/item_ids.npy",
+                    "personas.parquet", "personas.json"]
+
+
+@pytest.mark.parametrize("name", MEMORY_RUN_FILES)
+def test_damaged_run_folder_file_is_refused_in_one_line(name, built_run, tmp_path):
+    from recsim_personas.envs.population import population_from_run_dir
+    from recsim_personas.errors import DataError
+
+    run = _copy(built_run[0], tmp_path / "run")
+    _truncate(run / name)
+    with pytest.raises(DataError, match=re.escape(f"run folder {run}: {name} has ")) as info:
+        population_from_run_dir(run, dataset=built_run[1])
+    message = str(info.value)
+    assert "\n" not in message and f"`recsim-personas memory --out {run}`" in message
+
+
+@pytest.mark.parametrize("name", ["memories.parquet", "embeddings/items.npy", "personas.parquet",
+                                  "split/train.parquet"])
+def test_damaged_run_folder_file_is_rebuilt_identically(name, built_run, tmp_path):
+    from recsim_personas.artifacts import file_record
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.memory.pipeline import build_memories
+
+    run = _copy(built_run[0], tmp_path / "run")
+    before = {f: file_record(run / f) for f in MEMORY_RUN_FILES}
+    _truncate(run / name)
+    rebuilt = build_memories(built_run[1], SplitConfig(**_SPLIT), _memory_config(), run, progress=False)
+    assert any(t.ran for t in rebuilt.timings.values())
+    assert {f: file_record(run / f) for f in MEMORY_RUN_FILES if f != "personas.json"} == {
+        f: r for f, r in before.items() if f != "personas.json"}
+
+
+def test_gym_make_refuses_a_damaged_run_folder(built_run, tmp_path):
+    import gymnasium as gym
+
+    from recsim_personas.errors import DataError
+
+    run = _copy(built_run[0], tmp_path / "run")
+    _truncate(run / "memories.parquet")
+    with pytest.raises(DataError, match=re.escape(f"run folder {run}: memories.parquet has ")):
+        gym.make("recsim_personas:PersonaRec-v0", run_dir=str(run), agent="bias")
+
+
+def test_damaged_adapter_file_is_refused_or_repaired(built_run, tmp_path):
+    from recsim_personas.errors import DataError
+    from recsim_personas.reproduce.integrity import RunRepairWarning, verify_run_folder
+
+    run = _copy(built_run[0], tmp_path / "run")
+    folder = _fake_adapter(run, "persona_0__ms")
+    verify_run_folder(run, adapters=["persona_0__ms"])  # intact: no error
+    _truncate(folder / "adapter_model.safetensors")
+    with pytest.raises(DataError, match=re.escape(
+        f"run folder {run}: adapters/persona_0__ms/adapter_model.safetensors has "
+    )) as info:
+        verify_run_folder(run, adapters=["persona_0__ms"])
+    assert f"`recsim-personas train {run}`" in str(info.value)
+    with pytest.warns(RunRepairWarning, match="rebuilding stage adapter:persona_0__ms"):
+        verify_run_folder(run, adapters=["persona_0__ms"], repair=("adapters",))
+    assert not (folder / "recsim_adapter.json").exists()  # so train_adapter trains it again
+
+
+def test_unrecorded_truncated_safetensors_is_found_by_its_header(built_run, tmp_path):
+    from recsim_personas.errors import DataError
+    from recsim_personas.reproduce.integrity import verify_run_folder
+
+    run = _copy(built_run[0], tmp_path / "run")
+    folder = _fake_adapter(run, "persona_1__ms")
+    from recsim_personas.artifacts import RunFolder
+    from recsim_personas.memory.pipeline import MemoryRun
+
+    MemoryRun(run).forget("adapter:persona_1__ms")  # as if trained from Python, no record
+    assert RunFolder(run).stage_record("adapter:persona_1__ms") is None
+    _truncate(folder / "adapter_model.safetensors")
+    with pytest.raises(DataError, match=r"adapter_model\.safetensors has \d+ bytes, its header describes"):
+        verify_run_folder(run, adapters=["persona_1__ms"])
+
+
+def test_changed_split_makes_the_old_adapters_stale(built_run, tmp_path):
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.errors import DataError
+    from recsim_personas.memory.pipeline import build_memories
+    from recsim_personas.reproduce.integrity import verify_run_folder
+
+    run = _copy(built_run[0], tmp_path / "run")
+    _fake_adapter(run, "persona_0__ms")
+    build_memories(built_run[1], SplitConfig(**{**_SPLIT, "seed": 1}), _memory_config(), run, progress=False)
+    with pytest.raises(DataError, match=re.escape(
+        f"run folder {run}: adapter persona_0__ms was trained on other memories (split/train.parquet"
+    )) as info:
+        verify_run_folder(run, adapters=["persona_0__ms"])
+    assert f"re-train it with `recsim-personas train {run}`" in str(info.value)
+
+
+def test_second_writer_fails_at_once_naming_the_first(built_run, tmp_path, capsys):
+    from recsim_personas.artifacts import RunFolder
+    from recsim_personas.cli.main import main
+
+    run = _copy(built_run[0], tmp_path / "run")
+    with RunFolder(run).lock("recsim-personas memory"):
+        t0 = time.perf_counter()
+        code = main(["memory", "--out", str(run), "--embedder", "hashing:64", "--k", "2", "--quiet",
+                     "--min-interactions", "30", "--max-interactions", "60", "--users", "4"])
+        elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 30
+    assert f"run folder {run} is being written by pid " in err and "(recsim-personas memory" in err
+    assert "Traceback" not in err
+
+
+def test_train_dry_run_says_done_only_for_what_the_real_run_reuses(built_run, tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    run = _copy(built_run[0], tmp_path / "run")
+    # A finished-looking adapter folder that no record ties to these memories and settings.
+    folder = run / "adapters" / "single_max__ms"
+    folder.mkdir(parents=True)
+    for f in ("adapter_config.json", "adapter_model.safetensors", "recsim_adapter.json"):
+        (folder / f).write_text("{}")
+    assert main(["train", str(run), "--dry-run", "--adapters", "single_max", "--memory", "ms"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("single_max__ms"))
+    assert line.endswith("to train")
+
+    from recsim_personas.reproduce.integrity import record_adapters
+    from recsim_personas.reproduce.pipeline import adapter_inputs
+    from recsim_personas.training.experiment import ExperimentConfig
+
+    config = ExperimentConfig(memory_modes=("ms",), adapters=("single_max",), template="paper")
+    record_adapters(run, ["single_max__ms"], adapter_inputs(config))
+    assert main(["train", str(run), "--dry-run", "--adapters", "single_max", "--memory", "ms"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("single_max__ms"))
+    assert line.endswith("done")
