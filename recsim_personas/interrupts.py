@@ -64,7 +64,8 @@ def deferred_interrupts() -> Iterator[StopRequest]:
             raise Interrupted(signum)
         stop.signum = signum
 
-    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
+    # A signal the process ignores (SIGINT of a background job) stays ignored.
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield stop
     finally:

@@ -383,3 +383,158 @@ def test_train_dry_run_says_done_only_for_what_the_real_run_reuses(built_run, tm
     assert main(["train", str(run), "--dry-run", "--adapters", "single_max", "--memory", "ms"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("single_max__ms"))
     assert line.endswith("done")
+
+
+# -- 4. every config error before any work -----------------------------------------------------------
+def test_reproduce_config_errors_come_before_any_work(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    code = main(["reproduce", "--preset", "demo", "--out", str(out), "simulation.policies=[]",
+                 "simulation.episodes=0", "evaluation.test_rows_per_user=0"])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 30
+    assert "simulation: invalid SimulationConfig: policies must name at least one policy" in err
+    assert "episodes must be an integer >= 1, got 0" in err
+    assert "test_rows_per_user must be an int >= 1 or None, got 0" in err
+    assert not out.exists()  # nothing was written, nothing loaded
+    assert "Traceback" not in err
+
+
+def test_n_users_not_a_number_gives_one_message(capsys):
+    from recsim_personas.cli.main import main
+
+    assert main(["reproduce", "--preset", "demo", "split.n_users=abc", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "split.n_users: expected int | null, got 'abc'" in err
+    assert "not supported between" not in err and "1 error(s)" in err
+
+
+def test_yaml_not_utf8_names_the_line_and_byte(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"seed: 1\nout: caf\xe9\n")
+    assert main(["reproduce", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"recsim-personas reproduce: error: {path} line 2 (byte offset 16): byte 0xe9 is not "
+                   "UTF-8; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+
+
+def test_reproduce_dry_run_makes_the_real_checks_and_runs_nothing(built_run, tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    run = _copy(built_run[0], tmp_path / "run")
+    _truncate(run / "memories.parquet")
+    assert main(["reproduce", "--preset", "demo", "--out", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "config: valid" in out and "memories.parquet has" in out and "rebuilds its stage" in out
+    assert not (run / "reproduce_config.json").exists() and not (run / "adapters").exists()
+
+
+# -- 5. an unknown hub id offline fails at once ----------------------------------------------------
+@pytest.mark.parametrize("option", [["--backend", "hf", "--model", "nobody/no-such-model"],
+                                    ["--embedder", "nobody/no-such-embedder"]])
+def test_unknown_hub_id_offline_fails_at_once(option, tmp_path, capsys, monkeypatch):
+    from recsim_personas.cli.main import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    code = main(["memory", "--out", str(tmp_path / "run"), *option])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 10
+    assert len(err.strip().splitlines()) == 1 and "is not in the local Hugging Face cache" in err
+    assert option[-2] in err and not (tmp_path / "run").exists()
+
+
+def test_network_settings_are_in_help(capsys):
+    from recsim_personas.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["memory", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--request-timeout", "30.0"), ("--request-attempts", "3"),
+                          ("--max-retry-after", "30.0")):
+        assert re.search(re.escape(flag) + r" \w+ .*?\(default: " + re.escape(default) + r"\)", text)
+
+
+# -- 6. output paths and writes ----------------------------------------------------------------------
+def test_output_path_that_is_a_file_fails_before_work(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    existing = tmp_path / "file.txt"
+    existing.write_text("x")
+    cases = [
+        (["memory", "--out", str(existing)], f"--out {existing} is a file, not a folder"),
+        (["memory", "--out", str(existing / "run")], f"--out {existing / 'run'}: {existing} is a file"),
+        (["baselines", "--json", str(tmp_path), "--models", "bias"], f"--json {tmp_path} is a folder"),
+        (["reproduce", "--out", str(existing), "--dry-run"], f"--out (out) {existing} is a file"),
+        (["simulate", "--out", str(existing), "--episodes", "1"], f"--out {existing} is a file"),
+    ]
+    for argv, message in cases:
+        t0 = time.perf_counter()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert time.perf_counter() - t0 < 15
+
+
+def test_oserror_at_a_write_is_one_line_naming_the_path(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from recsim_personas.artifacts import atomic_write_json
+    from recsim_personas.errors import OutputError
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    target = tmp_path / "results" / "table.json"
+    with pytest.raises(OutputError, match=re.escape(
+        f"cannot write {target}: No space left on device; free disk space"
+    )):
+        atomic_write_json(target, {"a": 1})
+    assert list(target.parent.iterdir()) == []  # the temporary file is gone too
+
+
+# -- 7. encodings ------------------------------------------------------------------------------------
+def _csv_with_0xff(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,101\n2,\xff3,5.0,102\n"
+                     b"2,1,2.0,103\n")
+    return path
+
+
+def test_csv_encoding_error_names_offset_and_the_cli_option(tmp_path):
+    from recsim_personas.data.dataset import RatingScale
+    from recsim_personas.data.tabular import load_csv
+    from recsim_personas.errors import DataError
+
+    path = _csv_with_0xff(tmp_path)
+    columns = {"user_id": "userId", "item_id": "movieId", "rating": "rating", "timestamp": "timestamp"}
+    with pytest.raises(DataError, match=re.escape(
+        f"{path}: line 4, field 'encoding': byte 0xff at byte offset 58 is not utf-8; pass --encoding "
+        "latin-1"
+    )):
+        load_csv(path, columns=columns, scale=RatingScale(0.5, 5, 0.5))
+    kept = load_csv(path, columns=columns, scale=RatingScale(0.5, 5, 0.5), skip_bad_rows=True)
+    assert len(kept.interactions) == 3  # --skip-bad-rows drops the undecodable line
+
+
+def test_csv_encoding_option_on_the_cli(tmp_path, capsys):
+    from recsim_personas.cli.main import main
+
+    path = _csv_with_0xff(tmp_path)
+    argv = ["baselines", "--dataset", "csv", "--csv", str(path), "--csv-scale", "0.5:5:0.5",
+            "--models", "global-mean", "--users", "all", "--min-interactions", "none",
+            "--max-interactions", "none", "--split", "random:0.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --encoding latin-1" in err and len(err.strip().splitlines()) == 1
+    # latin-1 reads the byte (as 'ÿ3', not a number: a bad field the loader names), --skip-bad-rows drops it
+    assert main([*argv, "--encoding", "latin-1"]) == 2
+    assert "field 'movieId'" in capsys.readouterr().err

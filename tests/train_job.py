@@ -22,6 +22,8 @@ from recsim_personas.training.lora import train_adapter
 
 def main(out: str, signame: str | None, at_forward: int) -> int:
     torch.set_num_threads(1)
+    # As in a terminal: a job started in the background (CI, nohup) inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tok = load_tokenizer(None)
     model = build_tiny_llama(tok)
     with torch.no_grad():

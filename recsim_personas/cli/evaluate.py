@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     adapters_dir = Path(args.run_dir) / "adapters"
     trained = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
     # Damaged results are recomputed; damaged memories or adapters, or stale adapters, are refused.
-    verify_run_folder(args.run_dir, adapters=trained, repair=("results",))
+    verify_run_folder(args.run_dir, adapters=trained, repair=("results",), check=("memory", "adapters"))
     plan = plan_experiment(args.run_dir, config)  # checks the run folder before loading the model
     for line in plan.cuts:
         print(f"cut: {line}")

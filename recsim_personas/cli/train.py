@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--adapters is empty; give persona, single_min and/or single_max")
     check_models([(config.model, "--model")])
-    verify_run_folder(args.run_dir)  # memory files intact (train cannot rebuild them)
+    verify_run_folder(args.run_dir, check=("memory",))  # memory files intact (train cannot rebuild them)
     plan = plan_experiment(args.run_dir, config)
     tcfg = config.train_config()
     print(f"train -> {args.run_dir}/adapters  (preset {config.train_preset}: r={tcfg.r}, "
@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_run_dataset(args)
     with RunFolder(args.run_dir).lock("recsim-personas train"):
         names = [f"{a['name']}__{a['mode']}" for a in plan.adapters]
-        verify_run_folder(args.run_dir, adapters=names, repair=("adapters",))  # damaged: retrained
+        verify_run_folder(args.run_dir, adapters=names, repair=("adapters",),
+                          check=("memory", "adapters"))  # a damaged adapter is retrained
         results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,
                                  log=lambda line: print(line, flush=True))
         record_adapters(args.run_dir, results, adapter_inputs(config))

@@ -146,6 +146,7 @@ def verify_run_folder(
     *,
     adapters: Iterable[str] = (),
     repair: Iterable[str] = (),
+    check: Iterable[str] = ("memory", "adapters", "results"),
 ) -> list[str]:
     """Check a run folder's recorded files (and the ``adapters`` about to be loaded) before use.
 
@@ -156,6 +157,8 @@ def verify_run_folder(
         repair: Stage kinds this caller can rebuild: ``"memory"``, ``"adapters"``, ``"results"``
             (everything else). A damaged file of such a stage is deleted, its record dropped, and a
             :class:`RunRepairWarning` issued, so the caller's own stage logic rebuilds it.
+        check: Stage kinds whose recorded files are checked (the environment checks only the
+            memory stages and the adapters it loads).
 
     Returns:
         One line per repaired file.
@@ -166,13 +169,16 @@ def verify_run_folder(
     if not Path(run_dir).is_dir():
         raise DataError(f"run folder {run_dir} does not exist; create it with `recsim-personas memory --out {run_dir}`")
     run = RunFolder(run_dir)
-    can = set(repair)
+    can, checked = set(repair), set(check)
     repaired: list[str] = []
     manifest = run.manifest()
     changed = False
+    wanted = {adapter_stage(a) for a in adapters}
     for stage, rec in list(manifest["stages"].items()):
-        problems = run.damaged(stage, rec)
         kind = "memory" if stage in _MEMORY_STAGES else "adapters" if stage.startswith("adapter:") else "results"
+        if kind not in checked and stage not in wanted:
+            continue
+        problems = run.damaged(stage, rec)
         if not problems:
             continue
         if kind not in can:
