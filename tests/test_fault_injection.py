@@ -539,3 +539,25 @@ def test_csv_encoding_option_on_the_cli(tmp_path, capsys):
     # latin-1 reads the byte (as 'ÿ3', not a number: a bad field the loader names), --skip-bad-rows drops it
     assert main([*argv, "--encoding", "latin-1"]) == 2
     assert "field 'movieId'" in capsys.readouterr().err
+
+
+def test_lm_env_refuses_a_damaged_or_stale_adapter_before_loading_a_model(built_run, tmp_path):
+    from recsim_personas.data.splits import SplitConfig
+    from recsim_personas.envs.population import population_from_run_dir
+    from recsim_personas.errors import DataError
+    from recsim_personas.memory.pipeline import build_memories
+
+    run = _copy(built_run[0], tmp_path / "run")
+    folders = [_fake_adapter(run, f"persona_{k}__ms") for k in range(2)]
+    population_from_run_dir(run, require_adapters="ms", dataset=built_run[1])  # intact: loads
+    _truncate(folders[1] / "adapter_model.safetensors")
+    with pytest.raises(DataError, match=re.escape(
+        f"run folder {run}: adapters/persona_1__ms/adapter_model.safetensors has "
+    )):
+        population_from_run_dir(run, require_adapters="ms", dataset=built_run[1])
+    stale = _copy(built_run[0], tmp_path / "stale")
+    for k in range(2):
+        _fake_adapter(stale, f"persona_{k}__ms")
+    build_memories(built_run[1], SplitConfig(**{**_SPLIT, "seed": 1}), _memory_config(), stale, progress=False)
+    with pytest.raises(DataError, match="adapter persona_0__ms was trained on other memories"):
+        population_from_run_dir(stale, require_adapters="ms", dataset=built_run[1])

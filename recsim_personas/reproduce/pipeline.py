@@ -206,7 +206,9 @@ def adapter_inputs(config: Any) -> dict[str, Any]:
 
 def _adapter_records(run: RunFolder) -> dict[str, Any]:
     stages = run.manifest()["stages"]
-    return {name: rec.get("files") for name, rec in sorted(stages.items()) if name.startswith("adapter:")}
+    # The weights only: a retrained adapter with identical weights (new timestamps) changes nothing.
+    return {name: (rec.get("files") or {}).get(f"adapters/{name.removeprefix('adapter:')}/adapter_model.safetensors")
+            for name, rec in sorted(stages.items()) if name.startswith("adapter:")}
 
 
 def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callable[[str], None]) -> Any:
