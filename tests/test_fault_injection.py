@@ -561,3 +561,48 @@ def test_lm_env_refuses_a_damaged_or_stale_adapter_before_loading_a_model(built_
     build_memories(built_run[1], SplitConfig(**{**_SPLIT, "seed": 1}), _memory_config(), stale, progress=False)
     with pytest.raises(DataError, match="adapter persona_0__ms was trained on other memories"):
         population_from_run_dir(stale, require_adapters="ms", dataset=built_run[1])
+
+
+_MEMORY_ARGV = ["--embedder", "hashing:64", "--k", "2", "--k-max", "3", "--min-interactions", "30",
+                "--max-interactions", "60", "--users", "4", "--seed", "0", "--quiet"]
+_SIGNAL_AFTER_USER_2 = """
+import os, signal, sys
+from recsim_personas.cli.main import main
+from recsim_personas.memory.distill import Distiller
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+save, saved = Distiller._save_checkpoint, []
+def save_then_signal(self, directory, run, row):
+    save(self, directory, run, row)
+    saved.append(run.user_id)
+    if len(saved) == 2:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+Distiller._save_checkpoint = save_then_signal
+sys.exit(main(["memory", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signame", ["SIGTERM"])  # SIGINT: test_distill_openai's interrupt test
+def test_signal_during_distillation_resumes_to_identical_files(signame, built_run, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from recsim_personas.artifacts import file_record
+    from recsim_personas.cli.main import main
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_USER_2, signame, "--out", str(out),
+                           *_MEMORY_ARGV], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 128 + int(getattr(signal, signame)), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "interrupted; finished work is saved and a re-run resumes from it")
+    assert "Traceback" not in proc.stderr
+    assert len(list((out / "distill_checkpoint").glob("user-*.json"))) == 2
+    assert not list(out.rglob("*.tmp"))  # no half-written file
+    assert main(["memory", "--out", str(out), *_MEMORY_ARGV]) == 0
+    capsys.readouterr()
+    # The same split and distillation as the uninterrupted `built_run` (whose personas differ: n_init).
+    for name in ("split/train.parquet", "split/test.parquet", "profiles.parquet", "memories.parquet",
+                 "embeddings/profiles.npy", "embeddings/items.npy"):
+        assert file_record(out / name) == file_record(built_run[0] / name), name
