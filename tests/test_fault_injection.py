@@ -606,3 +606,20 @@ def test_signal_during_distillation_resumes_to_identical_files(signame, built_ru
     for name in ("split/train.parquet", "split/test.parquet", "profiles.parquet", "memories.parquet",
                  "embeddings/profiles.npy", "embeddings/items.npy"):
         assert file_record(out / name) == file_record(built_run[0] / name), name
+
+
+def test_output_path_in_a_read_only_folder_fails_before_work(tmp_path, monkeypatch):
+    import os
+
+    from recsim_personas.cli.outputs import check_output_dir, check_output_file
+    from recsim_personas.errors import OutputError
+
+    # The suite may run as root, for whom every folder is writable: the permission answer is faked.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    with pytest.raises(OutputError, match=re.escape(
+        f"--out {tmp_path / 'run'}: folder {tmp_path} is not writable; choose another path"
+    )):
+        check_output_dir(tmp_path / "run")
+    with pytest.raises(OutputError, match=re.escape(f"--json {tmp_path / 'a' / 'r.json'}: folder {tmp_path} is not writable")):
+        check_output_file(tmp_path / "a" / "r.json")
