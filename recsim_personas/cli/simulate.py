@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     from rich.console import Console
 
+    from recsim_personas.cli.common import check_models
     from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
 
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out) if args.out else (Path(args.run_dir) / "results" if args.run_dir else Path("runs/simulate"))
     check_output_dir(out, "--out")  # before the sessions run, not after
+    check_models([(args.model, "--model")])
     report = run_simulation(config, progress=True)
     Console(width=max(160, Console().width)).print(report.table())
     paths = report.save(out)
