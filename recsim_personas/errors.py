@@ -16,6 +16,7 @@ __all__ = [
     "DataError",
     "EnvError",
     "ModelError",
+    "OutputError",
     "RecsimError",
     "unknown_keys",
 ]
@@ -31,6 +32,10 @@ class RecsimWarning(UserWarning):
 
 class DataError(RecsimError):
     """Bad or missing input data: names the file, line, field or id, and the fix."""
+
+
+class OutputError(RecsimError):
+    """A result cannot be written: the path is a file or folder of the wrong kind, or not writable."""
 
 
 class ConfigError(RecsimError):

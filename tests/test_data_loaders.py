@@ -387,7 +387,8 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     )
     with pytest.raises(
         DataError,
-        match=r"movies\.csv: line 3: byte 0xe9 is not valid UTF-8; pass encoding='latin-1'",
+        match=r"movies\.csv: line 3, field 'encoding': byte 0xe9 at byte offset 47 is not utf-8; "
+        r"pass --encoding latin-1 \(Python: encoding='latin-1'\)",
     ):
         load_ml_latest_small(folder)
 

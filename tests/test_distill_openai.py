@@ -133,7 +133,7 @@ def test_persistent_500_for_one_user_loses_no_finished_user(dataset, tmp_path):
     with FakeOpenAIServer(fail_if=user3_fails) as server:
         config = config_for(server.base_url, tmp_path)
         with pytest.raises(BackendError, match=r"failed for 1 of 4 users \(users \[3\]\): user 3, "
-                           r"batch 1/2, step update: .*HTTP 500.*checkpointed in .*re-run to resume"):
+                           r"batch 1/2, step update: .*HTTP 500.*checkpointed in .*a re-run resumes after them"):
             distill_users(dataset, None, dataset.interactions, config=config, progress=False,
                           checkpoint_dir=ckpt)
         assert sorted(p.name for p in ckpt.iterdir()) == ["user-1.json", "user-2.json",

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     from recsim_personas.baselines.registry import baseline_names, get_baseline_spec
     from recsim_personas.cli.common import dataset_and_split_config
+    from recsim_personas.cli.outputs import check_output_dir, check_output_file
     from recsim_personas.data.splits import make_split
     from recsim_personas.eval.offline import EvalConfig, evaluate_baselines
     from recsim_personas.eval.report import print_results, results_document, write_results_json
@@ -67,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         get_baseline_spec(name)
     eval_config = EvalConfig(k=args.k, relevance_threshold=args.relevance_threshold)
 
+    if args.json:
+        check_output_file(args.json, "--json")  # before the work, not after the table is computed
+    if args.save_split:
+        check_output_dir(args.save_split, "--save-split")
     notes: list[str] = []
     dataset, split_config = dataset_and_split_config(args, notes)
     split = make_split(dataset, split_config)

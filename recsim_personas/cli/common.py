@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CSV_COLUMNS",
     "add_dataset_arguments",
     "add_split_arguments",
+    "check_models",
     "dataset_and_split_config",
     "dataset_from_args",
     "parse_mapping",
@@ -134,7 +135,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--enrichment", default=None, metavar="PATH",
                    help="item-enrichment table (CSV or parquet) joined by item id")
     g.add_argument("--skip-bad-rows", action="store_true",
-                   help="drop malformed rows and report how many instead of stopping")
+                   help="drop malformed rows (bad fields, bytes the encoding cannot read) and report "
+                   "how many instead of stopping")
+    g.add_argument("--encoding", default="utf-8", metavar="NAME",
+                   help="text encoding of --csv, --csv-items and --enrichment files, e.g. latin-1 "
+                   "(default: %(default)s; the MovieLens loaders know their own)")
     c = parser.add_argument_group("csv dataset (--dataset csv)")
     c.add_argument("--csv", default=None, metavar="PATH", help="ratings file (.csv or .parquet)")
     c.add_argument("--csv-columns", default=DEFAULT_CSV_COLUMNS, metavar="MAP",
@@ -181,6 +186,12 @@ def dataset_from_args(args: argparse.Namespace) -> RatingDataset:
         ConfigError: ``--dataset csv`` without ``--csv`` (or CSV options without it), bad mappings.
         DataError: The files are missing or malformed.
     """
+    encoding = getattr(args, "encoding", "utf-8")
+    enrichment = args.enrichment
+    if enrichment and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        from recsim_personas.data.enrichment import load_enrichment
+
+        enrichment = load_enrichment(enrichment, encoding=encoding, skip_bad_rows=args.skip_bad_rows)
     if args.dataset == "csv":
         if not args.csv:
             raise ConfigError(
@@ -201,18 +212,37 @@ def dataset_from_args(args: argparse.Namespace) -> RatingDataset:
                 else None
             ),
             sep=args.csv_sep,
+            encoding=encoding,
             skip_bad_rows=args.skip_bad_rows,
         )
-        if args.enrichment:
-            dataset = enrich_items(dataset, args.enrichment, skip_bad_rows=args.skip_bad_rows)
+        if enrichment is not None:
+            dataset = enrich_items(dataset, enrichment, skip_bad_rows=args.skip_bad_rows)
         return dataset
     if args.csv:
         raise ConfigError(f"--csv is only used with --dataset csv (got --dataset {args.dataset})")
     from recsim_personas.data.registry import load_dataset
 
     return load_dataset(
-        args.dataset, args.data_dir, enrichment=args.enrichment, skip_bad_rows=args.skip_bad_rows
+        args.dataset, args.data_dir, enrichment=enrichment, skip_bad_rows=args.skip_bad_rows
     )
+
+
+def check_models(named: list[tuple[str | None, str]], embedders: list[tuple[str | None, str]] = ()) -> None:
+    """Fail at once, before any work, on a model or embedder that cannot be loaded offline.
+
+    Args:
+        named: ``(hub id or path, option)`` of language models (``None`` = the packaged default).
+        embedders: ``(embedder spec, option)``.
+
+    Raises:
+        ConfigError: Every problem, one line each (an unknown hub id offline: seconds, no retries).
+    """
+    from recsim_personas.reproduce.config import embedder_problem, model_problem
+
+    problems = [p for name, option in named if (p := model_problem(name, option))]
+    problems += [p for spec, option in embedders if (p := embedder_problem(spec, option))]
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def split_config_from_args(

@@ -71,8 +71,13 @@ def print_table(table: Any, title: str = "LM user agents on the test split") -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
+    from pathlib import Path
+
     from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.cli.common import check_models
+    from recsim_personas.cli.outputs import check_output_file
     from recsim_personas.cli.train import experiment_config_from_args, load_run_dataset
+    from recsim_personas.reproduce.integrity import verify_run_folder
     from recsim_personas.training.experiment import (
         evaluate_rows,
         experiment_table,
@@ -82,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = experiment_config_from_args(args)
+    if args.json:
+        check_output_file(args.json, "--json")
+    check_models([(config.model, "--model")])
+    adapters_dir = Path(args.run_dir) / "adapters"
+    trained = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
+    # Damaged results are recomputed; damaged memories or adapters, or stale adapters, are refused.
+    verify_run_folder(args.run_dir, adapters=trained, repair=("results",), check=("memory", "adapters"))
     plan = plan_experiment(args.run_dir, config)  # checks the run folder before loading the model
     for line in plan.cuts:
         print(f"cut: {line}")

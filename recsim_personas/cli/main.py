@@ -82,14 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from recsim_personas.interrupts import Interrupted, terminate_as_interrupt
+
+    terminate_as_interrupt()  # SIGTERM unwinds like Ctrl-C: checkpoints written, temp files removed
     try:
         return int(args.func(args) or 0)
     except RecsimError as exc:
         print(f"recsim-personas {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,17 +78,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--k", type=_k, default=4, metavar="K|elbow",
                    help="number of personas (paper: 4), or 'elbow' to choose K by the elbow method")
     g.add_argument("--k-max", type=int, default=10, help="largest K of the elbow curve")
+    n = p.add_argument_group("network (openai backend)")
+    n.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds a request waits for its answer (5 s to connect)")
+    n.add_argument("--request-attempts", type=int, default=3, metavar="N",
+                   help="attempts per request on 429 / 5xx / timeout; an endpoint that hangs or is "
+                   "down in every attempt stops the run")
+    n.add_argument("--max-retry-after", type=float, default=30.0, metavar="SECONDS",
+                   help="longest Retry-After honoured; a server asking for longer stops the run")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from recsim_personas.errors import ConfigError
     from recsim_personas.memory.distill import DistillConfig
     from recsim_personas.memory.personas import PersonaConfig
     from recsim_personas.memory.pipeline import MemoryPipelineConfig
 
+    if args.request_attempts < 1:
+        raise ConfigError(f"--request-attempts must be >= 1, got {args.request_attempts}")
     distill_kw: dict[str, Any] = {"backend": args.backend, "batch_size": args.batch_size,
-                                  "max_words": args.max_words}
+                                  "max_words": args.max_words, "timeout": args.request_timeout,
+                                  "request_retries": args.request_attempts - 1,
+                                  "retry_after_max": args.max_retry_after}
     if args.model:
         distill_kw["model"] = args.model
     if args.base_url:
@@ -112,11 +125,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     import json
 
-    from recsim_personas.cli.common import dataset_and_split_config
+    from recsim_personas.artifacts import RunFolder
+    from recsim_personas.cli.common import check_models, dataset_and_split_config
+    from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.memory.pipeline import build_memories, parse_stages
 
     config = _config(args)  # validate before loading anything
     parse_stages(args.stages)
+    check_output_dir(args.out, "--out")
+    check_models([(args.model if args.backend == "hf" else None, "--model")], [(args.embedder, "--embedder")])
     notes: list[str] = []
     dataset, split_config = dataset_and_split_config(args, notes)
     for note in notes:
@@ -127,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {t.stage:<9} {state}  {_detail(t.detail)}", flush=True)
 
     print(f"memory -> {args.out}  ({dataset.name}, {split_config.describe()})")
-    run_folder = build_memories(dataset, split_config, config, args.out, stages=args.stages,
-                                progress=not args.quiet, on_stage=report)
+    with RunFolder(args.out).lock("recsim-personas memory"):
+        run_folder = build_memories(dataset, split_config, config, args.out, stages=args.stages,
+                                    progress=not args.quiet, on_stage=report)
     total = sum(t.seconds for t in run_folder.timings.values())
     print(f"  {'total':<9} {total:8.2f} s")
 

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="override dataset.data_dir")
     p.add_argument("--model", default=None, help="override model.name (hub id or local path)")
     p.add_argument("--out", default=None, help="override the run folder")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check a real run makes before its first stage (the whole config, "
+                   "the output folder, the folder's lock, damaged or stale files) and print what "
+                   "would run, without running it")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. split.n_users=20")
     p.set_defaults(func=run)
 
@@ -82,7 +86,48 @@ def _summary(rows: list[dict]) -> str:
     )
 
 
+def _dry_run(config) -> None:
+    """What a real run of ``config`` would do: the checks it makes first, then each stage's state."""
+    from pathlib import Path
+
+    from recsim_personas.artifacts import RunFolder
+    from recsim_personas.errors import DataError
+    from recsim_personas.reproduce.integrity import adapter_up_to_date, verify_run_folder
+    from recsim_personas.reproduce.pipeline import adapter_inputs, stage_configs
+
+    out = Path(config.out)
+    stages = stage_configs(config)
+    print(f"config: valid (preset {config.preset}); run folder {out}")
+    if not out.is_dir():
+        print("run folder: new; every stage runs")
+        return
+    with RunFolder(out).lock("recsim-personas reproduce --dry-run"):
+        pass  # free now: a real run would get it
+    try:
+        verify_run_folder(out)
+        print("run folder: every recorded file is intact")
+    except DataError as exc:  # reported: the real run repairs it
+        print(f"run folder: {exc} -> a real run removes the damaged file and rebuilds its stage")
+    manifest = RunFolder(out).manifest()["stages"]
+    for stage in ("split", "distill", "embed", "personas"):
+        state = "recorded" if stage in manifest else "to run"
+        print(f"  {stage:<18} {state} (re-run when its inputs changed)")
+    exp = stages.experiment
+    settings = adapter_inputs(exp)
+    if "personas" in manifest:
+        from recsim_personas.training.experiment import plan_experiment
+
+        plan = plan_experiment(out, exp)
+        for a in plan.adapters:
+            name = f"{a['name']}__{a['mode']}"
+            state = "done" if adapter_up_to_date(out, name, settings) else "to train"
+            print(f"  adapter {name:<26} {a['rows']:>6} rows {a['steps']:>5} steps  {state}")
+    sim = "enabled" if stages.simulation is not None else "disabled"
+    print(f"  simulation: {sim}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.reproduce.config import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
@@ -91,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_reproduce_config(
         None if args.config else args.preset, config_path=args.config, overrides=args.overrides, extra=extra
     )
+    check_output_dir(config.out, "--out (out)")
+    if args.dry_run:
+        _dry_run(config)
+        return 0
     start = time.perf_counter()
     report = run_reproduction(config)
     print_report(report, time.perf_counter() - start)

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     from rich.console import Console
 
+    from recsim_personas.cli.common import check_models
+    from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
 
     env = {
@@ -116,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
         oracle_candidates=args.oracle_candidates,
         env=env,
     )
+    out = Path(args.out) if args.out else (Path(args.run_dir) / "results" if args.run_dir else Path("runs/simulate"))
+    check_output_dir(out, "--out")  # before the sessions run, not after
+    check_models([(args.model, "--model")])
     report = run_simulation(config, progress=True)
     Console(width=max(160, Console().width)).print(report.table())
-    out = Path(args.out) if args.out else (Path(args.run_dir) / "results" if args.run_dir else Path("runs/simulate"))
     paths = report.save(out)
     print(f"wrote {paths['json']} and {paths['png']}")
     return 0

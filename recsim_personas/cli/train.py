@@ -189,18 +189,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _print_plan(plan: Any) -> None:
+def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
+    from recsim_personas.reproduce.integrity import adapter_up_to_date
+    from recsim_personas.reproduce.pipeline import adapter_inputs
+
+    settings = adapter_inputs(config)
     print(f"{'adapter':<22} {'rows':>6} {'users':>5} {'steps':>5} {'epochs':>6}  state")
     for a in plan.adapters:
         name = f"{a['name']}__{a['mode']}"
+        # "done" only when recorded with these memories and settings, intact: the real run reuses it.
+        done = adapter_up_to_date(run_dir, name, settings)
         print(f"{name:<22} {a['rows']:>6} {a['users']:>5} {a['steps']:>5} {a['epochs']:>6.2f}  "
-              f"{'done' if a['done'] else 'to train'}")
+              f"{'done' if done else 'to train'}")
     for line in plan.cuts:
         print(f"cut: {line}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
+    from recsim_personas.artifacts import RunFolder
+    from recsim_personas.cli.common import check_models
+    from recsim_personas.reproduce.integrity import record_adapters, verify_run_folder
+    from recsim_personas.reproduce.pipeline import adapter_inputs
     from recsim_personas.training.experiment import plan_experiment, train_adapters
 
     config = experiment_config_from_args(args)  # validate before loading anything
@@ -208,17 +218,24 @@ def run(args: argparse.Namespace) -> int:
         from recsim_personas.errors import ConfigError
 
         raise ConfigError("--adapters is empty; give persona, single_min and/or single_max")
+    check_models([(config.model, "--model")])
+    verify_run_folder(args.run_dir, check=("memory",))  # memory files intact (train cannot rebuild them)
     plan = plan_experiment(args.run_dir, config)
     tcfg = config.train_config()
     print(f"train -> {args.run_dir}/adapters  (preset {config.train_preset}: r={tcfg.r}, "
           f"{','.join(tcfg.target_modules)}, lr={tcfg.learning_rate:g}, epochs={tcfg.epochs:g}, "
           f"max_steps={tcfg.max_steps})")
-    _print_plan(plan)
+    _print_plan(plan, args.run_dir, config)
     if args.dry_run:
         return 0
     dataset = load_run_dataset(args)
-    results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,
-                             log=lambda line: print(line, flush=True))
+    with RunFolder(args.run_dir).lock("recsim-personas train"):
+        names = [f"{a['name']}__{a['mode']}" for a in plan.adapters]
+        verify_run_folder(args.run_dir, adapters=names, repair=("adapters",),
+                          check=("memory", "adapters"))  # a damaged adapter is retrained
+        results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,
+                                 log=lambda line: print(line, flush=True))
+        record_adapters(args.run_dir, results, adapter_inputs(config))
     total = sum(r.wall_seconds for r in results.values() if not r.cached)
     print(f"trained {sum(not r.cached for r in results.values())} adapter(s) in {total:.0f} s, "
           f"reused {sum(r.cached for r in results.values())}", file=sys.stderr)

@@ -237,20 +237,35 @@ def _read_bytes(path: Path, encoding: str) -> bytes:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if buf.startswith(b"\xef\xbb\xbf"):
         buf = buf[3:]
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        try:
-            buf.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = buf.count(b"\n", 0, exc.start) + 1
-            raise DataError(
-                f"{path}: line {line}: byte {buf[exc.start]:#04x} is not valid UTF-8; "
-                "pass encoding='latin-1' if the file is Latin-1 (MovieLens item files are)"
-            ) from None
     if b"\r" in buf:
         buf = buf.replace(b"\r\n", b"\n")
     if buf and not buf.endswith(b"\n"):
         buf += b"\n"
     return buf
+
+
+def _undecodable(buf: bytes, encoding: str) -> list[tuple[int, int]]:
+    """``(offset, byte)`` of the first byte that does not decode in each line that has one."""
+    try:
+        buf.decode(encoding)
+        return []
+    except UnicodeDecodeError:
+        pass
+    except LookupError:
+        raise DataError(f"unknown text encoding {encoding!r}; use e.g. utf-8 or latin-1") from None
+    out, offset = [], 0
+    for line in buf.split(b"\n"):  # only on the failure path: one decode per line
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError as exc:
+            out.append((offset + exc.start, line[exc.start]))
+        offset += len(line) + 1
+    return out
+
+
+def _encoding_problem(path: Path, offset: int, byte: int, encoding: str) -> str:
+    return (f"byte 0x{byte:02x} at byte offset {offset} is not {encoding}; pass --encoding latin-1 "
+            f"(Python: encoding='latin-1') if {path.name} is Latin-1, or save it as UTF-8")
 
 
 def _split_header(text: str, sep: str) -> list[str]:
@@ -328,6 +343,18 @@ def read_table(
     scan = _scan_records(arr, ord(parse_sep), quoted)
     problems = RowProblems(path)
     blank = scan.ends == scan.starts
+    undecodable = np.zeros(len(scan.starts), dtype=bool)
+    bad_bytes = _undecodable(buf, encoding)
+    if bad_bytes:
+        # A line with bytes the encoding cannot read is a bad row (skipped with skip_bad_rows).
+        offsets = np.array([o for o, _ in bad_bytes], dtype=np.int64)
+        rec = np.clip(np.searchsorted(scan.starts, offsets, side="right") - 1, 0, len(scan.starts) - 1)
+        if names is None and rec[0] == 0:
+            o, b = bad_bytes[0]
+            raise DataError(f"{path}: line 1 (header): {_encoding_problem(path, o, b, encoding)}")
+        undecodable[rec] = True
+        problems.add(scan.lines[rec], "encoding",
+                     lambda k: _encoding_problem(path, bad_bytes[k][0], bad_bytes[k][1], encoding))
 
     if names is None:
         if not len(scan.starts) or blank[0]:
@@ -357,7 +384,7 @@ def read_table(
         first_record = 0
 
     body = np.arange(len(scan.starts)) >= first_record
-    wrong = body & ~blank & (scan.n_fields != expected)
+    wrong = body & ~blank & ((scan.n_fields != expected) & ~undecodable)
     if wrong.any() and quoted and _QUOTE in arr:
         # Quote parity can misjudge quotes that do not open a field (`Foo "bar,Drama`), which
         # pandas and the csv module read literally: let the csv module, the authority on quoting,
@@ -384,7 +411,7 @@ def read_table(
                 lambda k, sub=sub: reason(int(sub[k])),
             )
 
-    keep = body & ~blank & ~wrong
+    keep = body & ~blank & ~wrong & ~undecodable
     header_keep = ~body  # the header record (if any) stays in the parsed bytes
     selected = keep | header_keep
     if selected.all():

@@ -429,9 +429,13 @@ def population_from_run_dir(
     """
     from recsim_personas.data.splits import Split
     from recsim_personas.memory.store import MemoryStore
+    from recsim_personas.reproduce.integrity import check_structure, verify_run_folder
 
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
+    # Damaged or stale files are refused with one line naming the file and the repairing command.
+    verify_run_folder(run_dir, check=("memory",))
+    check_structure(run_dir, ("personas.parquet",))
     if require_adapters is not None:
         # Checked before anything heavy loads: personas.parquet alone says which adapters are needed.
         n_personas = int(pd.read_parquet(run_dir / "personas.parquet")["persona"].max()) + 1
@@ -444,6 +448,9 @@ def population_from_run_dir(
                 f"--memory {require_adapters} --adapters persona`, or use the cheap agent: "
                 "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
             )
+        verify_run_folder(run_dir, adapters=[adapter_name(k, require_adapters) for k in range(n_personas)],
+                          check=("memory",))
+    check_structure(run_dir, (*_RUN_FILES, "memories.parquet", "split/train.parquet", "split/test.parquet"))
     split = Split.load(run_dir / "split")
     store = MemoryStore.from_run_dir(run_dir)
     users = np.unique(split.train["user_id"].to_numpy(np.int64))

@@ -111,7 +111,9 @@ class DistillConfig:
             connection error / malformed body.
         backoff_base: ``openai``: first backoff delay in seconds (doubles per retry).
         backoff_max: ``openai``: longest backoff delay in seconds.
-        timeout: ``openai``: seconds before a request times out.
+        timeout: ``openai``: seconds a request waits for its answer (5 s to connect).
+        retry_after_max: ``openai``: the longest ``Retry-After`` (seconds) honoured; a server asking
+            for a longer wait stops the run at once.
         json_mode: ``openai``: send ``response_format={"type": "json_object"}``.
         cache: ``openai``: keep the on-disk request cache.
         cache_dir: ``openai``: cache folder (default ``cache_dir("llm-requests", "openai")``).
@@ -136,10 +138,11 @@ class DistillConfig:
     temperature: float = 0.0
     seed: int = 0
     max_new_tokens: int = 1024
-    request_retries: int = 6
+    request_retries: int = 2
     backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    timeout: float = 120.0
+    backoff_max: float = 10.0
+    timeout: float = 30.0
+    retry_after_max: float = 30.0
     json_mode: bool = True
     cache: bool = True
     cache_dir: str | None = None
@@ -171,7 +174,7 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 errors.append(f"{name}={value!r}: must be an integer >= {low}")
-        for name in ("temperature", "backoff_base", "backoff_max", "shrinkage"):
+        for name in ("temperature", "backoff_base", "backoff_max", "retry_after_max", "shrinkage"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 errors.append(f"{name}={value!r}: must be a number >= 0")
@@ -654,7 +657,9 @@ class Distiller:
     def _resume_hint(ckpt: Path | None, n_done: int) -> str:
         if ckpt is None:
             return f"; {n_done} finished users were not kept (pass checkpoint_dir to resume)"
-        return f"; {n_done} finished users are checkpointed in {ckpt}, re-run to resume"
+        # Only accepted answers are cached: a re-run asks again for every failed step.
+        return (f"; {n_done} finished users are checkpointed in {ckpt}: after fixing the cause, a "
+                "re-run resumes after them")
 
     def _result(self, selected: list[int], done: dict[int, dict[str, Any]], resumed: int,
                 seconds: float) -> DistillResult:

@@ -29,7 +29,9 @@ __all__ = [
     "SimulationSection",
     "SplitSection",
     "TrainingSection",
+    "embedder_problem",
     "load_reproduce_config",
+    "model_problem",
     "preset_path",
 ]
 
@@ -86,8 +88,19 @@ class MemorySection:
     personas: int | None = 4
     retrieval_k: int = 1
     delta: float = 0.0
+    #: openai backend: seconds a request waits for its answer, attempts per request, and the
+    #: longest Retry-After honoured (a longer one stops the run).
+    request_timeout: float = 30.0
+    request_attempts: int = 3
+    retry_after_max: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.request_timeout <= 0:
+            raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
+        if self.request_attempts < 1:
+            raise ConfigError(f"request_attempts must be >= 1, got {self.request_attempts}")
+        if self.retry_after_max < 0:
+            raise ConfigError(f"retry_after_max must be >= 0 seconds, got {self.retry_after_max}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.personas is not None and self.personas < 1:
@@ -182,8 +195,24 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def _model_problem(name: str | None, what: str) -> str | None:
-    """Why ``name`` cannot be loaded, checked without loading it (None when it looks loadable)."""
+#: Embedder specs that name no hub model (see ``make_embedder``).
+_EMBEDDER_SPECS = ("minilm", "hashing", "openai", "sentence-transformers", "st")
+
+
+def embedder_problem(spec: str | None, what: str = "memory.embedder") -> str | None:
+    """Why the embedder ``spec`` cannot be loaded offline (a hub id not cached, a missing folder)."""
+    if not isinstance(spec, str) or spec.split(":")[0] in _EMBEDDER_SPECS:
+        return None
+    return model_problem(spec, what)
+
+
+def model_problem(name: str | None, what: str) -> str | None:
+    """Why ``name`` cannot be loaded, checked without loading it (None when it looks loadable).
+
+    A hub id is checked against the local Hugging Face cache first; when it is not cached and the
+    hub is unreachable this returns the error at once (instead of the hub client's retries), and
+    ``HF_HUB_OFFLINE=1`` is set for the process so that no later load waits on the network.
+    """
     if name is None:
         return None
     path = Path(name).expanduser()
@@ -203,6 +232,7 @@ def _model_problem(name: str | None, what: str) -> str | None:
     if isinstance(cached, str):
         return None
     if not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"
         return (
             f"{what}: hub model {name!r} is not in the local Hugging Face cache and the hub is "
             "unreachable (no network); pass a local folder instead"
@@ -239,14 +269,17 @@ def _validate(data: dict) -> list[str]:
         errors.append(f"dataset.enrichment: file {enrichment!r} does not exist")
     model_name = _section(data, "model").get("name")
     if isinstance(model_name, str):
-        problem = _model_problem(model_name, "model.name")
+        problem = model_problem(model_name, "model.name")
         if problem:
             errors.append(problem)
     memory = _section(data, "memory")
     if memory.get("backend") == "hf" and isinstance(memory.get("model"), str):
-        problem = _model_problem(memory["model"], "memory.model")
+        problem = model_problem(memory["model"], "memory.model")
         if problem:
             errors.append(problem)
+    problem = embedder_problem(memory.get("embedder"))
+    if problem:
+        errors.append(problem)
     overrides = _section(data, "training").get("overrides")
     if isinstance(overrides, dict) and overrides:
         from recsim_personas.training.config import LoraTrainConfig
@@ -299,4 +332,10 @@ def load_reproduce_config(
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{path}: {len(errors)} error(s):\n{lines}")
+    from recsim_personas.reproduce.pipeline import stage_configs
+
+    try:
+        stage_configs(config)  # simulation, evaluation, training: every stage's own checks, now
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return config

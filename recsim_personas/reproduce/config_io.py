@@ -29,8 +29,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line} (byte offset {exc.start}): byte 0x{raw[exc.start]:02x} is not UTF-8; "
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -152,6 +161,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    n_errors = len(errors)
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
@@ -160,7 +170,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
             errors.append(f"{path}: unknown key.{extra} Known keys: {', '.join(fields)}")
             continue
         kwargs[key] = _convert(value, hints[key], path, errors)
-    n_errors = len(errors)
+    # A field with a wrong type stops here: the cross-field checks of __post_init__ would only add
+    # a confusing second message about the same value.
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and (
             f.default_factory is dataclasses.MISSING

@@ -31,7 +31,10 @@ from recsim_personas.artifacts import (
 from recsim_personas.reproduce.config import ReproduceConfig
 from recsim_personas.reproduce.config_io import config_to_dict
 
-__all__ = ["CLASSIC_BASELINES", "ReproductionReport", "run_reproduction"]
+__all__ = [
+    "CLASSIC_BASELINES", "ReproductionReport", "StageConfigs", "adapter_inputs", "run_reproduction",
+    "stage_configs",
+]
 
 #: Rating predictors evaluated beside the simulator (the yardstick it must approach).
 CLASSIC_BASELINES = ("global-mean", "user-mean", "item-mean", "bias", "biased-mf")
@@ -63,6 +66,9 @@ def _memory_config(config: ReproduceConfig) -> Any:
             batch_size=mem.batch_size,
             max_words=mem.max_words,
             seed=config.seed,
+            timeout=mem.request_timeout,
+            request_retries=mem.request_attempts - 1,
+            retry_after_max=mem.retry_after_max,
         ),
         embedder=mem.embedder,
         personas=PersonaConfig(k=mem.personas, seed=config.seed),
@@ -133,25 +139,85 @@ def _classic_baselines(run: RunFolder, split: Any, test_rows: pd.DataFrame, seed
     return results
 
 
-def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callable[[str], None]) -> Any:
-    from recsim_personas.envs.simulate import SimulationConfig, SimulationReport, run_simulation
+def _simulation_config(config: ReproduceConfig) -> Any:
+    from recsim_personas.envs.simulate import SimulationConfig
 
     sim = config.simulation
     memory_mode = "msml" if "msml" in config.training.memory_modes else "ms"
-    env = {"agent": sim.agent, "run_dir": str(out), "memory_mode": memory_mode}
+    env = {"agent": sim.agent, "run_dir": str(config.out), "memory_mode": memory_mode}
     if config.dataset.data_dir is not None:
         env["data_dir"] = config.dataset.data_dir
-    sim_config = SimulationConfig(
+    episodes = sim.episodes if isinstance(sim.episodes, int) else 1
+    return SimulationConfig(
         policies=tuple(sim.policies),
         episodes=sim.episodes,
         horizon=sim.horizon,
-        n_envs=min(sim.episodes, 32),
+        n_envs=max(1, min(episodes, 32)),
         seed=config.seed,
         oracle_candidates=sim.oracle_candidates,
         env=env,
     )
-    adapters = sorted(p.name for p in (out / "adapters").glob("*") if p.is_dir())
-    inputs = {"sim": sim_config.to_dict(), "adapters": adapters}
+
+
+@dataclass(frozen=True)
+class StageConfigs:
+    """The configs every stage of a reproduction runs with, built (and so validated) up front."""
+
+    split: Any
+    memory: Any
+    experiment: Any
+    simulation: Any | None
+
+
+def stage_configs(config: ReproduceConfig) -> StageConfigs:
+    """Build every stage's config from ``config``, reporting all their errors in one ConfigError.
+
+    ``load_reproduce_config`` calls it, so an invalid simulation or evaluation section fails before
+    any model loads, not after hours of training.
+    """
+    from recsim_personas.errors import ConfigError
+
+    errors: list[str] = []
+    built: dict[str, Any] = {}
+    makers: list[tuple[str, str, Callable[[ReproduceConfig], Any]]] = [
+        ("split", "split", _split_config), ("memory", "memory", _memory_config),
+        ("experiment", "training / evaluation", _experiment_config),
+    ]
+    if config.simulation.enabled:
+        makers.append(("simulation", "simulation", _simulation_config))
+    for key, section, make in makers:
+        try:
+            built[key] = make(config)
+        except ConfigError as exc:
+            errors.append(f"{section}: {' '.join(str(exc).split())}")
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"{len(errors)} error(s) in the stage settings:\n{lines}")
+    return StageConfigs(split=built["split"], memory=built["memory"], experiment=built["experiment"],
+                        simulation=built.get("simulation"))
+
+
+def adapter_inputs(config: Any) -> dict[str, Any]:
+    """What an adapter's rows and weights depend on besides the memories (see ``record_adapters``)."""
+    return {"lora": config.train_config().to_dict(), "model": config.model, "template": config.template,
+            "k": config.k, "delta": config.delta, "max_users": config.max_users,
+            "train_rows_per_user": config.train_rows_per_user, "seed": config.seed}
+
+
+def _adapter_records(run: RunFolder) -> dict[str, Any]:
+    stages = run.manifest()["stages"]
+    # The weights only: a retrained adapter with identical weights (new timestamps) changes nothing.
+    return {name: (rec.get("files") or {}).get(f"adapters/{name.removeprefix('adapter:')}/adapter_model.safetensors")
+            for name, rec in sorted(stages.items()) if name.startswith("adapter:")}
+
+
+def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callable[[str], None]) -> Any:
+    from recsim_personas.envs.simulate import SimulationConfig, SimulationReport, run_simulation
+
+    sim = config.simulation
+    sim_config = _simulation_config(config)
+    # The adapters' digests: a retrained adapter re-runs the simulation.
+    inputs = {"sim": sim_config.to_dict(), "adapters": _adapter_records(run)}
     stem = "simulate"
     if run.is_done("simulation", inputs):
         doc = json.loads((out / f"{stem}.json").read_text())
@@ -172,17 +238,32 @@ def run_reproduction(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ReproductionReport:
-    """Run (or resume) every stage of ``config``; return and write the tables and figures."""
+    """Run (or resume) every stage of ``config``; return and write the tables and figures.
+
+    The run folder is locked for the whole run (a second ``reproduce`` on it fails at once) and
+    verified first: damaged files are removed and their stages rebuilt.
+    """
+
+    out = Path(config.out)
+    run = RunFolder(out)
+    with run.lock("recsim-personas reproduce"):
+        return _reproduce(config, run, progress=progress, log=log)
+
+
+def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: Callable[[str], None]) -> ReproductionReport:
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split
     from recsim_personas.memory.pipeline import build_memories
     from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
+    from recsim_personas.reproduce.integrity import record_adapters, verify_run_folder
     from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
     from recsim_personas.training.experiment import run_experiment, test_rows
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = RunFolder(out)
+    out = run.path
+    # A damaged file of any stage is removed here, so that stage (and what depends on it) rebuilds.
+    adapters_dir = out / "adapters"
+    existing = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
+    verify_run_folder(out, adapters=existing, repair=("memory", "adapters", "results"))
     atomic_write_json(out / "reproduce_config.json", config_to_dict(config))
     seconds: dict[str, float] = {}
 
@@ -195,6 +276,7 @@ def run_reproduction(
     t0 = time.perf_counter()
     exp_config = _experiment_config(config)
     result = run_experiment(out, dataset, exp_config, progress=progress, log=log)
+    record_adapters(out, result.train, adapter_inputs(exp_config))
     seconds["experiment"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@
 * **Base frozen.** ``get_peft_model`` wraps the model for training and ``unload()`` restores the
   original modules afterwards (also after an error or Ctrl-C), so one loaded base model trains one
   adapter after another.
-* **Resume.** Every ``checkpoint_every`` steps, and on Ctrl-C, ``out_dir/checkpoint/state.pt`` is
+* **Resume.** Every ``checkpoint_every`` steps, and on Ctrl-C or SIGTERM (deferred to the end of
+  the step in progress), ``out_dir/checkpoint/state.pt`` is
   written atomically: LoRA weights, optimizer and scheduler state, the step, the torch RNG state and
   the loss curve. The batch order is a pure function of the seed and the epoch, so a resumed run sees
   exactly the batches an uninterrupted run would see (and, on the same machine, ends with the same
@@ -67,6 +68,7 @@ from recsim_personas.artifacts import (
 )
 from recsim_personas.errors import AdapterError, ConfigError, DataError, ModelError, RecsimWarning
 from recsim_personas.hf_compat import cache_kwargs, output_cache, peft_wrapping
+from recsim_personas.interrupts import deferred_interrupts
 from recsim_personas.training.config import LoraTrainConfig
 from recsim_personas.training.rows import rows_digest
 
@@ -619,7 +621,8 @@ def train_adapter(
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     ckpt_path = out / _CHECKPOINT_DIR / _CHECKPOINT_FILE
 
-    with _peft_wrapped(model, config) as peft_model:
+    # Ctrl-C / SIGTERM only set `stop` here; the loop stops at the end of the step in progress.
+    with _peft_wrapped(model, config) as peft_model, deferred_interrupts() as stop:
         params = _trainable(peft_model)
         optimizer = torch.optim.AdamW(
             list(params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -664,8 +667,10 @@ def train_adapter(
         bar = progress_bar(total=total, initial=start, desc=f"train {name}", unit="step", leave=False,
                            enabled=progress)
         step = start
+        at_boundary = True  # the state is exactly an uninterrupted run's after `step` steps
         try:
             while step < total:
+                at_boundary = False
                 groups = schedule.step(step)
                 n_answer = sum(kept[i].n_answer for g in groups for i in g)
                 loss_total = 0.0
@@ -696,15 +701,19 @@ def train_adapter(
                     "rows": sum(len(g) for g in groups),
                     "seconds": round(elapsed_before + time.perf_counter() - t_run, 3),
                 })
+                at_boundary = True
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
                     _save_checkpoint(ckpt_path, snapshot(step))
                 if callback is not None:
                     callback(step, loss)
+                stop.check()  # Ctrl-C / SIGTERM arrived during the step: stop here, at its end
         except BaseException:
-            # Ctrl-C or an error: keep the finished steps so a re-run resumes from here.
-            if step > start:
+            # Stopped at a step boundary (a signal, the callback): keep the finished steps, so the
+            # resumed run is bit-identical. Mid-step (an error, a second signal) the last periodic
+            # checkpoint stays: its RNG and weights are consistent, a half step's are not.
+            if step > start and at_boundary:
                 _save_checkpoint(ckpt_path, snapshot(step))
             raise
         finally:

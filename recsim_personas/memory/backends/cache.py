@@ -1,9 +1,11 @@
 """An on-disk cache of LLM requests: a re-run with the same requests makes no HTTP calls.
 
-The key is the sha256 of the request body as canonical JSON (sorted keys, no whitespace): model,
-messages, sampling parameters. The endpoint URL is *not* part of the key, so a local server that
-restarts on another port keeps its cache; two endpoints serving different weights under the same
-model name would share entries (give them different cache folders).
+The key is the sha256 of everything that defines the answer, as canonical JSON (sorted keys, no
+whitespace): the endpoint URL and the request body (model, messages, sampling parameters). Two
+endpoints never share an entry, even under the same model name: an answer one server gave is never
+replayed as another's. Only answers the caller accepted are stored (the openai backend validates an
+answer with the distiller's rules before :meth:`RequestCache.put`), so a rejected answer is never
+cached and a re-run asks again.
 
 One file per entry, ``<root>/<key[:2]>/<key>.json``, written atomically (temporary file + rename),
 so parallel threads and processes never see half an entry. An unreadable entry (truncated, not
@@ -28,21 +30,27 @@ __all__ = ["RequestCache", "request_key"]
 logger = logging.getLogger(__name__)
 
 
-def request_key(request: dict[str, Any]) -> str:
-    """sha256 hex digest of ``request`` as canonical JSON."""
-    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def request_key(request: dict[str, Any], endpoint: str = "") -> str:
+    """sha256 hex digest of ``{"endpoint": endpoint, "request": request}`` as canonical JSON."""
+    keyed = {"endpoint": endpoint.rstrip("/"), "request": request}
+    canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class RequestCache:
     """Request -> response entries under ``root`` (see the module docstring).
 
+    Args:
+        root: The cache folder.
+        endpoint: The endpoint URL the answers come from; part of every key.
+
     Attributes:
         hits, misses, corrupt: Counters since construction.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], endpoint: str = "") -> None:
         self.root = Path(root)
+        self.endpoint = endpoint.rstrip("/")
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
@@ -59,7 +67,7 @@ class RequestCache:
 
     def get(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """The stored response of ``request``, or ``None`` (missing or corrupt entry)."""
-        key = request_key(request)
+        key = request_key(request, self.endpoint)
         path = self.path(key)
         if not path.exists():
             self._count(misses=1)
@@ -68,6 +76,8 @@ class RequestCache:
             entry = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(entry, dict) or entry.get("key") != key:
                 raise ValueError("entry has no matching key")
+            if entry.get("endpoint", "") != self.endpoint:
+                raise ValueError("entry belongs to another endpoint")
             response = entry["response"]
             if not isinstance(response, dict) or not isinstance(response.get("content"), str):
                 raise ValueError("entry has no response content")
@@ -80,10 +90,17 @@ class RequestCache:
         self._count(hits=1)
         return response
 
+    def discard(self, request: dict[str, Any]) -> None:
+        """Delete the entry of ``request`` (an answer the caller no longer accepts); no-op if absent."""
+        with contextlib.suppress(OSError):
+            self.path(request_key(request, self.endpoint)).unlink()
+
     def put(self, request: dict[str, Any], response: dict[str, Any]) -> Path:
         """Store ``response`` (must have a ``"content"`` string) for ``request``; returns the file."""
-        key = request_key(request)
+        if not isinstance(response.get("content"), str):
+            raise ValueError("a cache entry needs a 'content' string")
+        key = request_key(request, self.endpoint)
         path = self.path(key)
-        entry = {"key": key, "request": request, "response": response}
+        entry = {"key": key, "endpoint": self.endpoint, "request": request, "response": response}
         atomic_write_text(path, json.dumps(entry, ensure_ascii=False, sort_keys=True))
         return path

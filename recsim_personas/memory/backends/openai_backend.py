@@ -9,10 +9,16 @@
   policy is explicit and testable: 429, 5xx, timeouts, connection errors and malformed bodies are
   retried up to ``config.request_retries`` times with exponential backoff
   (``backoff_base * 2**attempt``, capped at ``backoff_max``) and equal jitter (half fixed, half
-  uniform); a 429's ``Retry-After`` header (seconds) is honoured instead when present. Other 4xx
-  (bad key, unknown model) are not retried and stop the run.
-* Cache: every successful answer is stored in a :class:`RequestCache` keyed by the request body, so
-  a re-run, or the resumption of an interrupted run, sends no request it has sent before.
+  uniform); a 429's ``Retry-After`` header (seconds) is honoured instead when present, up to
+  ``config.retry_after_max`` seconds: a longer one stops the run at once instead of waiting. Other
+  4xx (bad key, unknown model) are not retried and stop the run.
+* Bounded waits: a request waits at most ``config.timeout`` seconds for the answer (5 s to
+  connect); a request whose every attempt timed out or could not connect means the endpoint hangs
+  or is down, which would fail every user the same way, so it stops the run (seconds, not one wait
+  per user). The first retry prints one :class:`BackendRetryWarning` note.
+* Cache: an answer is stored in a :class:`RequestCache` keyed by the endpoint and the request body
+  only after it passed the distiller's checks (word limit, format), so a re-run, or the resumption of
+  an interrupted run, sends no request it has sent before, and a rejected answer is asked again.
 * Usage: prompt and completion tokens, requests, retries and cache hits are counted; the cost uses
   ``config.price_per_million`` (USD per 1M input / output tokens) or the :data:`PRICES` entry of
   the model (GPT-4o by default), 0 for unknown models.
@@ -27,12 +33,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
-from recsim_personas.errors import BackendError
+from recsim_personas.errors import BackendError, RecsimWarning
 from recsim_personas.memory.backends import StepRequest, StepResponse
 from recsim_personas.memory.backends.cache import RequestCache
-from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
+from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages, parse_step_output
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "PRICES", "OpenAIBackend", "UsageCounter"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "PRICES", "BackendRetryWarning", "OpenAIBackend", "UsageCounter"]
+
+
+class BackendRetryWarning(RecsimWarning):
+    """The endpoint failed a request and it is being retried (issued once per backend)."""
 
 #: The paper's distillation model.
 DEFAULT_OPENAI_MODEL = "gpt-4o"
@@ -103,10 +113,12 @@ class _Failed(Exception):
 class _Retryable(Exception):
     """Internal: a failed attempt that may succeed later."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        #: A timeout or a failed connection: the endpoint hangs or is down.
+        self.unreachable = unreachable
 
 
 class OpenAIBackend:
@@ -141,12 +153,13 @@ class OpenAIBackend:
         self.counter = UsageCounter(tuple(price))
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
+        self._warned = False
         self.cache: RequestCache | None = None
         if config.cache:
             from recsim_personas.paths import cache_dir
 
             root = config.cache_dir or cache_dir("llm-requests", "openai")
-            self.cache = RequestCache(root)
+            self.cache = RequestCache(root, endpoint=self.base_url)
         if client is None:
             try:
                 from openai import OpenAI
@@ -164,8 +177,12 @@ class OpenAIBackend:
                         f"no API key for {self.base_url}: set the {config.api_key_env} environment "
                         "variable (local servers on localhost need none)"
                     )
+            from openai import Timeout
+
+            timeout = float(config.timeout)
             client = OpenAI(
-                base_url=self.base_url, api_key=key, max_retries=0, timeout=float(config.timeout)
+                base_url=self.base_url, api_key=key, max_retries=0,
+                timeout=Timeout(timeout, connect=min(5.0, timeout)),
             )
         self.client = client
 
@@ -215,9 +232,11 @@ class OpenAIBackend:
         self.counter.add(requests=1)
         if self.cache is not None:
             hit = self.cache.get(body)
-            if hit is not None:
+            if hit is not None and self._acceptable(req, hit["content"]):
                 self.counter.add(cache_hits=1)
                 return StepResponse(text=hit["content"], cached=True)
+            if hit is not None:  # stored under other rules (e.g. a larger max_words): ask again
+                self.cache.discard(body)
         try:
             content, usage = self._post_with_retries(body)
         except _Failed as exc:
@@ -229,37 +248,74 @@ class OpenAIBackend:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
         )
-        if self.cache is not None:
+        if self.cache is not None and self._acceptable(req, content):
             self.cache.put(body, {"content": content, "usage": usage, "model": self.model})
         return StepResponse(text=content)
+
+    def _acceptable(self, req: StepRequest, content: str) -> bool:
+        """Whether the distiller will accept ``content`` (its word limit and format checks)."""
+        if len(content.split()) > self.config.max_words:
+            return False
+        try:
+            parse_step_output(req.kind, content, req.context)
+        except BackendError:
+            return False
+        return True
 
     def _post_with_retries(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
         cfg = self.config
         last: _Retryable | None = None
-        for attempt in range(cfg.request_retries + 1):
+        attempts = cfg.request_retries + 1
+        all_unreachable = True
+        for attempt in range(attempts):
             if attempt:
+                assert last is not None
                 self.counter.add(retries=1)
-                time.sleep(self._delay(attempt - 1, last.retry_after if last else None))
+                self._note_retry(last, attempt, attempts)
+                time.sleep(self._delay(attempt - 1, last.retry_after))
             try:
                 return self._post_once(body)
             except _Retryable as exc:
                 last = exc
+                all_unreachable = all_unreachable and exc.unreachable
+                if exc.retry_after is not None and exc.retry_after > cfg.retry_after_max:
+                    # Waiting that long would hold every user: stop now, say how to wait longer.
+                    raise _Failed(
+                        f"{self.base_url} asks to retry after {exc.retry_after:g} s ({exc.reason}), "
+                        f"longer than retry_after_max={cfg.retry_after_max:g} s; try again later or "
+                        "raise --max-retry-after",
+                        fatal=True,
+                    ) from None
         assert last is not None
-        attempts = cfg.request_retries + 1
-        if last.reason.startswith("cannot reach: "):
-            # An unreachable endpoint fails every user the same way: stop the run.
+        if all_unreachable:
+            # A hanging or unreachable endpoint fails every user the same way: stop the run.
             raise _Failed(
                 f"cannot reach the OpenAI-compatible endpoint {self.base_url} ({attempts} "
-                f"attempts: {last.reason.removeprefix('cannot reach: ')}); check --base-url and "
-                "that the server is running",
+                f"attempts: {last.reason}); check --base-url and that the server is running, or "
+                "raise --request-timeout / --request-attempts",
                 fatal=True,
             )
         raise _Failed(f"{self.base_url} failed after {attempts} attempts: {last.reason}", fatal=False)
 
+    def _note_retry(self, last: _Retryable, attempt: int, attempts: int) -> None:
+        """One note on the first retry, so a slow or failing endpoint is visible at once."""
+        with self._rng_lock:
+            if self._warned:
+                return
+            self._warned = True
+        import warnings
+
+        warnings.warn(
+            f"{self.base_url}: {last.reason}; retrying (attempt {attempt + 1} of {attempts}, "
+            f"--request-timeout {self.config.timeout:g} s)",
+            BackendRetryWarning,
+            stacklevel=2,
+        )
+
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         cfg = self.config
         if retry_after is not None:
-            return max(0.0, min(retry_after, max(cfg.backoff_max, 1.0) * 2))
+            return max(0.0, min(retry_after, cfg.retry_after_max))
         delay = min(cfg.backoff_max, cfg.backoff_base * (2**attempt))
         with self._rng_lock:
             jitter = self._rng.uniform(0.0, delay / 2)
@@ -286,10 +342,10 @@ class OpenAIBackend:
                 fatal=True,
             ) from exc
         except openai.APITimeoutError as exc:
-            raise _Retryable(f"timed out after {self.config.timeout:g} s") from exc
+            raise _Retryable(f"no answer within {self.config.timeout:g} s", unreachable=True) from exc
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            raise _Retryable(f"cannot reach: {_one_line(cause)}") from exc
+            raise _Retryable(f"connection failed: {_one_line(cause)}", unreachable=True) from exc
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as exc:
             raise _Retryable(f"malformed response body: {_one_line(exc)}") from exc
         choices = getattr(completion, "choices", None)
