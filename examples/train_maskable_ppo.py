@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=540.0, help="training wall time (default 540 s)")
     p.add_argument("--max-steps", type=int, default=50_000_000, help="training steps at most")
-    p.add_argument("--num-envs", type=int, default=64, help="sessions stepped together")
+    p.add_argument("--num-envs", type=int, default=128, help="sessions stepped together")
     p.add_argument("--episodes", type=int, default=1000, help="evaluation sessions per policy")
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -146,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     objects = {"population": population, "agent": agent}
     venv = VecNormalize(VecMonitor(raw), norm_obs=False, norm_reward=True, gamma=0.95)
     policy_cls, policy_kwargs = item_scoring_policy(raw.env.item_features)
-    n_steps = 16 if args.smoke else 64
+    n_steps = 16 if args.smoke else 32
     model = MaskablePPO(
         policy_cls, venv, n_steps=n_steps, batch_size=min(1024, n_steps * args.num_envs), n_epochs=4,
-        gamma=0.95, learning_rate=1e-3, ent_coef=0.003, seed=args.seed, policy_kwargs=policy_kwargs,
+        gamma=0.95, learning_rate=2e-3, ent_coef=0.003, seed=args.seed, policy_kwargs=policy_kwargs,
         device="cpu", verbose=0,
     )
     curve = LearningCurve(args.budget_s)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {**vars(args), "out": str(args.out), "options": options, "train_steps": steps,
               "train_seconds": round(train_s, 1), "algorithm": "sb3-contrib MaskablePPO, ItemScoringPolicy",
               "ppo": {"n_steps": n_steps, "batch_size": model.batch_size, "n_epochs": 4, "gamma": 0.95,
-                      "learning_rate": 1e-3, "ent_coef": 0.003, "net_arch": policy_kwargs["net_arch"],
+                      "learning_rate": 2e-3, "ent_coef": 0.003, "net_arch": policy_kwargs["net_arch"],
                       "reward_normalisation": "VecNormalize(norm_reward=True)"},
               "population": population.name, "agent": repr(agent)}
     doc = results_document(config, rows, verdict=verdict, learning_curve=curve.points)

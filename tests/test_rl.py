@@ -14,7 +14,7 @@ from recsim_personas.agents.mf_agent import LatentFactorUserAgent, heldout_resid
 from recsim_personas.baselines.mf import BiasedMF
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.evaluation import evaluate_policy, user_schedule
-from recsim_personas.envs.features import item_features
+from recsim_personas.envs.features import item_features, user_features
 from recsim_personas.envs.persona_rec import PersonaRecEnv
 from recsim_personas.envs.policies import make_policy
 from recsim_personas.envs.population import build_agent, simulator_ratings, synthetic_population
@@ -136,6 +136,9 @@ def test_flat_observation_holds_the_history_as_item_features(population, mf_agen
     dim, n_p, d = population.embedding_dim, population.n_personas, feats.shape[1]
     pos = population.user_position(info["user_id"])
     np.testing.assert_allclose(obs[:dim], population.profile_embeddings[pos], atol=FP32_EPS)
+    users = user_features(population)
+    np.testing.assert_allclose(obs[dim : dim + users.shape[1]], users[pos], atol=FP32_EPS)
+    dim += users.shape[1]
     assert obs[dim + population.personas[pos]] == 1.0
     hist = obs[dim + n_p : dim + n_p + 3 * d].reshape(3, d)
     np.testing.assert_allclose(hist[0], feats[7], atol=FP32_EPS)
@@ -256,3 +259,16 @@ def test_maskable_ppo_trains_on_the_adapter_and_respects_masks(population, mf_ag
     # The masked policy never recommends a seen item, so no step pays the -1 penalty.
     assert result.summary["return"][0] > 0
     assert np.all(result.per_episode["return"] >= 0)
+
+
+def test_module_doctests_run():
+    import doctest
+
+    import recsim_personas.agents.mf_agent as mf
+    import recsim_personas.envs.evaluation as evaluation
+    import recsim_personas.envs.features as features
+
+    for module in (mf, evaluation, features):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__

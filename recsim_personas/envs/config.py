@@ -189,8 +189,8 @@ class PersonaRecConfig:
         default="dict",
         metadata=_help(
             "dict: the Dict observation (persona, profile, history_items, history_ratings, step); "
-            "flat: one float32 Box (profile, persona one-hot, the history as item feature vectors "
-            "and normalised ratings, step / horizon) for MLP policies."
+            "flat: one float32 Box (profile, the user's train-SVD embedding, persona one-hot, the "
+            "history as item feature vectors and normalised ratings, step / horizon) for MLP policies."
         ),
     )
     mask_in_obs: bool = field(

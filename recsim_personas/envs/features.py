@@ -13,8 +13,8 @@ user model nor the test split):
   ratings (collaborative item embeddings), each column scaled to unit max-abs.
 
 :class:`FlatObservation` turns the session state into one ``Box`` vector (``observation="flat"``):
-``[profile embedding, persona one-hot, history item features (history_len x d, zeros for padding),
-history ratings / max rating, step / horizon]`` and, with ``mask_in_obs``, the ``n_items`` action mask.
+``[profile embedding, user SVD embedding (:func:`user_features`), persona one-hot, history item
+features (history_len x d, zeros for padding), history ratings / max rating, step / horizon]`` and, with ``mask_in_obs``, the ``n_items`` action mask.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gymnasium import spaces
 if TYPE_CHECKING:
     from recsim_personas.envs.population import UserPopulation
 
-__all__ = ["FlatObservation", "item_features"]
+__all__ = ["FlatObservation", "item_features", "user_features"]
 
 _PRIOR_WEIGHT = 5.0
 
@@ -55,8 +55,20 @@ def item_features(population: UserPopulation, n_svd: int = 16) -> np.ndarray:
     blocks = [_genres(pop), (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9))[:, None],
               ((shrunk - lo) / (hi - lo))[:, None]]
     if n_svd > 0:
-        blocks.append(_svd_items(train, pos, ratings - mean, n, pop.user_ids, n_svd))
+        blocks.append(_train_svd(pop, n_svd)[1])
     return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def user_features(population: UserPopulation, n_svd: int = 16) -> np.ndarray:
+    """``(n_users, n_svd)`` float32 collaborative user embeddings, aligned with ``population.user_ids``.
+
+    The user side of the same truncated SVD of the train ratings as :func:`item_features`
+    (``U * S``, each column scaled to unit max-abs): what the user's own train ratings say about
+    their taste, in the coordinates of the items' SVD features.
+    """
+    if n_svd <= 0:
+        return np.zeros((population.n_users, 0), np.float32)
+    return _train_svd(population, n_svd)[0].astype(np.float32)
 
 
 def _genres(pop: UserPopulation) -> np.ndarray:
@@ -75,19 +87,27 @@ def _genres(pop: UserPopulation) -> np.ndarray:
     return out
 
 
-def _svd_items(train, pos: np.ndarray, centred: np.ndarray, n_items: int, user_ids: np.ndarray,
-               k: int) -> np.ndarray:
+def _train_svd(pop: UserPopulation, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(user vectors, item vectors)`` of a truncated SVD of the mean-centred train ratings."""
     from scipy.sparse import csr_matrix
     from sklearn.decomposition import TruncatedSVD
 
-    upos = np.searchsorted(user_ids, train["user_id"].to_numpy(np.int64))
-    matrix = csr_matrix((centred, (upos, pos)), shape=(len(user_ids), n_items))
+    train = pop.train
+    ratings = train["rating"].to_numpy(np.float64)
+    centred = ratings - (ratings.mean() if len(ratings) else 0.0)
+    upos = np.searchsorted(pop.user_ids, train["user_id"].to_numpy(np.int64))
+    ipos = np.searchsorted(pop.item_ids, train["item_id"].to_numpy(np.int64))
+    matrix = csr_matrix((centred, (upos, ipos)), shape=(pop.n_users, pop.n_items))
     k = min(k, min(matrix.shape) - 1)
     if k < 1:
-        return np.zeros((n_items, 0))
-    vecs = TruncatedSVD(n_components=k, random_state=0).fit(matrix).components_.T
-    scale = np.abs(vecs).max(axis=0)
-    return vecs / np.where(scale > 0, scale, 1.0)
+        return np.zeros((pop.n_users, 0)), np.zeros((pop.n_items, 0))
+    svd = TruncatedSVD(n_components=k, random_state=0).fit(matrix)
+    return _unit_max_abs(svd.transform(matrix)), _unit_max_abs(svd.components_.T)
+
+
+def _unit_max_abs(x: np.ndarray) -> np.ndarray:
+    scale = np.abs(x).max(axis=0)
+    return x / np.where(scale > 0, scale, 1.0)
 
 
 class FlatObservation:
@@ -96,6 +116,7 @@ class FlatObservation:
     Args:
         population: The users and catalogue.
         features: ``(n_items, d)`` item features (:func:`item_features`).
+        users: ``(n_users, e)`` user features (:func:`user_features`; None = none).
         history_len: Items of the history in the observation.
         horizon: Steps per session (normalises the step count).
         mask_in_obs: Append the ``n_items`` action mask.
@@ -103,9 +124,12 @@ class FlatObservation:
 
     def __init__(
         self, population: UserPopulation, features: np.ndarray, history_len: int, horizon: int,
-        mask_in_obs: bool,
+        mask_in_obs: bool, users: np.ndarray | None = None,
     ) -> None:
         self.population = population
+        self._users = (
+            np.zeros((population.n_users, 0), np.float32) if users is None else users.astype(np.float32)
+        )
         # One padding row of zeros at index n_items (the history's pad value).
         self._features = np.concatenate([features, np.zeros((1, features.shape[1]), np.float32)])
         self._onehot = np.eye(max(population.n_personas, 1), dtype=np.float32)
@@ -113,7 +137,7 @@ class FlatObservation:
         self._horizon = float(horizon)
         self.mask_in_obs = mask_in_obs
         self.size = (
-            population.embedding_dim + self._onehot.shape[1] + history_len * (features.shape[1] + 1) + 1
+            population.embedding_dim + self._users.shape[1] + self._onehot.shape[1] + history_len * (features.shape[1] + 1) + 1
             + (population.n_items if mask_in_obs else 0)
         )
 
@@ -131,6 +155,7 @@ class FlatObservation:
         m = len(user_pos)
         parts = [
             pop.profile_embeddings[user_pos].astype(np.float32, copy=False),
+            self._users[user_pos],
             self._onehot[pop.personas[user_pos]],
             self._features[hist_items].reshape(m, -1),
             (hist_ratings / self._max_rating).astype(np.float32, copy=False),

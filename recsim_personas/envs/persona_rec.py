@@ -18,7 +18,7 @@ from gymnasium import spaces
 from recsim_personas.agents.protocol import SessionEvent, UserAgent
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.exits import PatienceExitRule
-from recsim_personas.envs.features import FlatObservation, item_features
+from recsim_personas.envs.features import FlatObservation, item_features, user_features
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
 from recsim_personas.envs.prefix_cache import prepare_prefix_cache
 from recsim_personas.errors import ConfigError, EnvError
@@ -150,7 +150,8 @@ class SessionEngine:
         self.flat: FlatObservation | None = None
         if config.observation == "flat":
             self.flat = FlatObservation(
-                population, self.item_features, hist, config.horizon, config.mask_in_obs
+                population, self.item_features, hist, config.horizon, config.mask_in_obs,
+                users=user_features(population),
             )
 
     @property
@@ -487,7 +488,9 @@ class PersonaRecEnv(gym.Env):
     qualify; temporal 60:40, seed 0) and deterministic template profiles with K = 4 personas,
     computed on the first ``make`` (a minute or more on a small CPU, mostly embedding item texts) and
     cached under ``recsim_personas.paths.cache_dir()``.
-    The default user is then the **cheap bias agent** (no adapters have been trained). Point the env
+    The default user is then a **cheap agent** (no adapters have been trained): in ``PersonaRec-v1``
+    the latent-factor users (biased MF with held-out-calibrated noise: users differ in what they
+    like best), in ``PersonaRec-v0`` the user + item bias users (one global ranking is best for all). Point the env
     at a trained run folder to get the language-model users:
     ``gym.make("PersonaRec-v0", run_dir="runs/ml1m")`` (``agent="auto"`` picks the LM agent when
     ``run_dir`` is set; ``agent="bias"`` keeps the cheap one on that folder's users).
@@ -530,10 +533,25 @@ class PersonaRecEnv(gym.Env):
     A step where the user rated nothing (a seen item, or an empty pick from a slate) enters the
     history as the shown item (the slate's first) with rating 0.
 
+    ``mask_in_obs=True`` adds ``action_mask`` (``MultiBinary(n_items)``, 1 = allowed). The mask is
+    also ``env.unwrapped.action_masks()`` (bool; sb3-contrib's ``MaskablePPO`` reads it) and
+    ``info["action_mask"]``.
+
+    ``observation="flat"``: one ``Box(-1, 1, (size,), float32)`` for MLP policies: the profile
+    embedding, the user's train-SVD embedding, the persona one-hot, each history item as its item
+    feature vector (zeros for padding), the history ratings over the scale's maximum, the step over
+    the horizon, and with ``mask_in_obs`` the ``n_items`` mask
+    (:mod:`recsim_personas.envs.features`). ``env.unwrapped.item_features`` is the ``(n_items, d)``
+    float32 feature matrix (genres, popularity, shrunk mean train rating, train SVD; nothing from
+    the simulated user model or the test split), for policies that score items.
+
     ## Rewards
 
-    ``reward="rating"`` (default): the rating given; ``"normalized"``: ``(rating - min) / (max -
-    min)`` in [0, 1]; ``"like"``: 1.0 if the rating is at least ``like_threshold`` (4) else 0.0.
+    ``reward="rating"`` (default): the rating given, on the dataset's scale (0.5-5 on
+    ml-latest-small; with ``seen_penalty`` -1 a step's reward lies in [-1, 5], an episode's return
+    in [-horizon, 5 * horizon]: about 45-65 for the baselines at horizon 20); ``"normalized"``:
+    ``(rating - min) / (max - min)`` in [0, 1] (the penalty stays -1); ``"like"``: 1.0 if the
+    rating is at least ``like_threshold`` (4) else 0.0.
     A step without a rating gives 0, plus ``seen_penalty`` per penalised seen item. With
     ``rating="sample"`` (default) the rating is drawn from the agent's distribution with the env's
     ``np_random``; with ``rating="expectation"`` it is the distribution's mean.
@@ -606,7 +624,11 @@ class PersonaRecEnv(gym.Env):
 
     ## Version History
 
-    * v0: Initial release (recsim-personas 0.1.0). A change that moves results becomes v1.
+    * v0: Initial release (recsim-personas 0.1.0): the cheap users are the user + item bias model
+      (``cheap_agent="bias"``).
+    * v1: The cheap users have tastes: ``agent="auto"`` without ``run_dir`` builds the
+      latent-factor agent (:class:`~recsim_personas.agents.mf_agent.LatentFactorUserAgent`,
+      ``cheap_agent="mf"``). Everything else as v0 (same options, spaces and dynamics).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
