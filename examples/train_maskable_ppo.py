@@ -117,7 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "rl-maskable-ppo.json")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic population, a few hundred steps")
+    p.add_argument("--replot", type=Path, default=None, metavar="JSON", help="only redraw the plots of a results file")
     args = p.parse_args(argv)
+    if args.replot is not None:
+        import json
+
+        doc = json.loads(args.replot.read_text(encoding="utf-8"))
+        paths = plot(doc["learning_curve"], doc["results"], args.replot.with_suffix(""), doc["config"]["episodes"])
+        print(f"wrote {', '.join(str(x) for x in paths)}")
+        return 0
 
     import torch
     from sb3_contrib import MaskablePPO
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     n_steps = 16 if args.smoke else 32
     model = MaskablePPO(
         policy_cls, venv, n_steps=n_steps, batch_size=min(1024, n_steps * args.num_envs), n_epochs=4,
-        gamma=0.95, learning_rate=2e-3, ent_coef=0.003, seed=args.seed, policy_kwargs=policy_kwargs,
+        gamma=0.95, learning_rate=1e-3, ent_coef=0.003, seed=args.seed, policy_kwargs=policy_kwargs,
         device="cpu", verbose=0,
     )
     curve = LearningCurve(args.budget_s)
@@ -190,21 +198,25 @@ def main(argv: list[str] | None = None) -> int:
     config = {**vars(args), "out": str(args.out), "options": options, "train_steps": steps,
               "train_seconds": round(train_s, 1), "algorithm": "sb3-contrib MaskablePPO, ItemScoringPolicy",
               "ppo": {"n_steps": n_steps, "batch_size": model.batch_size, "n_epochs": 4, "gamma": 0.95,
-                      "learning_rate": 2e-3, "ent_coef": 0.003, "net_arch": policy_kwargs["net_arch"],
+                      "learning_rate": 1e-3, "ent_coef": 0.003, "net_arch": policy_kwargs["net_arch"],
                       "reward_normalisation": "VecNormalize(norm_reward=True)"},
               "population": population.name, "agent": repr(agent)}
     doc = results_document(config, rows, verdict=verdict, learning_curve=curve.points)
     doc["hardware"] = {**doc["hardware"], "cpu": cpu_info(), "torch_threads": torch.get_num_threads(),
                        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
     path = write_results_json(args.out, doc)
-    plots = plot(curve.points, rows, args.out.with_suffix(""), pop_row["return"], by["oracle"]["return"])
+    plots = plot(curve.points, rows, args.out.with_suffix(""), args.episodes)
     print(f"wrote {path}, {', '.join(str(x) for x in plots)}")
     return 0
 
 
-def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path, popularity: float,
-         oracle: float) -> list[Path]:
-    """``<stem>-curve.png`` (training return against steps) and ``<stem>-comparison.png``."""
+def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path, episodes: int) -> list[Path]:
+    """``<stem>-curve.png`` (training return against steps) and ``<stem>-comparison.png``.
+
+    ``python examples/train_maskable_ppo.py --replot results/rl-maskable-ppo.json`` redraws them from
+    a results file."""
+    by = {r["policy"]: r["return"] for r in rows}
+    popularity, oracle = by["popularity"], by["oracle"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,7 +246,7 @@ def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path,
            capsize=4, color=["#8c8c8c", "#dd8452", "#c44e52", "#4c72b0", "#55a868"][: len(rows)])
     ax.set_xticks(np.arange(len(rows)), names, fontsize=8)
     ax.set_ylabel("mean episode return (95% CI)")
-    ax.set_title(f"PersonaRec-v1, latent-factor users: {rows[0].get('episodes', '')} evaluation sessions",
+    ax.set_title(f"PersonaRec-v1, latent-factor users: {episodes} evaluation sessions per policy",
                  fontsize=10)
     fig.tight_layout()
     paths.append(stem.parent / f"{stem.name}-comparison.png")
