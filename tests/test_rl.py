@@ -265,10 +265,34 @@ def test_module_doctests_run():
     import doctest
 
     import recsim_personas.agents.mf_agent as mf
+    import recsim_personas.envs.choice as choice
     import recsim_personas.envs.evaluation as evaluation
     import recsim_personas.envs.features as features
+    import recsim_personas.envs.rewards as rewards
 
-    for module in (mf, evaluation, features):
+    for module in (mf, evaluation, features, choice, rewards):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__
+
+
+def test_choice_model_and_reward_are_swappable_seams(population, mf_agent):
+    from recsim_personas.envs.choice import ConditionalLogitChoice
+
+    env = gym.make("PersonaRec-v1", population=population, agent=mf_agent, slate_size=3,
+                   seen_items="allow").unwrapped
+    engine = env._engine
+    assert isinstance(engine.choice_model, ConditionalLogitChoice)
+
+    class FirstSlot:
+        def probabilities(self, expected, allowed):
+            probs = np.zeros((expected.shape[0], expected.shape[1] + 1))
+            probs[:, 0] = 1.0
+            return probs
+
+    engine.choice_model = FirstSlot()
+    engine.reward_fn = lambda rating, rated, n_penalised: np.where(rated, 10.0 * rating, -7.0)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.array([5, 6, 7]))
+    assert info["chosen_slot"] == 0 and info["item_id"] == population.item_ids[5]
+    assert reward == pytest.approx(10.0 * info["rating"])

@@ -16,11 +16,13 @@ import numpy as np
 from gymnasium import spaces
 
 from recsim_personas.agents.protocol import SessionEvent, UserAgent
+from recsim_personas.envs.choice import ChoiceModel, ConditionalLogitChoice, draw_choice
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.exits import PatienceExitRule
 from recsim_personas.envs.features import FlatObservation, item_features, user_features
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
 from recsim_personas.envs.prefix_cache import prepare_prefix_cache
+from recsim_personas.envs.rewards import RewardFunction, StepReward
 from recsim_personas.errors import ConfigError, EnvError
 
 __all__ = ["PersonaRecEnv", "SessionEngine", "UnsupportedRenderModeError", "check_agent", "parse_actions"]
@@ -139,6 +141,15 @@ class SessionEngine:
         self.events: list[list[SessionEvent]] = [[] for _ in range(n)]
         self.log: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
         self.rule = PatienceExitRule(config.exit_rule)
+        #: The seams a user can swap (RecSim's choice model and reward function): any object with
+        #: ``probabilities(expected, allowed)`` (recsim_personas.envs.choice) and any callable
+        #: ``(rating, rated, n_penalised) -> reward`` (recsim_personas.envs.rewards).
+        self.choice_model: ChoiceModel = ConditionalLogitChoice(
+            config.choice_temperature, config.no_choice_utility
+        )
+        self.reward_fn: RewardFunction = StepReward(
+            config.reward, config.like_threshold, config.seen_penalty, population.scale
+        )
         #: Keep a per-step log for render(); environments turn it on with render_mode="ansi".
         self.record_log = False
         # Steps without a rating reach the agent's leave decision as SessionEvent(item, NaN) when the
@@ -303,14 +314,8 @@ class SessionEngine:
                 batch = self.agent.rate(flat_users, pop.item_ids[actions[to_rate]])
                 probs[to_rate] = batch.probs
             expected = probs @ levels
-            tau = cfg.choice_temperature
-            logits = np.where(to_rate, expected / tau, -np.inf)
-            logits = np.concatenate([logits, np.full((m, 1), cfg.no_choice_utility / tau)], axis=1)
-            logits -= logits.max(axis=1, keepdims=True)
-            weights = np.exp(logits)
-            choice_probs = weights / weights.sum(axis=1, keepdims=True)
-            pick = np.minimum((np.cumsum(choice_probs, axis=1) < uniforms[:, :1]).sum(axis=1), k)
-            chosen = np.where(pick == k, -1, pick)
+            choice_probs = self.choice_model.probabilities(expected, to_rate)
+            chosen = draw_choice(choice_probs, uniforms[:, 0])
             rated = chosen >= 0
             slot = np.maximum(chosen, 0)
             chosen_probs = probs[rows, slot] * rated[:, None]
@@ -326,18 +331,8 @@ class SessionEngine:
         if not all_rated:
             rating[~rated] = 0.0
 
-        # Reward.
-        if cfg.reward == "rating":
-            reward = rating.copy()
-        elif cfg.reward == "normalized":
-            reward = (rating - pop.scale.min) * (1.0 / (pop.scale.max - pop.scale.min))
-        else:
-            reward = (rating >= cfg.like_threshold).astype(np.float64)
-        if not all_rated:
-            reward[~rated] = 0.0
         n_seen = seen.sum(axis=1)
-        if penalise:
-            reward += cfg.seen_penalty * n_seen
+        reward = self.reward_fn(rating, rated, n_seen if penalise else np.zeros_like(n_seen))
 
         # State: the picked item (or the slate's first) enters the history; picked items become seen.
         if all_rated:
