@@ -88,7 +88,10 @@ def test_registered_with_string_entry_points():
     assert spec.entry_point == "recsim_personas.envs.persona_rec:PersonaRecEnv"
     assert spec.vector_entry_point == "recsim_personas.envs.vector:PersonaRecVectorEnv"
     assert spec.max_episode_steps is None
-    assert ENV_IDS == ("PersonaRec-v0",)
+    assert ENV_IDS == ("PersonaRec-v0", "PersonaRec-v1")
+    # v0 is frozen on the bias users; v1 defaults to the latent-factor users.
+    assert spec.kwargs == {}
+    assert gym.spec("PersonaRec-v1").kwargs == {"cheap_agent": "mf"}
 
 
 def test_importing_the_registration_loads_no_torch_and_no_pandas():
@@ -122,8 +125,11 @@ def test_importing_the_package_registers_the_env():
         {"slate_size": 3},
         {"exit": "rule", "reward": "normalized"},
         {"rating": "expectation", "reward": "like", "seen_items": "allow"},
+        {"observation": "flat"},
+        {"observation": "flat", "mask_in_obs": True, "slate_size": 2},
+        {"mask_in_obs": True},
     ],
-    ids=["default", "slate", "rule-exit", "expectation"],
+    ids=["default", "slate", "rule-exit", "expectation", "flat", "flat-mask-slate", "dict-mask"],
 )
 def test_check_env_passes_with_the_cheap_agent(env_id, options, population, agent):
     env = gym.make(env_id, population=population, agent=agent, render_mode="ansi", **options)

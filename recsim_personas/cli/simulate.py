@@ -2,13 +2,14 @@
 
 Examples::
 
-    recsim-personas simulate                                        # embedded default, bias agent
+    recsim-personas simulate                                        # embedded default, mf agent
     recsim-personas simulate --policies random,popularity,als,oracle,bandit --episodes 400 --horizon 20
     recsim-personas simulate --run-dir runs/ml1m --agent lm --episodes 64 --horizon 10
     recsim-personas simulate --slate-size 5 --reward like --exit rule --out results/sim
 
 Runs every policy for ``--episodes`` sessions of at most ``--horizon`` steps in the vector
-environment (the same users and random streams for every policy) and prints, per policy, the mean
+environment (the same users and random streams for every policy, the schedule of
+:func:`~recsim_personas.envs.evaluation.evaluate_policy`) and prints, per policy, the mean
 simulated rating, like rate, session length, exit rate and return with 95% confidence intervals,
 next to precision / recall / NDCG at ``--k`` on the held-out test split (and RMSE / MAE for the
 oracle, whose prediction is the agent's expected rating), and the Spearman correlation between the
@@ -69,9 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder for simulate.json and simulate.png (default: <run-dir>/results, "
                    "else runs/simulate)")
     e = p.add_argument_group("environment (PersonaRec-v0 options)")
-    e.add_argument("--agent", default="auto", choices=("auto", "bias", "lm"),
-                   help="simulated users: bias (cheap), lm (persona LoRA; needs --run-dir with "
-                   "adapters), auto (lm with --run-dir, else bias)")
+    e.add_argument("--agent", default="auto", choices=("auto", "mf", "bias", "lm"),
+                   help="simulated users: mf (cheap latent-factor users with tastes, PersonaRec-v1's), "
+                   "bias (cheap user + item bias users, PersonaRec-v0's), lm (persona LoRA; needs "
+                   "--run-dir with adapters), auto (lm with --run-dir, else mf)")
     e.add_argument("--run-dir", default=None, metavar="DIR",
                    help="run folder from `recsim-personas memory` (+ `train`); default: the "
                    "embedded ml-latest-small population")
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     env = {
         "agent": args.agent,
+        "cheap_agent": "mf",
         "run_dir": args.run_dir,
         "dataset": args.dataset,
         "data_dir": args.data_dir,

@@ -19,14 +19,20 @@ from gymnasium.envs.registration import register, registry
 __all__ = ["ENV_IDS"]
 
 #: Every environment id this package registers (tests run ``check_env`` on each).
-ENV_IDS: tuple[str, ...] = ("PersonaRec-v0",)
+ENV_IDS: tuple[str, ...] = ("PersonaRec-v0", "PersonaRec-v1")
 
-if "PersonaRec-v0" not in registry:
-    register(
-        id="PersonaRec-v0",
-        entry_point="recsim_personas.envs.persona_rec:PersonaRecEnv",
-        vector_entry_point="recsim_personas.envs.vector:PersonaRecVectorEnv",
-        # The env truncates at its own `horizon` option; no TimeLimit wrapper.
-        max_episode_steps=None,
-        nondeterministic=False,
-    )
+#: What each id changes from the config's defaults. v0 is frozen: its cheap users are the user + item
+#: bias model. v1's cheap users have tastes (the latent-factor agent, ``cheap_agent="mf"``).
+_ID_KWARGS: dict[str, dict[str, str]] = {"PersonaRec-v0": {}, "PersonaRec-v1": {"cheap_agent": "mf"}}
+
+for _env_id, _kwargs in _ID_KWARGS.items():
+    if _env_id not in registry:
+        register(
+            id=_env_id,
+            entry_point="recsim_personas.envs.persona_rec:PersonaRecEnv",
+            vector_entry_point="recsim_personas.envs.vector:PersonaRecVectorEnv",
+            # The env truncates at its own `horizon` option; no TimeLimit wrapper.
+            max_episode_steps=None,
+            nondeterministic=False,
+            kwargs=dict(_kwargs),
+        )

@@ -33,7 +33,9 @@ RatingMode = Literal["sample", "expectation"]
 SeenRule = Literal["penalty", "mask", "allow"]
 ExitMode = Literal["agent", "rule", "none"]
 ExitCalibration = Literal["anchored", "raw"]
-AgentKind = Literal["auto", "lm", "bias"]
+AgentKind = Literal["auto", "lm", "bias", "mf"]
+CheapAgent = Literal["bias", "mf"]
+ObservationMode = Literal["dict", "flat"]
 MemoryMode = Literal["ms", "msml"]
 
 
@@ -128,7 +130,15 @@ class PersonaRecConfig:
         metadata=_help(
             "The simulated user when none is passed: lm (persona-LoRA language model; needs run_dir "
             "with trained adapters), bias (cheap user+item bias model with noise and the patience "
-            "exit), auto (lm when run_dir is set, else bias)."
+            "exit), mf (cheap latent-factor model: biased MF, held-out-calibrated noise, the "
+            "patience exit), auto (lm when run_dir is set, else cheap_agent)."
+        ),
+    )
+    cheap_agent: CheapAgent = field(
+        default="bias",
+        metadata=_help(
+            "The cheap user model agent='auto' picks without run_dir: bias (PersonaRec-v0) or mf "
+            "(PersonaRec-v1: users with tastes)."
         ),
     )
     run_dir: str | None = field(
@@ -171,8 +181,23 @@ class PersonaRecConfig:
     noise_std: float | None = field(
         default=None,
         metadata=_help(
-            "Bias agent: standard deviation of the Gaussian rating noise in stars "
-            "(None: the predictor's residual RMSE on train)."
+            "Cheap agents: standard deviation of the Gaussian rating noise in stars (None: bias = "
+            "the predictor's residual RMSE on train; mf = the model's RMSE on held-out ratings)."
+        ),
+    )
+    observation: ObservationMode = field(
+        default="dict",
+        metadata=_help(
+            "dict: the Dict observation (persona, profile, history_items, history_ratings, step); "
+            "flat: one float32 Box (profile, the user's train-SVD embedding, persona one-hot, the "
+            "history as item feature vectors and normalised ratings, step / horizon) for MLP policies."
+        ),
+    )
+    mask_in_obs: bool = field(
+        default=False,
+        metadata=_help(
+            "Carry the action mask (1 = neither seen nor forbidden) in the observation: an "
+            "'action_mask' key (dict) or n_items trailing entries (flat)."
         ),
     )
 
@@ -206,6 +231,8 @@ class PersonaRecConfig:
             errors.append(f"exit_hazard must be three probabilities in (0, 1) (activity low, mid, high), got {hazard!r}")
         else:
             object.__setattr__(self, "exit_hazard", tuple(float(h) for h in hazard))
+        if not isinstance(self.mask_in_obs, bool):
+            errors.append(f"mask_in_obs must be True or False, got {self.mask_in_obs!r}")
         if not isinstance(self.warm_cache, bool):
             errors.append(f"warm_cache must be True or False, got {self.warm_cache!r}")
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):
@@ -221,6 +248,8 @@ class PersonaRecConfig:
             ("exit", ExitMode),
             ("exit_calibration", ExitCalibration),
             ("agent", AgentKind),
+            ("cheap_agent", CheapAgent),
+            ("observation", ObservationMode),
             ("memory_mode", MemoryMode),
         ):
             choices = get_args(kind)
@@ -238,10 +267,10 @@ class PersonaRecConfig:
             raise ConfigError("invalid PersonaRecConfig: " + "; ".join(errors))
 
     @property
-    def resolved_agent(self) -> Literal["lm", "bias"]:
-        """The agent kind ``agent='auto'`` stands for: ``lm`` with a run folder, else ``bias``."""
+    def resolved_agent(self) -> Literal["lm", "bias", "mf"]:
+        """The agent kind ``agent='auto'`` stands for: ``lm`` with a run folder, else ``cheap_agent``."""
         if self.agent == "auto":
-            return "lm" if self.run_dir is not None else "bias"
+            return "lm" if self.run_dir is not None else self.cheap_agent
         return self.agent
 
     def replace(self, **changes: Any) -> PersonaRecConfig:

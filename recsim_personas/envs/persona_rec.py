@@ -16,13 +16,33 @@ import numpy as np
 from gymnasium import spaces
 
 from recsim_personas.agents.protocol import SessionEvent, UserAgent
+from recsim_personas.envs.choice import ChoiceModel, ConditionalLogitChoice, draw_choice
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.exits import PatienceExitRule
+from recsim_personas.envs.features import FlatObservation, item_features, user_features
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
 from recsim_personas.envs.prefix_cache import prepare_prefix_cache
+from recsim_personas.envs.rewards import RewardFunction, StepReward
 from recsim_personas.errors import ConfigError, EnvError
 
-__all__ = ["PersonaRecEnv", "SessionEngine", "check_agent", "parse_actions"]
+__all__ = ["PersonaRecEnv", "SessionEngine", "UnsupportedRenderModeError", "check_agent", "parse_actions"]
+
+
+class UnsupportedRenderModeError(EnvError, TypeError):
+    """A ``render_mode`` the environment does not draw.
+
+    Also a ``TypeError``: stable-baselines3's ``make_vec_env`` asks for ``render_mode="rgb_array"``
+    and retries without it only on ``TypeError``, as for an environment without the keyword.
+    """
+
+
+def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> None:
+    """Raise :class:`UnsupportedRenderModeError` unless ``render_mode`` is None or in ``modes``."""
+    if render_mode is not None and render_mode not in modes:
+        raise UnsupportedRenderModeError(
+            f"render_mode {render_mode!r} is not supported; PersonaRec renders 'ansi' (text), "
+            "'rgb_array' (one bar per step) or nothing (None)"
+        )
 
 def check_agent(agent: Any, population: UserPopulation) -> None:
     """Raise :class:`EnvError` unless ``agent`` implements the user-agent protocol on the population's scale."""
@@ -121,12 +141,36 @@ class SessionEngine:
         self.events: list[list[SessionEvent]] = [[] for _ in range(n)]
         self.log: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
         self.rule = PatienceExitRule(config.exit_rule)
+        #: The seams a user can swap (RecSim's choice model and reward function): any object with
+        #: ``probabilities(expected, allowed)`` (recsim_personas.envs.choice) and any callable
+        #: ``(rating, rated, n_penalised) -> reward`` (recsim_personas.envs.rewards).
+        self.choice_model: ChoiceModel = ConditionalLogitChoice(
+            config.choice_temperature, config.no_choice_utility
+        )
+        self.reward_fn: RewardFunction = StepReward(
+            config.reward, config.like_threshold, config.seen_penalty, population.scale
+        )
         #: Keep a per-step log for render(); environments turn it on with render_mode="ansi".
         self.record_log = False
         # Steps without a rating reach the agent's leave decision as SessionEvent(item, NaN) when the
         # agent declares `accepts_unrated_events = True` (the bias agent counts them as unsatisfying);
         # other agents see only the items the user rated.
         self.pass_unrated = bool(getattr(agent, "accepts_unrated_events", False))
+        #: ``(n_items, d)`` float32 item features (recsim_personas.envs.features), built on first use.
+        self._item_features: np.ndarray | None = None
+        self.flat: FlatObservation | None = None
+        if config.observation == "flat":
+            self.flat = FlatObservation(
+                population, self.item_features, hist, config.horizon, config.mask_in_obs,
+                users=user_features(population),
+            )
+
+    @property
+    def item_features(self) -> np.ndarray:
+        """``(n_items, d)`` float32 item feature vectors (:func:`~recsim_personas.envs.features.item_features`)."""
+        if self._item_features is None:
+            self._item_features = item_features(self.population)
+        return self._item_features
 
     # -- reset --------------------------------------------------------------------------------------
     def sample_users(self, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -152,16 +196,22 @@ class SessionEngine:
         self.ended[idx] = False
         self.exited[idx] = False
 
-    def observation(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Batched observations (fresh arrays) of sessions ``idx``."""
+    def observation(self, idx: np.ndarray) -> dict[str, np.ndarray] | np.ndarray:
+        """Batched observations (fresh arrays) of sessions ``idx``: a dict, or ``(m, size)`` if flat."""
         pos = self.user_pos[idx]
-        return {
+        mask = self.action_mask(idx) if self.config.mask_in_obs else None
+        if self.flat is not None:
+            return self.flat.build(pos, self.hist_items[idx], self.hist_ratings[idx], self.t[idx], mask)
+        obs = {
             "persona": self.population.personas[pos].copy(),
             "profile": self.population.profile_embeddings[pos].copy(),
             "history_items": self.hist_items[idx].copy(),
             "history_ratings": self.hist_ratings[idx].copy(),
             "step": self.t[idx].copy(),
         }
+        if mask is not None:
+            obs["action_mask"] = mask
+        return obs
 
     def action_mask(self, idx: np.ndarray) -> np.ndarray:
         """``(m, n_items)`` int8: 1 where recommending the item is neither penalised nor forbidden."""
@@ -264,14 +314,8 @@ class SessionEngine:
                 batch = self.agent.rate(flat_users, pop.item_ids[actions[to_rate]])
                 probs[to_rate] = batch.probs
             expected = probs @ levels
-            tau = cfg.choice_temperature
-            logits = np.where(to_rate, expected / tau, -np.inf)
-            logits = np.concatenate([logits, np.full((m, 1), cfg.no_choice_utility / tau)], axis=1)
-            logits -= logits.max(axis=1, keepdims=True)
-            weights = np.exp(logits)
-            choice_probs = weights / weights.sum(axis=1, keepdims=True)
-            pick = np.minimum((np.cumsum(choice_probs, axis=1) < uniforms[:, :1]).sum(axis=1), k)
-            chosen = np.where(pick == k, -1, pick)
+            choice_probs = self.choice_model.probabilities(expected, to_rate)
+            chosen = draw_choice(choice_probs, uniforms[:, 0])
             rated = chosen >= 0
             slot = np.maximum(chosen, 0)
             chosen_probs = probs[rows, slot] * rated[:, None]
@@ -287,18 +331,8 @@ class SessionEngine:
         if not all_rated:
             rating[~rated] = 0.0
 
-        # Reward.
-        if cfg.reward == "rating":
-            reward = rating.copy()
-        elif cfg.reward == "normalized":
-            reward = (rating - pop.scale.min) * (1.0 / (pop.scale.max - pop.scale.min))
-        else:
-            reward = (rating >= cfg.like_threshold).astype(np.float64)
-        if not all_rated:
-            reward[~rated] = 0.0
         n_seen = seen.sum(axis=1)
-        if penalise:
-            reward += cfg.seen_penalty * n_seen
+        reward = self.reward_fn(rating, rated, n_seen if penalise else np.zeros_like(n_seen))
 
         # State: the picked item (or the slate's first) enters the history; picked items become seen.
         if all_rated:
@@ -383,6 +417,25 @@ class SessionEngine:
         return reward, terminated, truncated, info
 
     # -- render -------------------------------------------------------------------------------------
+    def render_image(self, j: int, height: int = 64, bar: int = 8) -> np.ndarray:
+        """The session so far as an ``(height, horizon * bar, 3)`` uint8 picture (``rgb_array``).
+
+        One column per step: its height is the rating over the scale's maximum, green for a liked
+        item (at least ``like_threshold``), grey otherwise, red (full height) for a step without a
+        rating; a white background.
+        """
+        cfg = self.config
+        img = np.full((height, cfg.horizon * bar, 3), 255, dtype=np.uint8)
+        top = float(self.population.scale.max)
+        for t, _shown, rating, _reward, _p, _n_seen, _slate in self.log[j]:
+            x = slice((t - 1) * bar + 1, t * bar - 1)
+            if math.isnan(rating):
+                img[:, x] = (214, 39, 40)
+                continue
+            h = max(1, round(height * rating / top))
+            img[height - h :, x] = (44, 160, 44) if rating >= cfg.like_threshold else (127, 127, 127)
+        return img
+
     def render_session(self, j: int) -> str:
         """The session so far as text: user, persona, items, ratings, exit."""
         pop, cfg = self.population, self.config
@@ -430,7 +483,9 @@ class PersonaRecEnv(gym.Env):
     qualify; temporal 60:40, seed 0) and deterministic template profiles with K = 4 personas,
     computed on the first ``make`` (a minute or more on a small CPU, mostly embedding item texts) and
     cached under ``recsim_personas.paths.cache_dir()``.
-    The default user is then the **cheap bias agent** (no adapters have been trained). Point the env
+    The default user is then a **cheap agent** (no adapters have been trained): in ``PersonaRec-v1``
+    the latent-factor users (biased MF with held-out-calibrated noise: users differ in what they
+    like best), in ``PersonaRec-v0`` the user + item bias users (one global ranking is best for all). Point the env
     at a trained run folder to get the language-model users:
     ``gym.make("PersonaRec-v0", run_dir="runs/ml1m")`` (``agent="auto"`` picks the LM agent when
     ``run_dir`` is set; ``agent="bias"`` keeps the cheap one on that folder's users).
@@ -473,10 +528,25 @@ class PersonaRecEnv(gym.Env):
     A step where the user rated nothing (a seen item, or an empty pick from a slate) enters the
     history as the shown item (the slate's first) with rating 0.
 
+    ``mask_in_obs=True`` adds ``action_mask`` (``MultiBinary(n_items)``, 1 = allowed). The mask is
+    also ``env.unwrapped.action_masks()`` (bool; sb3-contrib's ``MaskablePPO`` reads it) and
+    ``info["action_mask"]``.
+
+    ``observation="flat"``: one ``Box(-1, 1, (size,), float32)`` for MLP policies: the profile
+    embedding, the user's train-SVD embedding, the persona one-hot, each history item as its item
+    feature vector (zeros for padding), the history ratings over the scale's maximum, the step over
+    the horizon, and with ``mask_in_obs`` the ``n_items`` mask
+    (:mod:`recsim_personas.envs.features`). ``env.unwrapped.item_features`` is the ``(n_items, d)``
+    float32 feature matrix (genres, popularity, shrunk mean train rating, train SVD; nothing from
+    the simulated user model or the test split), for policies that score items.
+
     ## Rewards
 
-    ``reward="rating"`` (default): the rating given; ``"normalized"``: ``(rating - min) / (max -
-    min)`` in [0, 1]; ``"like"``: 1.0 if the rating is at least ``like_threshold`` (4) else 0.0.
+    ``reward="rating"`` (default): the rating given, on the dataset's scale (0.5-5 on
+    ml-latest-small; with ``seen_penalty`` -1 a step's reward lies in [-1, 5], an episode's return
+    in [-horizon, 5 * horizon]: about 45-65 for the baselines at horizon 20); ``"normalized"``:
+    ``(rating - min) / (max - min)`` in [0, 1] (the penalty stays -1); ``"like"``: 1.0 if the
+    rating is at least ``like_threshold`` (4) else 0.0.
     A step without a rating gives 0, plus ``seen_penalty`` per penalised seen item. With
     ``rating="sample"`` (default) the rating is drawn from the agent's distribution with the env's
     ``np_random``; with ``rating="expectation"`` it is the distribution's mean.
@@ -517,7 +587,8 @@ class PersonaRecEnv(gym.Env):
     ``memory_mode``, ``model``, ``device``, ``dtype``, ``noise_std``), plus the objects
     ``agent=`` (any :class:`~recsim_personas.agents.protocol.UserAgent`, e.g. an ``LMUserAgent`` you
     built), ``population=`` (a :class:`~recsim_personas.envs.population.UserPopulation`) and
-    ``render_mode="ansi"`` (``render()`` returns the session as text). ``gym.make_vec`` builds the
+    ``render_mode="ansi"`` (``render()`` returns the session as text) or ``"rgb_array"`` (a picture
+    with one bar per step: the rating's height, green when liked, red when nothing was rated). ``gym.make_vec`` builds the
     batched :class:`~recsim_personas.envs.vector.PersonaRecVectorEnv` (one agent call per step).
 
     >>> import gymnasium as gym
@@ -548,10 +619,14 @@ class PersonaRecEnv(gym.Env):
 
     ## Version History
 
-    * v0: Initial release (recsim-personas 0.1.0). A change that moves results becomes v1.
+    * v0: Initial release (recsim-personas 0.1.0): the cheap users are the user + item bias model
+      (``cheap_agent="bias"``).
+    * v1: The cheap users have tastes: ``agent="auto"`` without ``run_dir`` builds the
+      latent-factor agent (:class:`~recsim_personas.agents.mf_agent.LatentFactorUserAgent`,
+      ``cheap_agent="mf"``). Everything else as v0 (same options, spaces and dynamics).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -563,11 +638,7 @@ class PersonaRecEnv(gym.Env):
         **options: Any,
     ) -> None:
         cfg, agent = _resolve_config(config, agent, options)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise EnvError(
-                f"render_mode {render_mode!r} is not supported; PersonaRec-v0 renders 'ansi' (text) "
-                "or nothing (None)"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.config = cfg
         self.render_mode = render_mode
         self.population = population if population is not None else load_population(cfg)
@@ -577,8 +648,8 @@ class PersonaRecEnv(gym.Env):
             self.agent, 1, self.population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent"
         )
         check_scale_options(cfg, self.population)
-        self.action_space, self.observation_space = make_spaces(cfg, self.population)
         self._engine = SessionEngine(1, self.population, self.agent, cfg)
+        self.action_space, self.observation_space = make_spaces(cfg, self.population, self._engine)
         self._engine.record_log = render_mode is not None
         self._reset_called = False
 
@@ -596,6 +667,22 @@ class PersonaRecEnv(gym.Env):
     def user_id(self) -> int | None:
         """The current session's user (None before the first reset)."""
         return int(self._engine.user_id[0]) if self._reset_called else None
+
+    @property
+    def item_features(self) -> np.ndarray:
+        """``(n_items, d)`` float32 feature vector of each action index, from the item table and the
+        train split only (genres, popularity, shrunk mean rating, SVD; :mod:`recsim_personas.envs.features`)."""
+        return self._engine.item_features
+
+    def action_masks(self) -> np.ndarray:
+        """``(n_items,)`` bool: True where recommending the item is neither penalised nor forbidden.
+
+        sb3-contrib's ``MaskablePPO`` calls this (``ActionMasker`` is not needed); the same as
+        ``info["action_mask"]``. With ``slate_size > 1`` the mask applies to every slot.
+        """
+        if not self._reset_called:
+            return np.ones(self.population.n_items, dtype=bool)
+        return self._engine.action_mask(np.zeros(1, dtype=np.int64))[0].astype(bool)
 
     # -- Gymnasium API --------------------------------------------------------------------------------
     def reset(
@@ -644,6 +731,8 @@ class PersonaRecEnv(gym.Env):
                 "render() needs a render mode: gym.make('PersonaRec-v0', render_mode='ansi')"
             )
             return None
+        if self.render_mode == "rgb_array":
+            return self._engine.render_image(0)
         if not self._reset_called:
             return "PersonaRec-v0 | no session yet (call reset())\n"
         return self._engine.render_session(0)
@@ -687,8 +776,10 @@ def check_scale_options(cfg: PersonaRecConfig, population: UserPopulation) -> No
         raise ConfigError("; ".join(problems) + f" of {population.name!r}; pick a value on the scale")
 
 
-def make_spaces(cfg: PersonaRecConfig, population: UserPopulation) -> tuple[spaces.Space, spaces.Dict]:
-    """The single-session action and observation spaces."""
+def make_spaces(
+    cfg: PersonaRecConfig, population: UserPopulation, engine: SessionEngine | None = None
+) -> tuple[spaces.Space, spaces.Space]:
+    """The single-session action and observation spaces (``engine`` sizes the flat observation)."""
     n_items, hist = population.n_items, cfg.history_len
     if cfg.slate_size == 1:
         action_space: spaces.Space = spaces.Discrete(n_items)
@@ -705,11 +796,20 @@ def make_spaces(cfg: PersonaRecConfig, population: UserPopulation) -> tuple[spac
             "step": spaces.Discrete(cfg.horizon + 1),
         }
     )
+    if cfg.mask_in_obs:
+        observation_space["action_mask"] = spaces.MultiBinary(n_items)
+    if cfg.observation == "flat":
+        if engine is None or engine.flat is None:
+            engine = SessionEngine(1, population, None, cfg)  # type: ignore[arg-type]
+        assert engine.flat is not None
+        return action_space, engine.flat.space
     return action_space, observation_space
 
 
-def _single_obs(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+def _single_obs(batch: dict[str, np.ndarray] | np.ndarray) -> dict[str, Any] | np.ndarray:
     """Row 0 of a batched observation: arrays stay arrays, ``persona`` and ``step`` are np.int64."""
+    if isinstance(batch, np.ndarray):
+        return batch[0].copy()
     return {key: (value[0].copy() if value.ndim > 1 else np.int64(value[0])) for key, value in batch.items()}
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "load_population",
     "missing_adapters",
     "population_from_run_dir",
+    "simulator_ratings",
     "synthetic_population",
 ]
 
@@ -537,23 +538,54 @@ def load_population(config: PersonaRecConfig) -> UserPopulation:
 
 
 # -- agents -----------------------------------------------------------------------------------------
+def simulator_ratings(population: UserPopulation) -> pd.DataFrame:
+    """The ratings a cheap user model may be fitted on: everything but the population's test part.
+
+    With the population's dataset known (the embedded default, run folders), that is every rating
+    of the dataset (other users' too) except the population's test interactions, so the test split
+    stays unseen by the simulator as by the policies; otherwise the population's train split.
+    """
+    data = getattr(population.dataset, "interactions", None)
+    if data is None or len(data) == 0:
+        return population.train
+    cols = ["user_id", "item_id", "rating"]
+    if len(population.test) == 0:
+        return data[cols]
+    test = pd.MultiIndex.from_frame(population.test[["user_id", "item_id"]].astype("int64"))
+    keys = pd.MultiIndex.from_frame(data[["user_id", "item_id"]].astype("int64"))
+    return data.loc[~keys.isin(test), cols].reset_index(drop=True)
+
+
 def build_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     """The user agent ``config.agent`` names, on ``population``.
 
     ``bias``: :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` fitted on the population's
-    train split, with the population's activity levels and ``config.exit_rule``. ``lm``:
-    :func:`build_lm_agent`.
+    train split, with the population's activity levels and ``config.exit_rule``. ``mf``:
+    :class:`~recsim_personas.agents.mf_agent.LatentFactorUserAgent` fitted on
+    :func:`simulator_ratings`. ``lm``: :func:`build_lm_agent`.
     """
-    if config.resolved_agent == "bias":
+    kind = config.resolved_agent
+    activity = dict(zip(population.user_ids.tolist(), population.activity_levels.tolist(), strict=True))
+    if kind == "mf":
+        from recsim_personas.agents.mf_agent import LatentFactorUserAgent
+
+        return LatentFactorUserAgent.fit(
+            simulator_ratings(population),
+            population.scale,
+            noise_std=config.noise_std,
+            activity_levels=activity,
+            exit_rule=config.exit_rule,
+            table_users=population.user_ids,
+            table_items=population.item_ids,
+        )
+    if kind == "bias":
         from recsim_personas.agents.bias_agent import BiasUserAgent
 
         return BiasUserAgent.fit(
             population.train,
             population.scale,
             noise_std=config.noise_std,
-            activity_levels=dict(
-                zip(population.user_ids.tolist(), population.activity_levels.tolist(), strict=True)
-            ),
+            activity_levels=activity,
             exit_rule=config.exit_rule,
         )
     return build_lm_agent(config, population)

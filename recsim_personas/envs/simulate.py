@@ -33,7 +33,7 @@ import dataclasses
 import difflib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,56 +276,6 @@ def _fmt(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
-def _run_policy(
-    env: Any,
-    policy: Any,
-    schedule: np.ndarray,
-    config: SimulationConfig,
-    like_threshold: float,
-    on_steps: Callable[[int], Any] | None = None,
-) -> dict[str, np.ndarray]:
-    n = env.num_envs
-    episodes = len(schedule)
-    out = {name: np.full(episodes, np.nan) for name in ("mean_rating", "like_rate", "session_length", "exit_rate", "return")}
-    for start in range(0, episodes, n):
-        b = min(n, episodes - start)
-        users = np.concatenate([schedule[start : start + b], np.repeat(schedule[start], n - b)])
-        obs, info = env.reset(seed=config.seed + start, options={"user_id": users.tolist()})
-        alive = np.zeros(n, dtype=bool)
-        alive[:b] = True
-        steps = np.zeros(n)
-        rated = np.zeros(n)
-        rating_sum = np.zeros(n)
-        likes = np.zeros(n)
-        ret = np.zeros(n)
-        exited = np.zeros(n, dtype=bool)
-        while alive.any():
-            action = policy.act(obs, info)
-            next_obs, reward, terminated, truncated, next_info = env.step(action)
-            policy.update(obs, action, reward, next_obs, next_info)
-            live = alive & next_info["_item_id"]
-            steps += live
-            if on_steps is not None:
-                on_steps(int(live.sum()))
-            r = next_info["rating"]
-            got = live & next_info["rated"]
-            rated += got
-            rating_sum += np.where(got, r, 0.0)
-            likes += got & (r >= like_threshold)
-            ret += np.where(live, reward, 0.0)
-            exited |= live & terminated
-            alive &= ~(terminated | truncated)
-            obs, info = next_obs, next_info
-        sl = slice(start, start + b)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["mean_rating"][sl] = np.where(rated > 0, rating_sum / np.maximum(rated, 1), np.nan)[:b]
-        out["like_rate"][sl] = (likes / np.maximum(steps, 1))[:b]
-        out["session_length"][sl] = steps[:b]
-        out["exit_rate"][sl] = exited[:b].astype(float)
-        out["return"][sl] = ret[:b]
-    return out
-
-
 def run_simulation(
     config: SimulationConfig,
     *,
@@ -342,6 +292,7 @@ def run_simulation(
         progress: Show a progress bar over policies (on a terminal).
     """
     from recsim_personas.data.splits import Split, SplitConfig
+    from recsim_personas.envs.evaluation import run_episodes, user_schedule
     from recsim_personas.envs.vector import PersonaRecVectorEnv
     from recsim_personas.eval.offline import evaluate_predictor, evaluate_ranker
     from recsim_personas.progress import progress_bar
@@ -355,10 +306,7 @@ def run_simulation(
         **env_opts,
     )
     pop = env.population
-    like_threshold = env.config.like_threshold
-    schedule_rng = np.random.default_rng(config.seed)
-    reps = math.ceil(config.episodes / pop.n_users)
-    schedule = np.concatenate([schedule_rng.permutation(pop.user_ids) for _ in range(reps)])[: config.episodes]
+    schedule = user_schedule(pop.user_ids, config.episodes, config.seed)
     split = Split(
         train=pop.train, test=pop.test, config=SplitConfig(), dataset_fingerprint="",
         dataset_name=pop.name, scale=pop.scale,
@@ -376,7 +324,7 @@ def run_simulation(
         # the horizon, so the bar's total is an upper bound).
         with progress_bar(total=config.episodes * config.horizon, desc=f"simulate {name}", unit="step",
                           enabled=progress and not cheap_agent, leave=False) as bar:
-            per_episode = _run_policy(env, policy, schedule, config, like_threshold, on_steps=bar.update)
+            per_episode = run_episodes(env, policy, schedule, config.seed, on_steps=bar.update)
         sim_seconds = time.perf_counter() - start
         row: dict[str, Any] = {"policy": name}
         for metric in SIM_METRICS:

@@ -48,6 +48,7 @@ from recsim_personas.envs.persona_rec import (
     SessionEngine,
     _resolve_config,
     check_agent,
+    check_render_mode,
     check_scale_options,
     make_spaces,
     parse_actions,
@@ -103,10 +104,7 @@ class PersonaRecVectorEnv(VectorEnv):
             choices = ", ".join(m.value for m in AutoresetMode)
             raise EnvError(f"autoreset_mode must be one of {choices}, got {autoreset_mode!r}") from None
         cfg, agent = _resolve_config(config, agent, options)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise EnvError(
-                f"render_mode {render_mode!r} is not supported; PersonaRec-v0 renders 'ansi' or None"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.num_envs = int(num_envs)
         self.config = cfg
@@ -118,10 +116,12 @@ class PersonaRecVectorEnv(VectorEnv):
         prepare_prefix_cache(
             self.agent, self.num_envs, self.population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent"
         )
-        self.single_action_space, self.single_observation_space = make_spaces(cfg, self.population)
+        self._engine = SessionEngine(self.num_envs, self.population, self.agent, cfg)
+        self.single_action_space, self.single_observation_space = make_spaces(
+            cfg, self.population, self._engine
+        )
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self._engine = SessionEngine(self.num_envs, self.population, self.agent, cfg)
         self._engine.record_log = render_mode is not None
         self._rngs: list[np.random.Generator] | None = None
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -144,6 +144,18 @@ class PersonaRecVectorEnv(VectorEnv):
     def user_ids(self) -> np.ndarray:
         """The current user of each sub-environment."""
         return self._engine.user_id.copy()
+
+    @property
+    def item_features(self) -> np.ndarray:
+        """``(n_items, d)`` float32 item feature vectors (see ``PersonaRecEnv.item_features``)."""
+        return self._engine.item_features
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_envs, n_items)`` bool: the action mask of each sub-environment's current session.
+
+        A sub-environment waiting for its next-step autoreset shows its ended session's mask (its
+        action is ignored)."""
+        return self._engine.action_mask(self._all).astype(bool)
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -272,7 +284,10 @@ class PersonaRecVectorEnv(VectorEnv):
             step_info = _vector_info(n, parts)
             obs_objects = np.full(n, None, dtype=object)
             for j, i in enumerate(ended.tolist()):
-                obs_objects[i] = {key: value[j] for key, value in final_obs.items()}
+                obs_objects[i] = (
+                    final_obs[j] if isinstance(final_obs, np.ndarray)
+                    else {key: value[j] for key, value in final_obs.items()}
+                )
             self._reset_sessions(ended)
             # Sub-environments that went on keep their step info; ended ones get their reset info.
             info: dict[str, Any] = {}
