@@ -46,7 +46,7 @@ test: $(STAMP)
 	$(call TEST_CMD,$(BIN))
 
 lint: $(STAMP)
-	$(BIN)/ruff check recsim_personas tests benchmarks
+	$(BIN)/ruff check recsim_personas tests benchmarks examples
 
 # Re-resolve the newest versions that pyproject.toml's ranges allow, and the lowest (the floors).
 lock: $(STAMP)
