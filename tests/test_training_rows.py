@@ -30,7 +30,12 @@ def run(tmp_path_factory):
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split, SplitConfig
     from recsim_personas.memory.personas import PersonaConfig
-    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
+    from recsim_personas.memory.pipeline import (
+        MemoryPipelineConfig,
+        build_memories,
+        run_item_catalog,
+    )
+    from recsim_personas.memory.statistics import rating_pool
     from recsim_personas.memory.store import MemoryStore
 
     root = tmp_path_factory.mktemp("rows") / "run"
@@ -43,8 +48,9 @@ def run(tmp_path_factory):
     finally:
         mp.undo()
     split = Split.load(root / "split")
-    catalog = ItemCatalog(dataset, split.train)
-    return {"dataset": dataset, "split": split, "catalog": catalog, "store": MemoryStore.from_run_dir(root)}
+    catalog = run_item_catalog(root, dataset, split)  # whole-dataset averages (item_stats="dataset")
+    return {"dataset": dataset, "split": split, "catalog": catalog, "store": MemoryStore.from_run_dir(root),
+            "train_catalog": ItemCatalog(dataset, split.train), "pool": rating_pool(dataset, split.train, split.test)}
 
 
 def _rows(run, mode="ms", **kw):
@@ -197,48 +203,59 @@ def _own_item_line(row) -> str:
     return [line for line in (row.prefix + row.suffix).splitlines() if line.startswith("MOVIE:")][-1]
 
 
-def test_an_item_with_a_single_train_rating_shows_no_average_in_its_own_row(run):
-    rows = _rows(run, named_items="keep")
-    stats = run["catalog"].stats()
+@pytest.mark.parametrize("averages", ["train", "dataset"])
+def test_an_item_with_a_single_train_rating_shows_no_average_in_its_own_row(run, averages):
+    catalog = run["train_catalog"] if averages == "train" else run["catalog"]
+    pool = run["split"].train if averages == "train" else run["pool"]
+    rows = build_training_rows(run["store"], catalog, run["split"].train, scale=run["dataset"].scale,
+                               named_items="keep")
+    stats = catalog.stats()
     single = rows[rows["item_id"].map(stats["n_ratings"]) == 1]
-    assert len(single) > 20  # 4 users: most items have one train rating
+    assert len(single) > (20 if averages == "train" else 0)  # 4 users share few films
     for row in single.itertuples():
         line = _own_item_line(row)
-        assert run["catalog"].info(row.item_id).title in line
+        assert catalog.info(row.item_id).title in line
         assert "historical average" not in line, line
     # Items with more ratings show the average of the *other* ratings, never one counting the row.
-    train = run["split"].train
     multi = rows[rows["item_id"].map(stats["n_ratings"]) > 1]
     assert len(multi) > 0
     for row in multi.itertuples():
-        others = train[(train["item_id"] == row.item_id) & (train["user_id"] != row.user_id)]["rating"]
+        others = pool[(pool["item_id"] == row.item_id) & (pool["user_id"] != row.user_id)]["rating"]
         shown = float(_AVG.search(_own_item_line(row)).group(1))
         assert shown == pytest.approx(others.mean(), abs=0.005)
     # Test rows keep the catalog's average (a test rating is never part of it).
     test = run["split"].test
-    test_rows = build_test_rows(run["store"], run["catalog"], test.head(30), scale=run["dataset"].scale)
+    test_rows = build_test_rows(run["store"], catalog, test.head(30), scale=run["dataset"].scale)
     for row in test_rows.itertuples():
-        avg = run["catalog"].info(row.item_id).avg_rating
+        avg = catalog.info(row.item_id).avg_rating
         line = _own_item_line(row)
         assert (avg is None) == ("historical average" not in line)
 
 
-def test_no_memory_text_states_its_own_rating_through_an_average(run):
-    memories = run["store"]._memories
-    train = run["split"].train
-    counts = train.groupby("item_id")["rating"].agg(["sum", "count"])
-    quoted = 0
+@pytest.mark.parametrize("averages", ["train", "dataset"])
+def test_no_memory_text_states_its_own_rating_through_an_average(run, averages):
+    from recsim_personas.memory.distill import distill_users
+
+    if averages == "dataset":
+        memories, pool = run["store"]._memories, run["pool"]  # the run folder's own M_l texts
+    else:  # train-only averages: most items have one rating, the memory's own
+        memories = distill_users(run["dataset"], run["train_catalog"], run["split"].train,
+                                 progress=False).memories
+        pool = run["split"].train
+    counts = pool.groupby("item_id")["rating"].agg(["sum", "count"])  # the averages memories quote
+    quoted = alone = 0
     for m in memories.itertuples():
         total, n = counts.loc[m.item_id]
         found = re.search(r"its (\d+\.\d\d) historical average", m.text)
         if n == 1:
             # The only rating is the memory's own: no average to quote.
             assert found is None and "no one else's rating" in m.text, m.text
+            alone += 1
             continue
         assert found is not None, m.text
         quoted += 1
         assert float(found.group(1)) == pytest.approx((total - m.rating) / (n - 1), abs=0.005)
-    assert quoted > 0
+    assert quoted > 0 and (alone > 20 if averages == "train" else True)
 
 
 def test_rows_whose_item_the_profile_names_are_dropped(run):

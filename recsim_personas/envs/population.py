@@ -450,7 +450,7 @@ def population_from_run_dir(
     personas = {int(u): int(store.persona(int(u))) for u in users}
     if dataset is None:
         dataset = _dataset_for_run(split.dataset_name or "ml-latest-small", data_dir)
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
 
     activity = {int(u): int(store.profile_row(int(u))["activity_level"]) for u in users}
     embeddings = {int(u): np.asarray(store.profile_embedding(int(u))) for u in users}
@@ -465,7 +465,7 @@ def population_from_run_dir(
         activity_levels=activity,
         run_dir=run_dir,
         store=store,
-        catalog=ItemCatalog(dataset, split.train),
+        catalog=run_item_catalog(run_dir, dataset, split),
         dataset=dataset,
     )
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ from recsim_personas.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_TRAIT_QUANTILES",
+    "ITEM_STATS_SOURCES",
     "ExampleItem",
     "ItemFacts",
     "Lean",
@@ -51,6 +52,7 @@ __all__ = [
     "TraitCuts",
     "UserStatistics",
     "leave_one_out",
+    "rating_pool",
 ]
 
 #: Population quantiles of the trait cut points (see the module docstring).
@@ -59,6 +61,9 @@ DEFAULT_TRAIT_QUANTILES: dict[str, tuple[float, float]] = {
     "deviation": (0.25, 0.80),
     "entropy": (1 / 3, 2 / 3),
 }
+#: Where item averages and counts come from (:func:`rating_pool`).
+ItemStatsSource = Literal["dataset", "train"]
+ITEM_STATS_SOURCES: tuple[str, ...] = ("dataset", "train")
 #: Genre labels that mean "no genre" in MovieLens files.
 _NO_GENRE = {"(no genres listed)", "unknown", ""}
 #: How many liked / disliked examples a user's statistics keep.
@@ -192,6 +197,30 @@ class TraitCuts:
 _T = TypeVar("_T")
 
 
+def rating_pool(
+    dataset: RatingDataset, train: pd.DataFrame, test: pd.DataFrame, source: str = "dataset"
+) -> pd.DataFrame:
+    """The ratings item averages, item counts and the classic baselines are computed from.
+
+    ``"dataset"`` (default, the paper's "historical rating"): every rating the dataset holds except
+    the evaluated users' test rows, so a simulator knows how everyone else rated a film.
+    ``"train"``: the split's train rows only (the sampled users' oldest ratings; the old behaviour).
+    Either way no test rating is in the pool. Columns ``user_id, item_id, rating, timestamp``.
+
+    Raises:
+        ConfigError: unknown ``source``.
+    """
+    if source not in ITEM_STATS_SOURCES:
+        raise ConfigError(f"item_stats must be one of {', '.join(ITEM_STATS_SOURCES)}, got {source!r}")
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    if source == "train":
+        return train[cols].reset_index(drop=True)
+    every = dataset.interactions[cols]
+    key = pd.MultiIndex.from_frame(every[["user_id", "item_id"]])
+    held = pd.MultiIndex.from_frame(test[["user_id", "item_id"]])
+    return every[~key.isin(held)].reset_index(drop=True)
+
+
 def leave_one_out(facts: _T, rating: float) -> _T:
     """``facts`` (an ``ItemFacts`` / ``ItemInfo``) with one rating taken out of its average and count.
 
@@ -201,8 +230,8 @@ def leave_one_out(facts: _T, rating: float) -> _T:
     Raises:
         DataError: the facts count no rating (nothing to take out).
     """
-    n = int(getattr(facts, "n_ratings"))
-    avg = getattr(facts, "avg_rating")
+    n = int(facts.n_ratings)
+    avg = facts.avg_rating
     if n < 1 or avg is None:
         raise DataError(
             f"item {getattr(facts, 'item_id', '?')}: leave_one_out needs an item whose average counts "

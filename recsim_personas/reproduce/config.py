@@ -86,6 +86,9 @@ class MemorySection:
     personas: int | None = 4
     retrieval_k: int = 1
     delta: float = 0.0
+    #: Ratings behind item averages / counts in memories and prompts, and the classic baselines'
+    #: training data: dataset (all but the evaluated users' test rows) or train (split rows only).
+    item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -66,6 +66,7 @@ def _memory_config(config: ReproduceConfig) -> Any:
         ),
         embedder=mem.embedder,
         personas=PersonaConfig(k=mem.personas, seed=config.seed),
+        item_stats=mem.item_stats,
     )
 
 
@@ -105,18 +106,22 @@ def _experiment_config(config: ReproduceConfig) -> Any:
     )
 
 
-def _classic_baselines(run: RunFolder, split: Any, test_rows: pd.DataFrame, seed: int) -> list[dict[str, Any]]:
-    """Fit on the full train split, score on exactly the test rows the agents were scored on."""
+def _classic_baselines(
+    run: RunFolder, split: Any, test_rows: pd.DataFrame, seed: int, pool: pd.DataFrame | None = None
+) -> list[dict[str, Any]]:
+    """Fit on the rating pool the agents' item averages come from (``pool``, default the train
+    split), score on exactly the test rows the agents were scored on."""
     from recsim_personas.data.splits import Split
     from recsim_personas.eval.offline import evaluate_baselines
 
+    fit_on = split.train if pool is None else pool
     path = run / "results" / "classic_baselines.json"
-    inputs = {"train": stable_hash(split.train.to_dict("list")), "test": stable_hash(test_rows.to_dict("list")),
+    inputs = {"train": stable_hash(fit_on.to_dict("list")), "test": stable_hash(test_rows.to_dict("list")),
               "models": CLASSIC_BASELINES, "seed": seed}
     if run.is_done("classic_baselines", inputs):
         return json.loads(path.read_text())["results"]
     same_rows = Split(
-        train=split.train,
+        train=fit_on,
         test=test_rows,
         config=split.config,
         dataset_fingerprint=split.dataset_fingerprint,
@@ -126,7 +131,7 @@ def _classic_baselines(run: RunFolder, split: Any, test_rows: pd.DataFrame, seed
     results = evaluate_baselines(same_rows, CLASSIC_BASELINES, seed=seed, progress=False)
     for r in results:
         r["n_test"] = len(test_rows)
-        r["train_rows"] = len(split.train)
+        r["train_rows"] = len(fit_on)
         r["train_seconds"] = r.get("fit_seconds")
     atomic_write_json(path, {"results": results})
     run.mark_done("classic_baselines", inputs, outputs=["results/classic_baselines.json"])
@@ -199,7 +204,11 @@ def run_reproduction(
 
     t0 = time.perf_counter()
     split = Split.load(out / "split")
-    baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed)
+    from recsim_personas.memory.pipeline import run_item_stats
+    from recsim_personas.memory.statistics import rating_pool
+
+    pool = rating_pool(dataset, split.train, split.test, run_item_stats(out))
+    baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed, pool)
     seconds["baselines"] = time.perf_counter() - t0
 
     rows: dict[int, dict[str, Any]] = {}

@@ -360,11 +360,11 @@ class ExperimentPlan:
 def _token_estimates(
     run_dir: Path, dataset: Any, split: Any, config: ExperimentConfig, tokenizer: Any, n_sample: int = 40
 ) -> dict[str, dict[str, float]]:
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
     from recsim_personas.memory.store import MemoryStore
     from recsim_personas.training.rows import build_test_rows
 
-    catalog = ItemCatalog(dataset, split.train)
+    catalog = run_item_catalog(run_dir, dataset, split)
     store = MemoryStore.from_run_dir(run_dir, catalog=catalog)
     sample = split.test.sample(n=min(n_sample, len(split.test)), random_state=config.seed)
     out = {}
@@ -470,7 +470,7 @@ class _Context:
 
 def _context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, model: Any, tokenizer: Any) -> _Context:
     from recsim_personas.agents.llm import load_causal_lm
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
     from recsim_personas.memory.store import MemoryStore
 
     run = Path(run_dir)
@@ -481,7 +481,7 @@ def _context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, model:
             f"{split.dataset_fingerprint}), not from {dataset.name!r} ({dataset.fingerprint()}); pass the "
             "same dataset options as the memory command"
         )
-    catalog = ItemCatalog(dataset, split.train)
+    catalog = run_item_catalog(run, dataset, split)
     store = MemoryStore.from_run_dir(run, catalog=catalog)
     if model is None:
         model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.train_config().dtype)
