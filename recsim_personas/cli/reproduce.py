@@ -46,13 +46,19 @@ def print_report(report, elapsed: float) -> None:
         table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
     console.print("Rows 0-2 (prompted LLaMA-3) need an 8B LLM and are marked in table1.md.")
-    summary = _summary(report.table1.to_dict(orient="records"))
-    if summary:
-        console.print(summary)
+    if report.fidelity is not None:
+        from recsim_personas.cli.fidelity import print_fidelity
+
+        print_fidelity(report.fidelity, console)
+    else:
+        summary = _summary(report.table1.to_dict(orient="records"))
+        if summary:
+            console.print(summary)
     if report.simulation is not None:
         console.print(report.simulation.table())
     console.print(f"\nFinished in {elapsed:.0f} s. Files in [bold]{report.out}[/bold]:")
-    for name in ("table1.md", "table1.csv", "table1.json", "figure3_persona_error_vs_size.png",
+    for name in ("table1.md", "table1.csv", "table1.json", "fidelity.md", "fidelity.json",
+                 "fidelity_calibration.png", "figure3_persona_error_vs_size.png",
                  "figure2_persona_words.png", "simulate.json", "simulate.png", "plots/", "adapters/",
                  "results/"):
         if (report.out / name.rstrip("/")).exists():

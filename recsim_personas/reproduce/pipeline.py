@@ -46,6 +46,7 @@ class ReproductionReport:
     baselines: list[dict[str, Any]]
     simulation: Any | None
     seconds: dict[str, float] = field(default_factory=dict)
+    fidelity: Any | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -211,6 +212,12 @@ def run_reproduction(
     baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed, pool)
     seconds["baselines"] = time.perf_counter() - t0
 
+    from recsim_personas.reproduce.fidelity_report import fidelity_report
+
+    t0 = time.perf_counter()
+    fidelity = fidelity_report(out, dataset, seed=config.seed)
+    seconds["fidelity"] = time.perf_counter() - t0
+
     rows: dict[int, dict[str, Any]] = {}
     by_no = {int(r["No."]): r for r in result.table.to_dict(orient="records")}
     for no in ROW_KEYS:
@@ -228,6 +235,7 @@ def run_reproduction(
         "experiment_table": result.table.to_dict(orient="records"),
         "persona_points": result.persona_points,
         "baselines": baselines,
+        "fidelity": {"rows": fidelity.rows, "verdict": fidelity.verdict, "item_stats": fidelity.item_stats},
     }
     files = {p.name: p for p in write_table1(table, out, meta)}
     if result.persona_points:
@@ -236,7 +244,8 @@ def run_reproduction(
         )
     personas_json = out / "personas.json"
     if personas_json.exists():
-        desc = json.loads(personas_json.read_text()).get("descriptions", [])
+        data = json.loads(personas_json.read_text())
+        desc = data.get("personas") or data.get("descriptions") or []  # personas.json names them "personas"
         files["figure2_persona_words.png"] = plot_persona_words(desc, out / "figure2_persona_words.png")
 
     simulation = None
@@ -244,5 +253,6 @@ def run_reproduction(
         t0 = time.perf_counter()
         simulation = _simulation(config, out, run, log)
         seconds["simulation"] = time.perf_counter() - t0
+    files.update(fidelity.files)
     return ReproductionReport(out=out, table1=table, baselines=baselines, simulation=simulation,
-                              seconds=seconds, files=files)
+                              seconds=seconds, files=files, fidelity=fidelity)
