@@ -18,12 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "policies in PersonaRec-v0. Cached in the run folder: an interrupted run resumes."
         ),
     )
-    p.add_argument("--preset", default="demo", help="demo | cpu | paper (configs/<preset>.yaml)")
+    p.add_argument("--preset", default="demo", help="demo | cpu | full | paper (configs/<preset>.yaml)")
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
     p.add_argument("--dataset", default=None, help="override dataset.name")
     p.add_argument("--data-dir", default=None, help="override dataset.data_dir")
     p.add_argument("--model", default=None, help="override model.name (hub id or local path)")
     p.add_argument("--out", default=None, help="override the run folder")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="build the memories, measure this machine's speed, print the time the rest will "
+                        "take (RUN/estimate.json) and stop")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. split.n_users=20")
     p.set_defaults(func=run)
 
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         None if args.config else args.preset, config_path=args.config, overrides=args.overrides, extra=extra
     )
     start = time.perf_counter()
-    report = run_reproduction(config)
+    report = run_reproduction(config, estimate_only=args.estimate_only)
+    if args.estimate_only:
+        print(f"estimate written to {report.out / 'estimate.json'} ({time.perf_counter() - start:.0f} s)")
+        return 0
     print_report(report, time.perf_counter() - start)
     return 0

@@ -33,7 +33,7 @@ __all__ = [
     "preset_path",
 ]
 
-PRESETS = ("demo", "cpu", "paper")
+PRESETS = ("demo", "cpu", "full", "paper")
 DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
 
 
@@ -122,6 +122,9 @@ class TrainingSection:
     #: At most this many of the split's users are trained on and evaluated (a seeded sample drawn per
     #: persona in proportion to its size); null = all of them.
     max_users: int | None = None
+    #: Measure this machine's per-token costs (about a minute) and print the time the experiment
+    #: will take before training starts (what is finished counts zero).
+    estimate_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class EvaluationSection:
     mode: Literal["score", "generate"] = "score"
     test_rows_per_user: int | None = None
     base_model_rows: bool = True
+    #: Rating prompt preset (training rows and evaluation use the same): paper (Appendix C) or compact.
+    template: Literal["paper", "compact"] = "paper"
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class SimulationSection:
 class ReproduceConfig:
     """Everything ``recsim-personas reproduce`` runs: split, memories, training, evaluation, simulation."""
 
-    preset: Literal["demo", "cpu", "paper", "custom"] = "custom"
+    preset: Literal["demo", "cpu", "full", "paper", "custom"] = "custom"
     out: str = "runs/demo"
     seed: int = 0
     dataset: DatasetSection = field(default_factory=DatasetSection)

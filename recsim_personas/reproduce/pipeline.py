@@ -101,6 +101,7 @@ def _experiment_config(config: ReproduceConfig) -> Any:
         train_rows_per_user=config.training.train_rows_per_user,
         test_rows_per_user=config.evaluation.test_rows_per_user,
         eval_mode=config.evaluation.mode,
+        template=config.evaluation.template,
         k=config.memory.retrieval_k,
         delta=config.memory.delta,
         seed=config.seed,
@@ -172,13 +173,43 @@ def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callabl
     return report
 
 
+def _print_estimate(out: Path, dataset: Any, exp_config: Any, log: Callable[[str], None]) -> tuple[Any, Any]:
+    """Measure per-token costs now, print what is left and how long it will take; ``estimate.json``."""
+    from recsim_personas.agents.llm import load_causal_lm
+    from recsim_personas.training.estimate import estimate_experiment, measure_rates
+    from recsim_personas.training.experiment import plan_experiment
+
+    model, tokenizer = load_causal_lm(exp_config.model, device=exp_config.device,
+                                      dtype=exp_config.train_config().dtype)
+    plan = plan_experiment(out, exp_config, dataset=dataset, tokenizer=tokenizer)
+    for line in plan.cuts:
+        log(f"cut: {line}")
+    log("measuring this machine's training and scoring speed (about a minute) ...")
+    rates = measure_rates(model, tokenizer, out, dataset, exp_config)
+    estimate = estimate_experiment(plan, rates)
+    for line in estimate["lines"]:
+        log(line)
+    atomic_write_json(out / "estimate.json", {
+        "estimate_s": {k: estimate[k] for k in ("train", "eval", "total")}, "rates": rates,
+        "adapters": plan.adapters, "evaluations": plan.evaluations, "tokens": plan.tokens, "cuts": plan.cuts,
+        "git": git_info(), **environment_info(),
+    })
+    return model, tokenizer
+
+
 def run_reproduction(
     config: ReproduceConfig,
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    estimate_only: bool = False,
 ) -> ReproductionReport:
-    """Run (or resume) every stage of ``config``; return and write the tables and figures."""
+    """Run (or resume) every stage of ``config``; return and write the tables and figures.
+
+    With ``estimate_only`` (or ``training.estimate_first``) the per-token costs are measured after
+    the memory stages and the experiment's remaining time is printed (and written to
+    ``estimate.json``); ``estimate_only`` stops there.
+    """
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split
     from recsim_personas.memory.pipeline import build_memories
@@ -200,7 +231,14 @@ def run_reproduction(
 
     t0 = time.perf_counter()
     exp_config = _experiment_config(config)
-    result = run_experiment(out, dataset, exp_config, progress=progress, log=log)
+    model = tokenizer = None
+    if config.training.estimate_first or estimate_only:
+        model, tokenizer = _print_estimate(out, dataset, exp_config, log)
+        seconds["estimate"] = time.perf_counter() - t0
+        if estimate_only:
+            return ReproductionReport(out=out, table1=pd.DataFrame(), baselines=[], simulation=None,
+                                      seconds=seconds, files={"estimate.json": out / "estimate.json"})
+    result = run_experiment(out, dataset, exp_config, model=model, tokenizer=tokenizer, progress=progress, log=log)
     seconds["experiment"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
