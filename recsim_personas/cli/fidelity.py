@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_arguments(p)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--results", default=None,
+                   help="predictions folder in RUN_DIR: fidelity_results (rows re-scored for the report, "
+                        "used when present) or results (Table 1's)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     p.set_defaults(func=run)
 
@@ -82,8 +85,13 @@ def run(args: argparse.Namespace) -> int:
     from recsim_personas.cli.train import load_run_dataset
     from recsim_personas.reproduce.fidelity_report import fidelity_report
 
+    from pathlib import Path
+
     dataset = load_run_dataset(args)
-    report = fidelity_report(args.run_dir, dataset, n_boot=args.bootstrap, seed=args.seed)
+    results = args.results
+    if results is None:
+        results = "fidelity_results" if any((Path(args.run_dir) / "fidelity_results").glob("row*.parquet")) else "results"
+    report = fidelity_report(args.run_dir, dataset, n_boot=args.bootstrap, seed=args.seed, results_dir=results)
     print_fidelity(report)
     for path in report.files.values():
         print(f"wrote {path}")

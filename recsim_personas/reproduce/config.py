@@ -136,6 +136,11 @@ class EvaluationSection:
     base_model_rows: bool = True
     #: Rating prompt preset (training rows and evaluation use the same): paper (Appendix C) or compact.
     template: Literal["paper", "compact"] = "paper"
+    #: The fidelity report's agent rows on more test rows than Table 1 (a cheap preset's Table 1
+    #: scores a few rows per user): Table-1 row numbers re-scored into ``fidelity_results/`` ...
+    fidelity_rows: list[int] = field(default_factory=list)
+    #: ... on at most this many test rows per user (null: all of them).
+    fidelity_test_rows_per_user: int | None = None
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,9 @@ def fidelity_verdict(best: dict[str, Any], bias_name: str = "user+item bias") ->
     )
 
 
-def _agent_frames(run: Path) -> list[tuple[int, str, str, pd.DataFrame]]:
+def _agent_frames(run: Path, results_dir: str) -> list[tuple[int, str, str, pd.DataFrame]]:
     out = []
-    for path in sorted((run / "results").glob("row*__*.parquet")):
+    for path in sorted((run / results_dir).glob("row*__*.parquet")):
         match = _ROW_FILE.search(path.name)
         if match:
             out.append((int(match.group(1)), match.group(2), match.group(3), pd.read_parquet(path)))
@@ -116,8 +116,12 @@ def fidelity_report(
     n_boot: int = 2000,
     seed: int = 0,
     write: bool = True,
+    results_dir: str = "results",
 ) -> FidelityReport:
     """Score every evaluated agent of ``run_dir`` against the bias predictor on the same rows.
+
+    ``results_dir``: the folder of predictions (``results``: Table 1's; ``fidelity_results``: the
+    reproduce preset's ``evaluation.fidelity_rows`` re-scored on more test rows).
 
     Raises:
         DataError: the run folder has no split or no evaluated rows (run ``evaluate`` first).
@@ -137,10 +141,10 @@ def fidelity_report(
     run = Path(run_dir)
     if not (run / "split" / "config.json").is_file():
         raise DataError(f"run folder {run} has no split; build it with `recsim-personas memory --out {run}`")
-    agents = _agent_frames(run)
+    agents = _agent_frames(run, results_dir)
     if not agents:
         raise DataError(
-            f"run folder {run} has no evaluated rows (results/row*.parquet); run "
+            f"run folder {run} has no evaluated rows ({results_dir}/row*.parquet); run "
             f"`recsim-personas evaluate {run}` first"
         )
     split = Split.load(run / "split")

@@ -173,6 +173,32 @@ def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callabl
     return report
 
 
+def _fidelity_rows(out: Path, dataset: Any, config: ReproduceConfig, exp_config: Any, progress: bool,
+                   log: Callable[[str], None]) -> str:
+    """Re-score ``evaluation.fidelity_rows`` on more test rows, into ``fidelity_results/``."""
+    import dataclasses
+
+    from recsim_personas.errors import ConfigError
+    from recsim_personas.training.experiment import TABLE1_ROWS, evaluate_rows
+
+    wanted = [int(n) for n in config.evaluation.fidelity_rows]
+    unknown = [n for n in wanted if n not in exp_config.rows()]
+    if unknown:
+        raise ConfigError(f"evaluation.fidelity_rows {unknown} are not Table-1 rows of this config "
+                          f"(it has {exp_config.rows()})")
+    kinds = sorted({TABLE1_ROWS[n][0] for n in wanted})
+    modes = tuple(sorted({TABLE1_ROWS[n][1] for n in wanted}))
+    sub = dataclasses.replace(
+        exp_config, test_rows_per_user=config.evaluation.fidelity_test_rows_per_user,
+        adapters=tuple(k for k in kinds if k != "base"), base_rows="base" in kinds, memory_modes=modes,
+    )
+    if sorted(sub.rows()) != sorted(wanted):
+        # Rows of the same kind and memory mode come together; keep what was asked for only.
+        log(f"fidelity rows: scoring {sub.rows()} (the adapters and memory modes of {wanted})")
+    evaluate_rows(out, dataset, sub, progress=progress, log=log, results_dir="fidelity_results")
+    return "fidelity_results"
+
+
 def _print_estimate(out: Path, dataset: Any, exp_config: Any, log: Callable[[str], None]) -> tuple[Any, Any]:
     """Measure per-token costs now, print what is left and how long it will take; ``estimate.json``."""
     from recsim_personas.agents.llm import load_causal_lm
@@ -253,7 +279,10 @@ def run_reproduction(
     from recsim_personas.reproduce.fidelity_report import fidelity_report
 
     t0 = time.perf_counter()
-    fidelity = fidelity_report(out, dataset, seed=config.seed)
+    results_dir = "results"
+    if config.evaluation.fidelity_rows:
+        results_dir = _fidelity_rows(out, dataset, config, exp_config, progress, log)
+    fidelity = fidelity_report(out, dataset, seed=config.seed, results_dir=results_dir)
     seconds["fidelity"] = time.perf_counter() - t0
 
     rows: dict[int, dict[str, Any]] = {}

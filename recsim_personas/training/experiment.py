@@ -548,8 +548,8 @@ def train_adapters(
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def _result_path(run: Path, no: int, kind: str, mode: str) -> Path:
-    return run / "results" / f"row{no:02d}_{kind}__{mode}.json"
+def _result_path(run: Path, no: int, kind: str, mode: str, results_dir: str = "results") -> Path:
+    return run / results_dir / f"row{no:02d}_{kind}__{mode}.json"
 
 
 def _adapter_names(kind: str, mode: str, personas: dict[int, int]) -> list[str]:
@@ -569,12 +569,14 @@ def evaluate_rows(
     tokenizer: Any = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    results_dir: str = "results",
     _ctx: _Context | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Evaluate every Table-1 row of the config on the test rows; returns ``{row: results dict}``.
 
     Each row's result (metrics overall and per persona, config, adapter keys, timing) is cached in
-    ``results/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside it.
+    ``<results_dir>/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside
+    it (another ``results_dir`` keeps an evaluation on other test rows apart from Table 1's).
 
     Raises:
         AdapterError: An adapter the row needs is not trained (run :func:`train_adapters` first).
@@ -608,7 +610,7 @@ def evaluate_rows(
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
         inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx)
-        path = _result_path(ctx.run, no, kind, mode)
+        path = _result_path(ctx.run, no, kind, mode, results_dir)
         cached = _read_result(path, stable_hash(inputs))
         if cached is not None:
             out[no] = cached
