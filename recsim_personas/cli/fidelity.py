@@ -81,11 +81,11 @@ def print_fidelity(report: Any, console: Any = None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
+    from pathlib import Path
+
     from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.cli.train import load_run_dataset
     from recsim_personas.reproduce.fidelity_report import fidelity_report
-
-    from pathlib import Path
 
     dataset = load_run_dataset(args)
     results = args.results
