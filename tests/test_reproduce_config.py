@@ -178,3 +178,14 @@ def test_estimate_covers_only_what_is_left() -> None:
     assert est["total"] == pytest.approx(560.0)
     assert "adapters to train: 1 of 2 (100 rows, 50,000 tokens)" in est["lines"][0]
     assert "= 0.2 h" in est["lines"][1] and "resumes" in est["lines"][1]
+
+
+def test_demo_rescores_one_agent_for_the_fidelity_report_and_checks_the_rows(tmp_path: Path) -> None:
+    from recsim_personas.reproduce.pipeline import _experiment_config, _fidelity_rows
+
+    config = load_reproduce_config("demo")
+    assert config.evaluation.fidelity_rows == [9] and config.evaluation.fidelity_test_rows_per_user is None
+    assert 9 in _experiment_config(config).rows()
+    bad = load_reproduce_config("demo", overrides=["training.memory_modes=[ms]", "evaluation.fidelity_rows=[10]"])
+    with pytest.raises(ConfigError, match=re.escape("evaluation.fidelity_rows [10] are not Table-1 rows")):
+        _fidelity_rows(tmp_path, None, bad, _experiment_config(bad), False, print)

@@ -70,7 +70,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when the default population's construction changes (its cache folder name carries it).
-_DEFAULT_VERSION = "1"
+_DEFAULT_VERSION = "2"  # 2: leave-one-out memories, whole-dataset item averages (issue 12)
 
 
 def adapter_name(persona: int, memory_mode: str) -> str:
