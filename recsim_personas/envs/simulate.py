@@ -204,7 +204,7 @@ class SimulationReport:
                 f"{self.config.horizon}, agent {self.env_info.get('agent')}"
             ),
             caption=(
-                "simulated: mean over episodes ± half-width of the 95% CI; offline (test split): ranking per user, "
+                "simulated: mean over episodes ± half-width of the 95% bootstrap CI (none under 5 episodes); offline (test split): ranking per user, "
                 "RMSE per rating. "
                 + ", ".join(f"Spearman({k_}) = {_fmt(v, '.2f')}" for k_, v in self.correlations.items())
             ),
@@ -220,7 +220,7 @@ class SimulationReport:
                 fmt = ".1f" if m == "session_length" else (".2f" if m in ("mean_rating", "return") else ".3f")
                 lo, hi = row[m + "_ci"]
                 half = None if lo is None or hi is None or math.isnan(lo) else (hi - lo) / 2
-                cells.append(f"{_fmt(row[m], fmt)} ±{_fmt(half, fmt)}")
+                cells.append(_fmt(row[m], fmt) if half is None else f"{_fmt(row[m], fmt)} ±{_fmt(half, fmt)}")
             for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "rmse", "mae"):
                 cells.append(_fmt(row.get(key), ".4f"))
             table.add_row(*cells)

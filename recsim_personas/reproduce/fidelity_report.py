@@ -84,7 +84,7 @@ def fidelity_verdict(best: dict[str, Any], bias_name: str = "user+item bias") ->
     rho = ""
     if p.get("spearman_diff_ci"):
         slo, shi = p["spearman_diff_ci"]
-        rho = (f"; per-user Spearman {_f(m.get('spearman'))}, minus bias's "
+        rho = (f"; per-user Spearman {_f(m.get('spearman'))}, agent minus bias "
                f"{p['spearman_diff']:+.3f} [{slo:+.3f}, {shi:+.3f}]")
     return (
         f"Best simulated user: {best['name']}, RMSE {m['rmse']:.3f} on {m['n']} test ratings of {m['users']} "

@@ -36,6 +36,7 @@ def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Pat
             ax.plot(xs, ys, marker=marker, label=label)
             for p, x, y in zip(sel, xs, ys):
                 ax.annotate(f"P{p['persona']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.margins(x=0.12, y=0.12)  # room for the persona labels at the ends
         ax.set_xlabel("train rows of the persona adapter")
         ax.set_ylabel(metric.upper())
         ax.grid(alpha=0.3)
