@@ -80,46 +80,10 @@ def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -
 
 
 def measure_rates(model: Any, tokenizer: Any, run_dir: Path, dataset: Any, config: Any) -> dict[str, float]:
-    """Seconds per token of LoRA training and of scoring on this machine, now (about a minute).
+    """Seconds per token of LoRA training and of scoring now (``recsim_personas.training.estimate``)."""
+    from recsim_personas.training.estimate import measure_rates as measure
 
-    Trains two steps on 8 real train rows of one user (one shared-prefix group) and scores 8 real test
-    rows of two users with the base model.
-    """
-    import tempfile
-
-    from recsim_personas.agents.lm_agent import LMUserAgent
-    from recsim_personas.agents.scoring import RatingScorer
-    from recsim_personas.data.item_catalog import ItemCatalog
-    from recsim_personas.data.splits import Split
-    from recsim_personas.memory.store import MemoryStore
-    from recsim_personas.training.lora import train_adapter
-    from recsim_personas.training.rows import build_training_rows
-
-    split = Split.load(run_dir / "split")
-    catalog = ItemCatalog(dataset, split.train)
-    store = MemoryStore.from_run_dir(run_dir, catalog=catalog)
-    user = int(split.train["user_id"].iloc[0])
-    rows = build_training_rows(store, catalog, split.train[split.train["user_id"] == user].head(8),
-                               memory_mode="ms", scale=dataset.scale, tokenizer=tokenizer)
-    tcfg = config.train_config().replace(max_steps=3, epochs=3.0, checkpoint_every=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        res = train_adapter(model, tokenizer, rows, tcfg, Path(tmp) / "a", name="measure", progress=False)
-    # Skip the first step (allocations, lazy init): seconds and tokens of steps 2..3.
-    per_step_tokens = res.train_tokens / max(1, res.steps)
-    step_seconds = res.curve[-1]["seconds"] - res.curve[0]["seconds"]
-    train_rate = step_seconds / (per_step_tokens * (res.steps - 1))
-    test = split.test[split.test["user_id"].isin(split.test["user_id"].unique()[:2])].groupby("user_id").head(4)
-    scorer = RatingScorer(model, tokenizer, dataset.scale)
-    agent = LMUserAgent(scorer, store, catalog, memory_mode="ms")
-    prompts = agent.prompts(test["user_id"].tolist(), test["item_id"].tolist())
-    scorer.score(prompts[:1])  # warm-up
-    scorer.clear_cache()
-    n_tokens = sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in {p.prefix for p in prompts})
-    n_tokens += sum(len(tokenizer(p.suffix, add_special_tokens=False)["input_ids"]) for p in prompts)
-    t0 = time.perf_counter()
-    scorer.score(prompts)
-    eval_rate = (time.perf_counter() - t0) / n_tokens
-    return {"train_s_per_token": round(train_rate, 6), "eval_s_per_token": round(eval_rate, 6)}
+    return measure(model, tokenizer, run_dir, dataset, config)
 
 
 def fit_baselines(split: Any, test: Any, scale: Any) -> list[dict[str, Any]]:

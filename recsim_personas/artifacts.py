@@ -165,6 +165,10 @@ def environment_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+    from recsim_personas.agents.cpu_dtype import cpu_info
+
+    cpu = cpu_info()
+    hardware.update(cpu_model=cpu["model"], cpu_bf16_flags=cpu["bf16_flags"], cpu_flags=cpu["flags"])
     try:
         import torch
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from recsim_personas.agents.llm import (
-    CPU_AUTO_DTYPE,
     default_model_dir,
     load_adapters,
     load_causal_lm,
@@ -32,7 +31,9 @@ def _one_torch_thread():
 def test_resolve_device_and_dtype():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"
-    assert resolve_dtype("auto", "cpu") == getattr(torch, CPU_AUTO_DTYPE)
+    from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
+
+    assert resolve_dtype("auto", "cpu") == getattr(torch, cpu_auto_dtype())
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     assert resolve_dtype(torch.float16, "cpu") == torch.float16
     if torch.cuda.is_available():  # pragma: no cover - CPU CI
@@ -109,7 +110,7 @@ def test_load_adapters(tiny_lm, tmp_path):
 def test_default_model_converts_once_and_rates_digits():
     model, tok = load_causal_lm(None)
     assert (default_model_dir() / "model.safetensors").is_file()
-    assert model.config.num_hidden_layers == 30 and model.dtype == getattr(torch, CPU_AUTO_DTYPE)
+    assert model.config.num_hidden_layers == 30 and model.dtype == resolve_dtype("auto", "cpu")
     text = tok.apply_chat_template([{"role": "user", "content": "Rate 1 to 5. Answer with a digit."}],
                                    tokenize=False, add_generation_prompt=True)
     with torch.no_grad():

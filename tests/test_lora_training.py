@@ -346,7 +346,18 @@ def test_experiment_produces_table1_rows_and_resumes(run_folder, lm, tmp_path):
     assert (table["test_rows"] == 4).all()
     assert (table.loc[table["No."] <= 4, "train_seconds"] == 0).all()
     assert (table.loc[table["No."] >= 5, "train_seconds"] > 0).all()
-    assert table.loc[table["No."] == 9, "train_rows"].item() == 12
+    # 4 users x 3 rows, less the rows whose item the user's profile names (dropped: the profile answers them).
+    from recsim_personas.data.splits import Split
+    from recsim_personas.memory.pipeline import run_item_catalog
+    from recsim_personas.memory.store import MemoryStore
+    from recsim_personas.training.rows import cap_per_user, profile_names_item
+
+    split = Split.load(run / "split")
+    chosen = cap_per_user(split.train, 3, seed=0)
+    store, catalog = MemoryStore.from_run_dir(run), run_item_catalog(run, dataset, split)
+    named = sum(profile_names_item(store.profile(int(u)), catalog.info(int(i)))
+                for u, i in zip(chosen["user_id"], chosen["item_id"], strict=True))
+    assert table.loc[table["No."] == 9, "train_rows"].item() == 12 - named
     assert {p["persona"] for p in result.persona_points} == {0, 1}
     for no in range(3, 11):
         assert len(list((run / "results").glob(f"row{no:02d}_*.json"))) == 1

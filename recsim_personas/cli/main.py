@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "memory",
     "train",
     "evaluate",
+    "fidelity",
     "simulate",
     "reproduce",
 )

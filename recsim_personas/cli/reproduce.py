@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "policies in PersonaRec-v0. Cached in the run folder: an interrupted run resumes."
         ),
     )
-    p.add_argument("--preset", default="demo", help="demo | cpu | paper (configs/<preset>.yaml)")
+    p.add_argument("--preset", default="demo", help="demo | cpu | full | paper (configs/<preset>.yaml)")
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
     p.add_argument("--dataset", default=None, help="override dataset.name")
     p.add_argument("--data-dir", default=None, help="override dataset.data_dir")
@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="make every check a real run makes before its first stage (the whole config, "
                    "the output folder, the folder's lock, damaged or stale files) and print what "
                    "would run, without running it")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="build the memories, measure this machine's speed, print the time the rest will "
+                        "take (RUN/estimate.json) and stop")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. split.n_users=20")
     p.set_defaults(func=run)
 
@@ -50,13 +53,19 @@ def print_report(report, elapsed: float) -> None:
         table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
     console.print("Rows 0-2 (prompted LLaMA-3) need an 8B LLM and are marked in table1.md.")
-    summary = _summary(report.table1.to_dict(orient="records"))
-    if summary:
-        console.print(summary)
+    if report.fidelity is not None:
+        from recsim_personas.cli.fidelity import print_fidelity
+
+        print_fidelity(report.fidelity, console)
+    else:
+        summary = _summary(report.table1.to_dict(orient="records"))
+        if summary:
+            console.print(summary)
     if report.simulation is not None:
         console.print(report.simulation.table())
     console.print(f"\nFinished in {elapsed:.0f} s. Files in [bold]{report.out}[/bold]:")
-    for name in ("table1.md", "table1.csv", "table1.json", "figure3_persona_error_vs_size.png",
+    for name in ("table1.md", "table1.csv", "table1.json", "fidelity.md", "fidelity.json",
+                 "fidelity_calibration.png", "figure3_persona_error_vs_size.png",
                  "figure2_persona_words.png", "simulate.json", "simulate.png", "plots/", "adapters/",
                  "results/"):
         if (report.out / name.rstrip("/")).exists():
@@ -141,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         _dry_run(config)
         return 0
     start = time.perf_counter()
-    report = run_reproduction(config)
+    report = run_reproduction(config, estimate_only=args.estimate_only)
+    if args.estimate_only:
+        print(f"estimate written to {report.out / 'estimate.json'} ({time.perf_counter() - start:.0f} s)")
+        return 0
     print_report(report, time.perf_counter() - start)
     return 0

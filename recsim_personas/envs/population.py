@@ -71,7 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when the default population's construction changes (its cache folder name carries it).
-_DEFAULT_VERSION = "1"
+_DEFAULT_VERSION = "2"  # 2: leave-one-out memories, whole-dataset item averages (issue 12)
 
 
 def adapter_name(persona: int, memory_mode: str) -> str:
@@ -458,7 +458,7 @@ def population_from_run_dir(
     personas = {int(u): int(store.persona(int(u))) for u in users}
     if dataset is None:
         dataset = _dataset_for_run(split.dataset_name or "ml-latest-small", data_dir)
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
 
     activity = {int(u): int(store.profile_row(int(u))["activity_level"]) for u in users}
     embeddings = {int(u): np.asarray(store.profile_embedding(int(u))) for u in users}
@@ -473,7 +473,7 @@ def population_from_run_dir(
         activity_levels=activity,
         run_dir=run_dir,
         store=store,
-        catalog=ItemCatalog(dataset, split.train),
+        catalog=run_item_catalog(run_dir, dataset, split),
         dataset=dataset,
     )
 

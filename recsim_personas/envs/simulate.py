@@ -1,7 +1,10 @@
 """Baseline policies in simulation, next to their offline metrics on the held-out split.
 
 :func:`run_simulation` runs each policy for ``episodes`` sessions of at most ``horizon`` steps in the
-vector environment and reports, per policy, with 95% confidence intervals over episodes (Student t):
+vector environment and reports, per policy, with 95% confidence intervals over episodes (percentile
+bootstrap, :func:`mean_ci`: it stays inside the metric's range, which a t interval of a like rate
+over a few sessions does not; with fewer than :data:`MIN_EPISODES_FOR_CI` episodes no interval is
+given, and the plot says "too few episodes"):
 
 - ``mean_rating``: the mean rating the simulated users gave (per episode, over the steps where they
   rated an item; episodes without a rating are left out and counted in ``episodes_without_rating``);
@@ -44,6 +47,7 @@ from recsim_personas.envs.policies import POLICY_NAMES, make_policy
 from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = [
+    "MIN_EPISODES_FOR_CI",
     "SIM_METRICS",
     "SimulationConfig",
     "SimulationReport",
@@ -123,25 +127,33 @@ class SimulationConfig:
         return cls(**data)
 
 
-def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the Student-t confidence interval of the mean (NaN values dropped).
+#: Fewest episodes (non-missing values) for which :func:`mean_ci` gives an interval.
+MIN_EPISODES_FOR_CI = 5
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its percentile-bootstrap confidence interval (NaN dropped).
+
+    The percentile bootstrap never leaves the range of the values (a like rate stays in [0, 1], a
+    rating on its scale), unlike a Student-t interval on a handful of episodes. With fewer than
+    :data:`MIN_EPISODES_FOR_CI` values the interval is ``(nan, nan)``: too few episodes to say.
 
     Example:
-        >>> m, lo, hi = mean_ci(np.array([1.0, 2.0, 3.0]))
-        >>> round(m, 3), round(hi - m, 3)
-        (2.0, 2.484)
+        >>> m, lo, hi = mean_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+        >>> m, 1.0 <= lo < m < hi <= 5.0
+        (3.0, True)
     """
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
-    if len(v) < 2:
+    if len(v) < MIN_EPISODES_FOR_CI:
         return mean, math.nan, math.nan
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return mean, float(lo), float(hi)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -192,7 +204,7 @@ class SimulationReport:
                 f"{self.config.horizon}, agent {self.env_info.get('agent')}"
             ),
             caption=(
-                "simulated: mean over episodes ± half-width of the 95% CI; offline (test split): ranking per user, "
+                "simulated: mean over episodes ± half-width of the 95% bootstrap CI (none under 5 episodes); offline (test split): ranking per user, "
                 "RMSE per rating. "
                 + ", ".join(f"Spearman({k_}) = {_fmt(v, '.2f')}" for k_, v in self.correlations.items())
             ),
@@ -208,7 +220,7 @@ class SimulationReport:
                 fmt = ".1f" if m == "session_length" else (".2f" if m in ("mean_rating", "return") else ".3f")
                 lo, hi = row[m + "_ci"]
                 half = None if lo is None or hi is None or math.isnan(lo) else (hi - lo) / 2
-                cells.append(f"{_fmt(row[m], fmt)} ±{_fmt(half, fmt)}")
+                cells.append(_fmt(row[m], fmt) if half is None else f"{_fmt(row[m], fmt)} ±{_fmt(half, fmt)}")
             for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "rmse", "mae"):
                 cells.append(_fmt(row.get(key), ".4f"))
             table.add_row(*cells)
@@ -234,18 +246,25 @@ class SimulationReport:
         x = np.arange(len(names))
         for ax, (key, title) in zip(axes, panels, strict=True):
             vals = np.array([np.nan if r.get(key) is None else r[key] for r in self.results], dtype=float)
+            err, too_few = None, False
             if key + "_ci" in self.results[0]:
-                ci = np.array([r[key + "_ci"] for r in self.results], dtype=float)
+                ci = np.array([[np.nan if c is None else c for c in r[key + "_ci"]] for r in self.results],
+                              dtype=float)
                 err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-            else:
-                err = None
-            ax.bar(x, np.nan_to_num(vals), yerr=None if err is None else np.nan_to_num(err), capsize=4,
-                   color="#4c72b0")
+                too_few = bool(np.isnan(ci).all())
+            ax.bar(x, np.nan_to_num(vals), yerr=None if err is None or too_few else np.nan_to_num(err),
+                   capsize=4, color="#4c72b0")
             for xi, v in zip(x, vals, strict=True):
                 if np.isnan(v):
                     ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8, color="0.4")
             ax.set_xticks(x, names, rotation=20)
-            ax.set_title(title, fontsize=10)
+            if too_few:
+                title += f"\nno 95% interval: too few episodes (< {MIN_EPISODES_FOR_CI})"
+            elif err is not None:
+                title += "\n95% bootstrap interval over episodes"
+            ax.set_title(title, fontsize=9)
+            if key == "like_rate":
+                ax.set_ylim(0, 1.05)
         fig.suptitle(
             f"PersonaRec-v0: {self.config.episodes} episodes, horizon {self.config.horizon}, "
             f"agent {self.env_info.get('agent')}",

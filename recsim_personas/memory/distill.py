@@ -359,7 +359,7 @@ class Distiller:
         self._fallback = self.config.resolved_fallback(backend.name)
         self._counts = {"rejections": 0, "fallbacks": 0, "truncations": 0, "steps": 0, "batches": 0}
         self._fatal: BackendError | None = None
-        self._fact_digests: dict[int, bytes] = {}
+        self._fact_digests: dict[tuple[Any, ...], bytes] = {}
 
     # -- users -----------------------------------------------------------------------------------
     def resolve_users(self, users: Any = None) -> list[int]:
@@ -405,8 +405,10 @@ class Distiller:
             trait_text(t, lv)
             for t, lv in zip(("activity", "conformity", "diversity"), levels, strict=True)
         )
+        # Each rating's item facts leave that rating out of the average (memory.statistics), so an
+        # M_l text never states its own rating through a self-including average.
         ratings = [
-            BatchRating(item=self.stats.item_facts(i), rating=float(r), timestamp=int(t))
+            BatchRating(item=self.stats.item_facts_without(i, float(r)), rating=float(r), timestamp=int(t))
             for i, r, t in zip(history["item_id"].tolist(), history["rating"].tolist(),
                                history["timestamp"].tolist(), strict=True)
         ]
@@ -420,11 +422,12 @@ class Distiller:
                         levels=levels, traits=traits, inputs_hash=inputs_hash)  # type: ignore[arg-type]
 
     def _fact_digest(self, facts: Any) -> bytes:
-        cached = self._fact_digests.get(facts.item_id)
+        key = (facts.item_id, facts.avg_rating, facts.n_ratings)  # leave-one-out facts vary by rating
+        cached = self._fact_digests.get(key)
         if cached is None:
             fields = [getattr(facts, f.name) for f in dataclasses.fields(facts)]
             cached = hashlib.sha256(json.dumps(fields, default=str).encode()).digest()
-            self._fact_digests[facts.item_id] = cached
+            self._fact_digests[key] = cached
         return cached
 
     def _base_hash(self) -> str:

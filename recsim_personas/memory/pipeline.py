@@ -73,6 +73,8 @@ __all__ = [
     "file_digest",
     "item_embedding_text",
     "parse_stages",
+    "run_item_catalog",
+    "run_item_stats",
 ]
 
 #: Stages in the order they run.
@@ -133,6 +135,9 @@ class MemoryPipelineConfig:
         item_scope: Items to embed: ``"split"`` (every item in the split's train or test rows) or
             ``"catalog"`` (every item of the dataset, for environments that recommend any item).
         personas: Clustering options; ``personas.k=None`` chooses K by the elbow method.
+        item_stats: Ratings behind every item average and count that memories and prompts quote:
+            ``"dataset"`` (every rating of the dataset except the split's test rows) or ``"train"``
+            (the split's train rows only). See :func:`~recsim_personas.memory.statistics.rating_pool`.
     """
 
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -140,6 +145,7 @@ class MemoryPipelineConfig:
     embedding_base_url: str | None = None
     item_scope: Literal["split", "catalog"] = "split"
     personas: PersonaConfig = field(default_factory=PersonaConfig)
+    item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
         problems = []
@@ -153,6 +159,8 @@ class MemoryPipelineConfig:
             close = difflib.get_close_matches(str(self.item_scope), _ITEM_SCOPES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"item_scope {self.item_scope!r} is not one of {', '.join(_ITEM_SCOPES)}{hint}")
+        if self.item_stats not in ("dataset", "train"):
+            problems.append(f"item_stats {self.item_stats!r} is not one of dataset, train")
         if problems:
             raise ConfigError("invalid MemoryPipelineConfig: " + "; ".join(problems))
 
@@ -169,6 +177,7 @@ class MemoryPipelineConfig:
             "embedding_base_url": self.embedding_base_url,
             "item_scope": self.item_scope,
             "personas": self.personas.to_dict(),
+            "item_stats": self.item_stats,
         }
 
     @classmethod
@@ -319,8 +328,10 @@ def build_memories(
     def catalog() -> Any:
         if "catalog" not in state:
             from recsim_personas.data.item_catalog import ItemCatalog
+            from recsim_personas.memory.statistics import rating_pool
 
-            state["catalog"] = ItemCatalog(dataset, split_obj().train)
+            sp = split_obj()
+            state["catalog"] = ItemCatalog(dataset, rating_pool(dataset, sp.train, sp.test, config.item_stats))
         return state["catalog"]
 
     def digest(*names: str) -> list[str | None]:
@@ -332,11 +343,12 @@ def build_memories(
             return split_inputs
         if stage == "distill":
             return {"split": split_files, "items": items_digest, "distill": config.distill.output_dict(),
-                    "versions": _distill_versions()}
+                    "versions": _distill_versions(), **_stats_inputs(config, fingerprint)}
         if stage == "embed":
             return {"profiles": digest("profiles.parquet"), "split": split_files, "items": items_digest,
                     "embedder": {"spec": config.embedder, "base_url": config.embedding_base_url},
-                    "item_scope": config.item_scope, "item_text": ITEM_TEXT_VERSION}
+                    "item_scope": config.item_scope, "item_text": ITEM_TEXT_VERSION,
+                    **_stats_inputs(config, fingerprint)}
         return {"profiles": digest("profiles.parquet"), "split": split_files,
                 "embeddings": digest("embeddings/profiles.npy", "embeddings/profile_user_ids.npy"),
                 "personas": config.personas.to_dict(), "word_method": _word_method()}
@@ -466,3 +478,28 @@ def _check_distill(profiles: pd.DataFrame, memories: pd.DataFrame, split: Split)
             f"memories.parquet must hold one row per train interaction ({len(want)}); got {len(have)} rows "
             f"(missing e.g. {lost}, not in train e.g. {extra})"
         )
+
+
+def _stats_inputs(config: MemoryPipelineConfig, fingerprint: str) -> dict[str, Any]:
+    # Older run folders recorded no item_stats (train-only averages): their stage hashes stay valid.
+    if config.item_stats == "train":
+        return {}
+    return {"item_stats": config.item_stats, "dataset": fingerprint}
+
+
+def run_item_stats(run_dir: str | Path) -> str:
+    """The ``item_stats`` source a run folder's memories were built with (``"train"`` for folders
+    made before the option existed, which used train-only averages)."""
+    manifest = RunFolder(run_dir).manifest()
+    return str((manifest.get("config") or {}).get("item_stats", "train"))
+
+
+def run_item_catalog(run_dir: str | Path, dataset: RatingDataset, split: Split | None = None) -> Any:
+    """The :class:`~recsim_personas.data.item_catalog.ItemCatalog` every stage of a run folder uses:
+    item averages from the same rating pool the memories quote (:func:`run_item_stats`)."""
+    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.data.splits import Split
+    from recsim_personas.memory.statistics import rating_pool
+
+    split = split if split is not None else Split.load(Path(run_dir) / "split")
+    return ItemCatalog(dataset, rating_pool(dataset, split.train, split.test, run_item_stats(run_dir)))

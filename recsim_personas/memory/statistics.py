@@ -4,8 +4,8 @@ Everything here is computed from the **train** interactions only (test ratings n
 memories). For one user, over all or the first ``n`` of their chronologically sorted train ratings:
 
 * ``n_ratings`` (activity), the mean rating;
-* ``mean_abs_deviation``: mean of ``|rating - item's train-average rating|`` (conformity: a small
-  distance means the user rates like everyone else);
+* ``mean_abs_deviation``: mean of ``|rating - item's average over the other ratings|`` (conformity:
+  a small distance means the user rates like everyone else);
 * ``genre_entropy``: Shannon entropy (bits) of the user's genre distribution, each rated item
   counting once per genre it has (diversity);
 * per-genre and per-decade *leans*: ``sum(rating - user mean) / (count + shrinkage)``, the mean
@@ -20,13 +20,21 @@ distance to the items' averages (below the 25th = high conformity); diversity cu
 66th percentile of genre entropy. Agent4Rec measured conformity with the squared distance and
 diversity with the number of genres covering 80% of views; the absolute distance and the entropy
 are used here because they are the quantities the issue names and are less sensitive to one outlier.
+
+**Leave-one-out item averages.** Wherever a user's own rating is compared with or shown next to an
+item's average (conformity, the "more generous than most viewers" habit, the liked / disliked
+examples, the M_l explanation of that rating), the average is taken over the item's *other* ratings
+(:func:`leave_one_out`): a self-including average would state the rating itself for an item with one
+rating and pull towards it for an item with few, a shortcut that vanishes at test time (a test
+rating is never part of the averages). An item whose only rating is the user's own has no average.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -36,12 +44,15 @@ from recsim_personas.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_TRAIT_QUANTILES",
+    "ITEM_STATS_SOURCES",
     "ExampleItem",
     "ItemFacts",
     "Lean",
     "TrainStatistics",
     "TraitCuts",
     "UserStatistics",
+    "leave_one_out",
+    "rating_pool",
 ]
 
 #: Population quantiles of the trait cut points (see the module docstring).
@@ -50,6 +61,9 @@ DEFAULT_TRAIT_QUANTILES: dict[str, tuple[float, float]] = {
     "deviation": (0.25, 0.80),
     "entropy": (1 / 3, 2 / 3),
 }
+#: Where item averages and counts come from (:func:`rating_pool`).
+ItemStatsSource = Literal["dataset", "train"]
+ITEM_STATS_SOURCES: tuple[str, ...] = ("dataset", "train")
 #: Genre labels that mean "no genre" in MovieLens files.
 _NO_GENRE = {"(no genres listed)", "unknown", ""}
 #: How many liked / disliked examples a user's statistics keep.
@@ -180,6 +194,55 @@ class TraitCuts:
         return cls(**{k: tuple(v) for k, v in data.items()})
 
 
+_T = TypeVar("_T")
+
+
+def rating_pool(
+    dataset: RatingDataset, train: pd.DataFrame, test: pd.DataFrame, source: str = "dataset"
+) -> pd.DataFrame:
+    """The ratings item averages, item counts and the classic baselines are computed from.
+
+    ``"dataset"`` (default, the paper's "historical rating"): every rating the dataset holds except
+    the evaluated users' test rows, so a simulator knows how everyone else rated a film.
+    ``"train"``: the split's train rows only (the sampled users' oldest ratings; the old behaviour).
+    Either way no test rating is in the pool. Columns ``user_id, item_id, rating, timestamp``.
+
+    Raises:
+        ConfigError: unknown ``source``.
+    """
+    if source not in ITEM_STATS_SOURCES:
+        raise ConfigError(f"item_stats must be one of {', '.join(ITEM_STATS_SOURCES)}, got {source!r}")
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    if source == "train":
+        return train[cols].reset_index(drop=True)
+    every = dataset.interactions[cols]
+    key = pd.MultiIndex.from_frame(every[["user_id", "item_id"]])
+    held = pd.MultiIndex.from_frame(test[["user_id", "item_id"]])
+    return every[~key.isin(held)].reset_index(drop=True)
+
+
+def leave_one_out(facts: _T, rating: float) -> _T:
+    """``facts`` (an ``ItemFacts`` / ``ItemInfo``) with one rating taken out of its average and count.
+
+    The rating must be one of those the average was computed over (a train rating of the item):
+    the result is the average of the item's *other* ratings, ``None`` when there are none.
+
+    Raises:
+        DataError: the facts count no rating (nothing to take out).
+    """
+    n = int(facts.n_ratings)
+    avg = facts.avg_rating
+    if n < 1 or avg is None:
+        raise DataError(
+            f"item {getattr(facts, 'item_id', '?')}: leave_one_out needs an item whose average counts "
+            f"the rating {rating} (it has {n} rating(s)); pass item facts from the same ratings"
+        )
+    if n == 1:
+        return dataclasses.replace(facts, avg_rating=None, n_ratings=0)  # type: ignore[type-var]
+    others = (float(avg) * n - float(rating)) / (n - 1)
+    return dataclasses.replace(facts, avg_rating=others, n_ratings=n - 1)  # type: ignore[type-var]
+
+
 def _optional_text(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
@@ -248,8 +311,26 @@ class TrainStatistics:
         self._item_rows_sorted = self._row_of.loc[self._items_sorted].to_numpy()
         sums = np.bincount(self._item_rows_sorted, weights=self._ratings_sorted, minlength=len(item_ids))
         n = np.bincount(self._item_rows_sorted, minlength=len(item_ids))
+        if catalog is not None:
+            # The catalog's averages may count more ratings than this split (the whole dataset);
+            # use its sums so every text quotes the numbers the rating prompts show.
+            cstats = catalog.stats().reindex(item_ids)
+            n = cstats["n_ratings"].fillna(0).to_numpy(dtype=np.int64)
+            sums = np.nan_to_num(cstats["avg_rating"].to_numpy(dtype=np.float64)) * n
+            if (n[self._item_rows_sorted] < 1).any():
+                raise DataError(
+                    "the catalog counts no rating for some train items; build it from ratings that "
+                    "include the split's train rows (ItemCatalog(dataset, pool))"
+                )
         self.item_avg = sums / np.maximum(n, 1)
         self.item_n = n
+        # Per train row, the item's average over its *other* ratings (NaN: no other rating).
+        others = n[self._item_rows_sorted] - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._others_avg_sorted = np.where(
+                others > 0, (sums[self._item_rows_sorted] - self._ratings_sorted) / np.maximum(others, 1),
+                np.nan,
+            )
 
         items = dataset.items.loc[item_ids]
         self._titles = [str(t) for t in items["title"]]
@@ -317,8 +398,10 @@ class TrainStatistics:
         rows = self._item_rows_sorted[start:stop]
         mean = float(ratings.mean())
         dev = ratings - mean
-        avg = self.item_avg[rows]
-        offset = ratings - avg
+        # Leave-one-out: the user's own rating is not part of the average it is compared with.
+        offset_raw = ratings - self._others_avg_sorted[start:stop]
+        known = np.isfinite(offset_raw)
+        offset = np.where(known, offset_raw, 0.0)
 
         gm = self._genre_matrix[rows]
         g_counts = gm.sum(axis=0)
@@ -348,8 +431,8 @@ class TrainStatistics:
             user_id=int(user_id),
             n_ratings=int(stop - start),
             mean_rating=mean,
-            mean_abs_deviation=float(np.abs(offset).mean()),
-            mean_item_offset=float(offset.mean()),
+            mean_abs_deviation=float(np.abs(offset_raw[known]).mean()) if known.any() else 0.0,
+            mean_item_offset=float(offset_raw[known].mean()) if known.any() else 0.0,
             genre_entropy=entropy,
             genre_leans=genre_leans,
             decade_leans=decade_leans,
@@ -372,7 +455,7 @@ class TrainStatistics:
         return tuple(out)
 
     def _example(self, row: int, rating: float) -> ExampleItem:
-        facts = self.item_facts(int(self.item_ids[row]))
+        facts = self.item_facts_without(int(self.item_ids[row]), float(rating))
         return ExampleItem(
             item_id=facts.item_id,
             title=facts.title,
@@ -380,6 +463,13 @@ class TrainStatistics:
             rating=float(rating),
             avg_rating=facts.avg_rating,
         )
+
+    def item_facts_without(self, item_id: int, rating: float) -> ItemFacts:
+        """:meth:`item_facts` with ``rating`` (a train rating of the item) left out of the average.
+
+        What an explanation of that rating may quote: the average of everyone else's ratings.
+        """
+        return leave_one_out(self.item_facts(item_id), rating)
 
     # -- items -----------------------------------------------------------------------------------
     def item_facts(self, item_id: int) -> ItemFacts:
@@ -435,9 +525,14 @@ class TrainStatistics:
         q = {**DEFAULT_TRAIT_QUANTILES, **(quantiles or {})}
         counts = np.array([stop - start for start, stop in self._slices.values()], dtype=np.float64)
         users = self._users_sorted
-        dist = np.abs(self._ratings_sorted - self.item_avg[self._item_rows_sorted])
+        dist = np.abs(self._ratings_sorted - self._others_avg_sorted)
         u_index = np.searchsorted(self.users, users)
-        mean_dist = np.bincount(u_index, weights=dist) / np.bincount(u_index)
+        known = np.isfinite(dist)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_dist = np.bincount(u_index[known], weights=dist[known], minlength=len(self.users)) / (
+                np.bincount(u_index[known], minlength=len(self.users))
+            )
+        mean_dist = np.where(np.isfinite(mean_dist), mean_dist, 0.0)
         ug = np.zeros((len(self.users), len(self.genre_names)))
         np.add.at(ug, u_index, self._genre_matrix[self._item_rows_sorted])
         totals = ug.sum(axis=1, keepdims=True)

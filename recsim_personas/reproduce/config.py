@@ -35,7 +35,7 @@ __all__ = [
     "preset_path",
 ]
 
-PRESETS = ("demo", "cpu", "paper")
+PRESETS = ("demo", "cpu", "full", "paper")
 DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
 
 
@@ -93,6 +93,9 @@ class MemorySection:
     request_timeout: float = 30.0
     request_attempts: int = 3
     retry_after_max: float = 30.0
+    #: Ratings behind item averages / counts in memories and prompts, and the classic baselines'
+    #: training data: dataset (all but the evaluated users' test rows) or train (split rows only).
+    item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
         if self.request_timeout <= 0:
@@ -132,6 +135,9 @@ class TrainingSection:
     #: At most this many of the split's users are trained on and evaluated (a seeded sample drawn per
     #: persona in proportion to its size); null = all of them.
     max_users: int | None = None
+    #: Measure this machine's per-token costs (about a minute) and print the time the experiment
+    #: will take before training starts (what is finished counts zero).
+    estimate_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,13 @@ class EvaluationSection:
     mode: Literal["score", "generate"] = "score"
     test_rows_per_user: int | None = None
     base_model_rows: bool = True
+    #: Rating prompt preset (training rows and evaluation use the same): paper (Appendix C) or compact.
+    template: Literal["paper", "compact"] = "paper"
+    #: The fidelity report's agent rows on more test rows than Table 1 (a cheap preset's Table 1
+    #: scores a few rows per user): Table-1 row numbers re-scored into ``fidelity_results/`` ...
+    fidelity_rows: list[int] = field(default_factory=list)
+    #: ... on at most this many test rows per user (null: all of them).
+    fidelity_test_rows_per_user: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,7 @@ class SimulationSection:
 class ReproduceConfig:
     """Everything ``recsim-personas reproduce`` runs: split, memories, training, evaluation, simulation."""
 
-    preset: Literal["demo", "cpu", "paper", "custom"] = "custom"
+    preset: Literal["demo", "cpu", "full", "paper", "custom"] = "custom"
     out: str = "runs/demo"
     seed: int = 0
     dataset: DatasetSection = field(default_factory=DatasetSection)

@@ -36,6 +36,7 @@ def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Pat
             ax.plot(xs, ys, marker=marker, label=label)
             for p, x, y in zip(sel, xs, ys):
                 ax.annotate(f"P{p['persona']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.margins(x=0.12, y=0.12)  # room for the persona labels at the ends
         ax.set_xlabel("train rows of the persona adapter")
         ax.set_ylabel(metric.upper())
         ax.grid(alpha=0.3)
@@ -57,15 +58,22 @@ def plot_persona_words(personas: Sequence[dict[str, Any]], path: str | Path) -> 
     import matplotlib.pyplot as plt
 
     n = max(1, len(personas))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
-    for ax, persona in zip(axes[0], personas):
-        words = persona.get("top_words", [])[:10]
+    # At least ~6.5 inches wide so the title fits even with one persona.
+    fig, axes = plt.subplots(1, n, figsize=(max(6.5, 3.2 * n), 3.8), squeeze=False)
+    for ax, persona in zip(axes[0], personas or [{}]):
+        words = list(persona.get("top_words") or [])[:10]
         labels = [w[0] if isinstance(w, (list, tuple)) else str(w) for w in words]
         counts = [w[1] if isinstance(w, (list, tuple)) and len(w) > 1 else 1 for w in words]
-        ax.barh(range(len(labels))[::-1], counts)
-        ax.set_yticks(range(len(labels))[::-1], labels, fontsize=8)
+        if labels:
+            ax.barh(range(len(labels))[::-1], counts, color="#4c72b0")
+            ax.set_yticks(range(len(labels))[::-1], labels, fontsize=8)
+            ax.set_xlabel("count", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no distinctive words", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_title(f"persona {persona.get('persona', '?')} (n={persona.get('size', '?')})", fontsize=9)
-    fig.suptitle("Top-10 distinctive words per persona (cf. paper Figure 2)")
+    fig.suptitle("Top-10 distinctive words per persona (cf. paper Figure 2)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -360,11 +360,11 @@ class ExperimentPlan:
 def _token_estimates(
     run_dir: Path, dataset: Any, split: Any, config: ExperimentConfig, tokenizer: Any, n_sample: int = 40
 ) -> dict[str, dict[str, float]]:
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
     from recsim_personas.memory.store import MemoryStore
     from recsim_personas.training.rows import build_test_rows
 
-    catalog = ItemCatalog(dataset, split.train)
+    catalog = run_item_catalog(run_dir, dataset, split)
     store = MemoryStore.from_run_dir(run_dir, catalog=catalog)
     sample = split.test.sample(n=min(n_sample, len(split.test)), random_state=config.seed)
     out = {}
@@ -470,7 +470,7 @@ class _Context:
 
 def _context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, model: Any, tokenizer: Any) -> _Context:
     from recsim_personas.agents.llm import load_causal_lm
-    from recsim_personas.data.item_catalog import ItemCatalog
+    from recsim_personas.memory.pipeline import run_item_catalog
     from recsim_personas.memory.store import MemoryStore
 
     run = Path(run_dir)
@@ -481,7 +481,7 @@ def _context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, model:
             f"{split.dataset_fingerprint}), not from {dataset.name!r} ({dataset.fingerprint()}); pass the "
             "same dataset options as the memory command"
         )
-    catalog = ItemCatalog(dataset, split.train)
+    catalog = run_item_catalog(run, dataset, split)
     store = MemoryStore.from_run_dir(run, catalog=catalog)
     if model is None:
         model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.train_config().dtype)
@@ -548,8 +548,8 @@ def train_adapters(
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def _result_path(run: Path, no: int, kind: str, mode: str) -> Path:
-    return run / "results" / f"row{no:02d}_{kind}__{mode}.json"
+def _result_path(run: Path, no: int, kind: str, mode: str, results_dir: str = "results") -> Path:
+    return run / results_dir / f"row{no:02d}_{kind}__{mode}.json"
 
 
 def _adapter_names(kind: str, mode: str, personas: dict[int, int]) -> list[str]:
@@ -569,12 +569,14 @@ def evaluate_rows(
     tokenizer: Any = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    results_dir: str = "results",
     _ctx: _Context | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Evaluate every Table-1 row of the config on the test rows; returns ``{row: results dict}``.
 
     Each row's result (metrics overall and per persona, config, adapter keys, timing) is cached in
-    ``results/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside it.
+    ``<results_dir>/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside
+    it (another ``results_dir`` keeps an evaluation on other test rows apart from Table 1's).
 
     Raises:
         AdapterError: An adapter the row needs is not trained (run :func:`train_adapters` first).
@@ -608,7 +610,7 @@ def evaluate_rows(
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
         inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx)
-        path = _result_path(ctx.run, no, kind, mode)
+        path = _result_path(ctx.run, no, kind, mode, results_dir)
         cached = _read_result(path, stable_hash(inputs))
         if cached is not None:
             out[no] = cached

@@ -17,6 +17,25 @@ Memory modes (Table 1 of the paper):
     memories come from the user's *other* train interactions. Test rows need no exclusion (the store
     holds train memories only, and a user rates an item once) but get it anyway, as the agent does.
 
+No row sees its own label:
+
+* **Item average.** A train row's item facts leave the row's own rating out of the item's average
+  and count (:func:`recsim_personas.memory.statistics.leave_one_out`, ``leave_one_out=True``): the
+  prompt states the average of everyone *else's* ratings, and an item whose only rating is the
+  row's own shows no average at all. This is what a test row sees by construction (the rating
+  pool never holds test ratings), so train and test prompts carry the same kind of number.
+  Leave-one-out was chosen over "only ratings before the row's timestamp" because the test-time
+  average is not time-restricted either: the catalog's pool holds every other known rating.
+* **Memories.** Retrieval never returns the row's own item (below), and the M_l texts quote
+  leave-one-out averages too (``memory.statistics``).
+* **Items the profile names.** The profile M_s lists a few films the user loved or disliked, with
+  its rating implied ("Films I loved include ..."). A train row whose item the user's profile names
+  (its ``"Title (year)"`` label, or its title, appears in the profile text) would be answered by
+  the profile itself, so it is **dropped** from the training rows (``named_items="drop"``, the
+  default for training; the frame's ``attrs["dropped_named"]`` counts them). Test rows are kept
+  whatever the profile says (the profile is built from train ratings only, so it cannot state a
+  test rating).
+
 Sub-sampling (:func:`subsample_to_size`) keeps the same fraction of every user's rows, as the paper
 built theta_single(min) / theta_single(max) "by sampling a fixed percentage of rows at random per
 user" to the size of the smallest / largest persona dataset.
@@ -26,6 +45,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -42,11 +62,13 @@ __all__ = [
     "build_test_rows",
     "build_training_rows",
     "cap_per_user",
+    "profile_names_item",
     "rows_digest",
     "subsample_to_size",
 ]
 
 MemoryMode = Literal["ms", "msml"]
+NamedItems = Literal["drop", "keep"]
 #: Columns of a rows frame, in order.
 ROW_COLUMNS: tuple[str, ...] = (
     "user_id", "item_id", "rating", "prefix", "suffix", "target", "n_memories", "truncated",
@@ -58,6 +80,18 @@ def _check_mode(memory_mode: str) -> None:
         close = difflib.get_close_matches(str(memory_mode), ["ms", "msml"], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{hint}")
+
+
+def profile_names_item(profile: str, info: Any) -> bool:
+    """Whether a profile text names the item: its ``"Title (year)"`` label, or the bare title as
+    a whole phrase (not inside a longer word), appears in it."""
+    title = str(getattr(info, "title", "") or "")
+    if not title:
+        return False
+    year = getattr(info, "year", None)
+    if year is not None and f"{title} ({year})" in profile:
+        return True
+    return re.search(rf"(?<!\w){re.escape(title)}(?!\w)", profile) is not None
 
 
 def cap_per_user(
@@ -150,11 +184,16 @@ def build_rows(
     exclude_self: bool = True,
     per_user: int | float | None = None,
     seed: int = 0,
+    leave_one_out: bool = False,
+    named_items: NamedItems = "keep",
 ) -> pd.DataFrame:
     """Prompt + target rows for ``interactions`` (see :func:`build_training_rows`).
 
     Args:
         exclude_self: Never retrieve the row's own item (always True for training rows).
+        leave_one_out: Show the row's item with the row's own rating left out of its average
+            (train rows: the catalog's averages count them).
+        named_items: ``"drop"`` rows whose item the user's profile names, or ``"keep"`` them.
 
     Returns:
         A frame with :data:`ROW_COLUMNS`, one row per kept interaction, in input order.
@@ -173,6 +212,8 @@ def build_rows(
         raise DataError(
             f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
         )
+    if named_items not in ("drop", "keep"):
+        raise ConfigError(f"named_items must be 'drop' or 'keep', got {named_items!r}")
     chosen = cap_per_user(interactions, per_user, seed=seed)
     users = chosen["user_id"].to_numpy(dtype=np.int64)
     items = chosen["item_id"].to_numpy(dtype=np.int64)
@@ -197,9 +238,12 @@ def build_rows(
             info_cache[item_id] = catalog.info(item_id)
         return info_cache[item_id]
 
+    from recsim_personas.memory.statistics import leave_one_out as _without
+
     profiles: dict[int, str] = {}
     records = []
     n_truncated = 0
+    n_named = 0
     with warnings.catch_warnings():
         # One summary warning below instead of one per row.
         warnings.simplefilter("ignore", PromptTruncatedWarning)
@@ -211,9 +255,15 @@ def build_rows(
                 )
             if user not in profiles:
                 profiles[user] = store.profile(user)
+            item_info = info(item)
+            if named_items == "drop" and profile_names_item(profiles[user], item_info):
+                n_named += 1
+                continue
+            if leave_one_out:
+                item_info = _without(item_info, float(rating))
             entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
             prompt = build_rating_prompt(
-                template, profiles[user], info(item), entries, scale,
+                template, profiles[user], item_info, entries, scale,
                 memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
             )
             n_truncated += bool(prompt.truncated)
@@ -229,7 +279,9 @@ def build_rows(
             stacklevel=3,
         )
     frame = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
-    return frame.astype({"user_id": "int64", "item_id": "int64", "rating": "float64", "n_memories": "int64"})
+    frame = frame.astype({"user_id": "int64", "item_id": "int64", "rating": "float64", "n_memories": "int64"})
+    frame.attrs["dropped_named"] = n_named
+    return frame
 
 
 def build_training_rows(
@@ -246,6 +298,7 @@ def build_training_rows(
     delta: float = 0.0,
     per_user: int | float | None = None,
     seed: int = 0,
+    named_items: NamedItems = "drop",
 ) -> pd.DataFrame:
     """One fine-tuning row per train interaction: the rating prompt and the rating as target text.
 
@@ -263,10 +316,12 @@ def build_training_rows(
         delta: Minimum cosine similarity of a retrieved memory.
         per_user: Cap per user: ``None`` (all), an int (at most that many rows), or a fraction.
         seed: Seed of the per-user cap.
+        named_items: ``"drop"`` (default) rows whose item the user's profile names, or ``"keep"``.
 
     Returns:
         A frame with columns ``user_id, item_id, rating, prefix, suffix, target, n_memories,
-        truncated``; retrieval never returns the row's own item.
+        truncated``; retrieval never returns the row's own item, the item's average leaves the
+        row's rating out, and ``attrs["dropped_named"]`` counts the rows dropped by ``named_items``.
 
     Raises:
         ConfigError: Unknown memory mode or template, bad ``k`` / ``per_user``.
@@ -275,7 +330,7 @@ def build_training_rows(
     return build_rows(
         store, catalog, train, memory_mode=memory_mode, template=template, scale=scale,
         tokenizer=tokenizer, max_tokens=max_tokens, k=k, delta=delta, exclude_self=True,
-        per_user=per_user, seed=seed,
+        per_user=per_user, seed=seed, leave_one_out=True, named_items=named_items,
     )
 
 

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Bump when the texts change (part of checkpoint keys).
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"  # 2: explanations quote leave-one-out averages
 #: Shrunk lean (stars vs the user's mean) that makes a genre or decade a like / dislike.
 LEAN_THRESHOLD = 0.15
 #: Batch-level mean deviation (stars) that makes a reflection note.
