@@ -1,6 +1,7 @@
 """A tiny OpenAI-compatible HTTP server for tests: real HTTP on 127.0.0.1, deterministic answers.
 
-It answers ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (and ``GET /v1/models``) from a
+It answers ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and, when given a ``completions``
+callable, ``POST /v1/completions`` (and ``GET /v1/models``, listing ``models``) from a
 ``ThreadingHTTPServer`` running in a daemon thread, counts every request, and injects faults:
 
 * ``faults={3: "429", 5: "500", 7: "malformed"}``: the 3rd request (1-based, over all paths) gets a
@@ -38,6 +39,7 @@ from typing import Any
 __all__ = ["FakeOpenAIServer", "default_chat_content", "deterministic_embedding"]
 
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 _ITEM_ID = re.compile(r'"item_id":\s*(\d+)')
 
@@ -88,6 +90,8 @@ class FakeOpenAIServer:
         retry_after: value of the ``Retry-After`` header sent with injected 429s (seconds).
         embedding_dim: length of the vectors ``/v1/embeddings`` returns.
         hang_seconds: how long the ``"hang"`` fault sleeps before answering.
+        completions: ``body -> response payload`` for ``/v1/completions`` (404 when None).
+        models: the ``data`` entries ``GET /v1/models`` lists (default one model, ``"fake"``).
 
     Attributes:
         requests: ``(number, path, body, monotonic time)`` of every request received, in order.
@@ -102,6 +106,8 @@ class FakeOpenAIServer:
         retry_after: float = 0.05,
         embedding_dim: int = 8,
         hang_seconds: float = 2.0,
+        completions: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        models: list[dict[str, Any]] | None = None,
     ) -> None:
         self.faults = dict(faults or {})
         self.fail_if = fail_if
@@ -109,6 +115,10 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.embedding_dim = embedding_dim
         self.hang_seconds = hang_seconds
+        self.completions = completions
+        self.models = models if models is not None else [{"id": "fake", "object": "model"}]
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.requests: list[tuple[int, str, dict[str, Any], float]] = []
         self.faults_sent: list[tuple[int, str]] = []
         self._lock = threading.Lock()
@@ -133,7 +143,7 @@ class FakeOpenAIServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                    self._send(200, {"object": "list", "data": server.models})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -147,9 +157,21 @@ class FakeOpenAIServer:
                     return
                 path = self.path.rstrip("/")
                 _number, fault = server._register(path, body)
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(path, body, fault)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, path: str, body: dict[str, Any], fault: str | None) -> None:
                 if fault is not None and self._fault(fault):
                     return
-                if path == CHAT_PATH:
+                if path == COMPLETIONS_PATH and server.completions is not None:
+                    self._send(200, server.completions(body))
+                elif path == CHAT_PATH:
                     self._send(200, server._chat_answer(body))
                 elif path == EMBEDDINGS_PATH:
                     self._send(200, server._embedding_answer(body))
