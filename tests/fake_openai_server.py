@@ -8,7 +8,7 @@ callable, ``POST /v1/completions`` (and ``GET /v1/models``, listing ``models``) 
   429 with ``Retry-After``, the 5th a 500, the 7th a 200 whose body is not JSON.
 * ``fail_if=callable(path, body) -> fault | None``: a fault chosen from the request content (e.g. a
   persistent 500 for every request that mentions one user's items). Faults: ``"429"``, ``"500"``,
-  ``"503"``, ``"malformed"``, ``"empty"`` (200 with no choices), ``"hang"`` (sleep ``hang_seconds``).
+  ``"503"``, ``"404"`` (the model named in the body does not exist), ``"malformed"``, ``"empty"`` (200 with no choices), ``"hang"`` (sleep ``hang_seconds``).
 
 Chat answers are JSON objects derived from the request (sha256 of the messages), so the same request
 always gets the same answer: ``{"taste": "...", "explanations": [{"item_id": ..., "reason": ...}]}``
@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -124,6 +125,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeOpenAIServer:
@@ -137,6 +139,13 @@ class FakeOpenAIServer:
                 # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK
                 # add ~40 ms to every request.
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with server._lock:
+                    server._connections.add(self.request)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.request)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:  # silence stderr
                 return
@@ -167,7 +176,7 @@ class FakeOpenAIServer:
                         server.in_flight -= 1
 
             def _answer(self, path: str, body: dict[str, Any], fault: str | None) -> None:
-                if fault is not None and self._fault(fault):
+                if fault is not None and self._fault(fault, body):
                     return
                 if path == COMPLETIONS_PATH and server.completions is not None:
                     self._send(200, server.completions(body))
@@ -178,7 +187,7 @@ class FakeOpenAIServer:
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-            def _fault(self, fault: str) -> bool:
+            def _fault(self, fault: str, body_of_fault: dict[str, Any] | None = None) -> bool:
                 """Send the fault's response; False if the fault only delays the normal answer."""
                 if fault == "429":
                     self._send(
@@ -186,6 +195,10 @@ class FakeOpenAIServer:
                         {"error": {"message": "rate limited (injected)", "type": "rate_limit"}},
                         headers={"Retry-After": f"{server.retry_after:g}"},
                     )
+                elif fault == "404":
+                    model = (body_of_fault or {}).get("model")
+                    self._send(404, {"error": {"message": f"The model `{model}` does not exist.",
+                                               "type": "NotFoundError", "code": 404}})
                 elif fault in ("500", "503"):
                     self._send(int(fault), {"error": {"message": f"server error {fault} (injected)"}})
                 elif fault == "malformed":
@@ -224,10 +237,16 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop every open (keep-alive) connection, as a killed server would."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
