@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate",
     "simulate",
     "reproduce",
+    "serve",
 )
 
 

@@ -157,6 +157,14 @@ class PersonaRecConfig:
             "on, else the default SmolLM2-135M-Instruct)."
         ),
     )
+    server: str | None = field(
+        default=None,
+        metadata=_help(
+            "LM agent: URL of an OpenAI-compatible server (vLLM) that serves the run's base model "
+            "and persona adapters, e.g. http://127.0.0.1:8000/v1 (start one with `recsim-personas "
+            "serve RUN --launch`); None: run the model in this process."
+        ),
+    )
     device: str = field(default="auto", metadata=_help("LM agent device: auto, cpu or cuda."))
     dtype: str = field(default="auto", metadata=_help("LM agent dtype: auto, float32, bfloat16."))
     warm_cache: bool = field(
@@ -206,6 +214,10 @@ class PersonaRecConfig:
             errors.append(f"exit_hazard must be three probabilities in (0, 1) (activity low, mid, high), got {hazard!r}")
         else:
             object.__setattr__(self, "exit_hazard", tuple(float(h) for h in hazard))
+        if self.server is not None and not (
+            isinstance(self.server, str) and self.server.startswith(("http://", "https://"))
+        ):
+            errors.append(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.server!r}")
         if not isinstance(self.warm_cache, bool):
             errors.append(f"warm_cache must be True or False, got {self.warm_cache!r}")
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):
