@@ -92,6 +92,7 @@ def build_run(root: Path, users: int) -> Path:
         from peft import LoraConfig, get_peft_model
 
         from recsim_personas.agents.llm import load_causal_lm
+        from recsim_personas.hf_compat import peft_wrapping
 
         lora = LoraConfig(r=16, lora_alpha=32, init_lora_weights=False, target_modules=[
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -100,7 +101,8 @@ def build_run(root: Path, users: int) -> Path:
             model, _ = load_causal_lm(None, device="cpu", dtype="float32")
             # Small random B (peft's init_lora_weights=False draws it at full scale): the adapters
             # change the answers without turning the model into noise.
-            peft_model = get_peft_model(model, lora)
+            with peft_wrapping():
+                peft_model = get_peft_model(model, lora)
             with torch.no_grad():
                 for name, param in peft_model.named_parameters():
                     if "lora_B" in name:
