@@ -1,13 +1,14 @@
 """A tiny OpenAI-compatible HTTP server for tests: real HTTP on 127.0.0.1, deterministic answers.
 
-It answers ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (and ``GET /v1/models``) from a
+It answers ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and, when given a ``completions``
+callable, ``POST /v1/completions`` (and ``GET /v1/models``, listing ``models``) from a
 ``ThreadingHTTPServer`` running in a daemon thread, counts every request, and injects faults:
 
 * ``faults={3: "429", 5: "500", 7: "malformed"}``: the 3rd request (1-based, over all paths) gets a
   429 with ``Retry-After``, the 5th a 500, the 7th a 200 whose body is not JSON.
 * ``fail_if=callable(path, body) -> fault | None``: a fault chosen from the request content (e.g. a
   persistent 500 for every request that mentions one user's items). Faults: ``"429"``, ``"500"``,
-  ``"503"``, ``"malformed"``, ``"empty"`` (200 with no choices), ``"hang"`` (sleep ``hang_seconds``).
+  ``"503"``, ``"404"`` (the model named in the body does not exist), ``"malformed"``, ``"empty"`` (200 with no choices), ``"hang"`` (sleep ``hang_seconds``).
 
 Chat answers are JSON objects derived from the request (sha256 of the messages), so the same request
 always gets the same answer: ``{"taste": "...", "explanations": [{"item_id": ..., "reason": ...}]}``
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -38,6 +40,7 @@ from typing import Any
 __all__ = ["FakeOpenAIServer", "default_chat_content", "deterministic_embedding"]
 
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 _ITEM_ID = re.compile(r'"item_id":\s*(\d+)')
 
@@ -88,6 +91,8 @@ class FakeOpenAIServer:
         retry_after: value of the ``Retry-After`` header sent with injected 429s (seconds).
         embedding_dim: length of the vectors ``/v1/embeddings`` returns.
         hang_seconds: how long the ``"hang"`` fault sleeps before answering.
+        completions: ``body -> response payload`` for ``/v1/completions`` (404 when None).
+        models: the ``data`` entries ``GET /v1/models`` lists (default one model, ``"fake"``).
 
     Attributes:
         requests: ``(number, path, body, monotonic time)`` of every request received, in order.
@@ -102,6 +107,8 @@ class FakeOpenAIServer:
         retry_after: float = 0.05,
         embedding_dim: int = 8,
         hang_seconds: float = 2.0,
+        completions: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        models: list[dict[str, Any]] | None = None,
     ) -> None:
         self.faults = dict(faults or {})
         self.fail_if = fail_if
@@ -109,11 +116,16 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.embedding_dim = embedding_dim
         self.hang_seconds = hang_seconds
+        self.completions = completions
+        self.models = models if models is not None else [{"id": "fake", "object": "model"}]
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.requests: list[tuple[int, str, dict[str, Any], float]] = []
         self.faults_sent: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeOpenAIServer:
@@ -127,13 +139,20 @@ class FakeOpenAIServer:
                 # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK
                 # add ~40 ms to every request.
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with server._lock:
+                    server._connections.add(self.request)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.request)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:  # silence stderr
                 return
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                    self._send(200, {"object": "list", "data": server.models})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -147,16 +166,28 @@ class FakeOpenAIServer:
                     return
                 path = self.path.rstrip("/")
                 _number, fault = server._register(path, body)
-                if fault is not None and self._fault(fault):
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(path, body, fault)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, path: str, body: dict[str, Any], fault: str | None) -> None:
+                if fault is not None and self._fault(fault, body):
                     return
-                if path == CHAT_PATH:
+                if path == COMPLETIONS_PATH and server.completions is not None:
+                    self._send(200, server.completions(body))
+                elif path == CHAT_PATH:
                     self._send(200, server._chat_answer(body))
                 elif path == EMBEDDINGS_PATH:
                     self._send(200, server._embedding_answer(body))
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-            def _fault(self, fault: str) -> bool:
+            def _fault(self, fault: str, body_of_fault: dict[str, Any] | None = None) -> bool:
                 """Send the fault's response; False if the fault only delays the normal answer."""
                 if fault == "429":
                     self._send(
@@ -164,6 +195,10 @@ class FakeOpenAIServer:
                         {"error": {"message": "rate limited (injected)", "type": "rate_limit"}},
                         headers={"Retry-After": f"{server.retry_after:g}"},
                     )
+                elif fault == "404":
+                    model = (body_of_fault or {}).get("model")
+                    self._send(404, {"error": {"message": f"The model `{model}` does not exist.",
+                                               "type": "NotFoundError", "code": 404}})
                 elif fault in ("500", "503"):
                     self._send(int(fault), {"error": {"message": f"server error {fault} (injected)"}})
                 elif fault == "malformed":
@@ -202,10 +237,16 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop every open (keep-alive) connection, as a killed server would."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()

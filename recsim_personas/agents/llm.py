@@ -50,6 +50,7 @@ __all__ = [
     "load_tokenizer",
     "resolve_device",
     "resolve_dtype",
+    "served_model_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,25 @@ def _convert_default_model() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
         del model
     return model_dir
+
+
+def served_model_path(model: str | os.PathLike[str] | None = None) -> str:
+    """What a model server loads for ``model``: the converted default's folder (converting the
+    packaged GGUF once), a local save_pretrained folder (absolute), or a hub id as given.
+
+    Raises:
+        ModelError: a path that does not exist or is a GGUF file (servers load folders).
+    """
+    if model is None:
+        return str(_convert_default_model())
+    source, kwargs = _resolve_source(model)
+    if kwargs.get("gguf_file"):
+        raise ModelError(
+            f"model {os.fspath(model)!r} is a GGUF file; a model server needs a save_pretrained folder "
+            "(load it once with load_causal_lm and save_pretrained it)"
+        )
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
 
 
 def _looks_like_path(name: str) -> bool:

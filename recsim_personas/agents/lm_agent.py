@@ -58,7 +58,7 @@ from recsim_personas.agents.prompts import (
     build_rating_prompt,
     get_template,
 )
-from recsim_personas.agents.protocol import RatingBatch, SessionEvent
+from recsim_personas.agents.protocol import RatingBatch, Scorer, SessionEvent
 from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
 from recsim_personas.errors import ConfigError
 
@@ -106,7 +106,9 @@ class LMUserAgent:
     from) reach :meth:`leave_probability` and appear as "not rated" in the exit prompt.
 
     Args:
-        scorer: The :class:`RatingScorer` wrapping the model (its ``scale`` is the agent's scale).
+        scorer: The :class:`RatingScorer` wrapping the model, or a
+            :class:`~recsim_personas.agents.served.ServedRatingScorer` asking a model server (any
+            :class:`~recsim_personas.agents.protocol.Scorer`; its ``scale`` is the agent's scale).
         store: ``MemoryStore``: ``profile(user)``, ``profile_row(user)``, ``retrieve_batch(...)``.
         catalog: ``ItemCatalog``: ``info(item_id)`` for the prompts.
         memory_mode: ``"ms"`` (profile only) or ``"msml"`` (profile + retrieved memories).
@@ -131,7 +133,7 @@ class LMUserAgent:
 
     def __init__(
         self,
-        scorer: RatingScorer,
+        scorer: Scorer | RatingScorer,
         store: Any,
         catalog: Any,
         *,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from recsim_personas.data.dataset import RatingScale
 
-__all__ = ["RatingBatch", "SessionEvent", "UserAgent"]
+__all__ = ["RatingBatch", "Scorer", "SessionEvent", "UserAgent"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,38 @@ class UserAgent(Protocol):
     ) -> np.ndarray:
         """Probability that each user leaves now, given the session so far (``(n,)`` array)."""
         ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the LM agent needs from a scorer: the in-process
+    :class:`~recsim_personas.agents.scoring.RatingScorer` or the served
+    :class:`~recsim_personas.agents.served.ServedRatingScorer` (``None`` adapter = base model)."""
+
+    scale: RatingScale
+    tokenizer: Any
+    stats: dict[str, int]
+
+    @property
+    def adapters(self) -> tuple[str, ...]: ...
+
+    @property
+    def max_prompt_tokens(self) -> int: ...
+
+    def check_adapters(self, names: Sequence[str | None]) -> None: ...
+
+    def score(self, prompts: Sequence[Any], adapter_names: Any = None) -> RatingBatch: ...
+
+    def choice_probs(
+        self, prompts: Sequence[Any], adapter_names: Any = None, options: Sequence[str] = ("A", "B")
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def generate(
+        self, prompts: Sequence[Any], adapter_names: Any = None, seed: int | None = None
+    ) -> tuple[list[str], RatingBatch]: ...
+
+    def warm(self, prompts: Sequence[Any], adapter_names: Any = None) -> int: ...
+
+    def cache_info(self) -> dict[str, int]: ...
+
+    def clear_cache(self) -> None: ...

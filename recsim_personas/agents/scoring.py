@@ -33,6 +33,13 @@ Speed:
       changes it; call :meth:`RatingScorer.clear_cache` after changing adapter weights.
     * Rows are grouped by adapter and prefix before batching (``group_by_adapter``).
 
+The pieces live in modules with one job each, shared with the served scorer
+(:mod:`recsim_personas.agents.served`): :mod:`~recsim_personas.agents.tokenization` (prompt ids,
+the prefix/suffix seam rule, level and option tokens), :mod:`~recsim_personas.agents.levels`
+(level maths and parsing), :mod:`~recsim_personas.agents.adapters` (adapter names),
+:mod:`~recsim_personas.agents.kv_cache` (the prefix KV cache), :mod:`~recsim_personas.agents.lora_router`
+(the batched LoRA path) and :mod:`~recsim_personas.agents.sampling`; this module runs the model.
+
 Models with sliding-window attention layers (Gemma 3, Mistral, Phi-3) use the prefix cache only for
 batches whose padded length stays inside the window (the masked hole between prefix and suffix would
 shift the windows, which count cache slots); other batches are scored from full prompts.
@@ -41,28 +48,29 @@ shift the windows, which count cache slots); other batches are scored from full 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import functools
 import logging
 import os
-import re
-import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsim_personas.agents.protocol import RatingBatch
-from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import (
-    AdapterError,
-    ConfigError,
-    ModelError,
-    RecsimWarning,
-    unknown_keys,
+from recsim_personas.agents.adapters import BASE_ADAPTER, resolve_adapters
+from recsim_personas.agents.kv_cache import PrefixEntry, PrefixKVCache, cache_layers
+from recsim_personas.agents.levels import (
+    continuation_rows,
+    generated_batch,
+    level_distribution,
+    level_logp,
+    parse_rating,
 )
+from recsim_personas.agents.lora_router import MAX_RUNS_PER_ADAPTER, LoraRouter
+from recsim_personas.agents.protocol import RatingBatch
+from recsim_personas.agents.sampling import sample_next_tokens
+from recsim_personas.agents.tokenization import PromptRow, PromptTokenizer, prompt_tail
+from recsim_personas.data.dataset import RatingScale
+from recsim_personas.errors import ConfigError, unknown_keys
 from recsim_personas.hf_compat import cache_kwargs, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,34 +82,12 @@ __all__ = ["BASE_ADAPTER", "RatingScorer", "ScoringConfig", "parse_rating"]
 
 logger = logging.getLogger(__name__)
 
-#: Adapter name meaning "the base model, no adapter" (peft's own convention for ``adapter_names``).
-BASE_ADAPTER = "__base__"
-
-#: A mixed batch whose rows fall into at most this many runs per adapter uses contiguous slices;
-#: more scattered batches use the gathered-weights ``bmm`` path.
-_MAX_RUNS_PER_ADAPTER = 2
+#: The LoRA router's slice-or-gather threshold, read per batch (tests lower it to force the bmm path).
+_MAX_RUNS_PER_ADAPTER = MAX_RUNS_PER_ADAPTER
 
 _FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 #: Cache slots kept free after a batch's suffixes for continuations (multi-token levels, generation).
 _RESERVE_TOKENS = 16
-
-_NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
-
-
-def parse_rating(text: str, scale: RatingScale) -> float | None:
-    """The rating in a generated answer: the first number in ``text``, if it lies on ``scale``.
-
-    ``"4"`` -> 4, ``"A 5."`` -> 5, ``"I'd say 3.5 stars"`` -> 3.5 on half stars (None on 1-5),
-    ``"five"``, ``""`` and ``"6"`` (off the 1-5 scale) -> None. Number words are not read: the prompt
-    asks for digits, and an answer in words counts as unparsable, as with the paper's regex.
-    """
-    match = _NUMBER.search(text or "")
-    if match is None:
-        return None
-    value = float(match.group(0))
-    if not bool(scale.contains(value)):
-        return None
-    return float(scale.snap(value))
 
 
 @dataclass(frozen=True)
@@ -155,22 +141,6 @@ class ScoringConfig:
         if bad:
             raise ConfigError(f"unknown scoring setting(s) {', '.join(bad)}; valid: {', '.join(names)}")
         return cls(**data)
-
-
-@dataclass
-class _PrefixEntry:
-    kv: torch.Tensor  # (layers, 2, kv_heads, length, head_dim)
-    length: int
-    nbytes: int
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class RatingScorer:
@@ -231,8 +201,6 @@ class RatingScorer:
         self.tokenizer = tokenizer
         self.scale = scale
         self.max_batch = cfg.max_batch
-        self.cache_entries = cfg.cache_entries
-        self.cache_bytes = cfg.cache_bytes
         self.group_by_adapter = cfg.group_by_adapter
         self.temperature = cfg.temperature
         self.top_p = cfg.top_p
@@ -240,21 +208,12 @@ class RatingScorer:
         self.max_new_tokens = cfg.max_new_tokens
         self.seed = cfg.seed
         self._generate_calls = 0
-        self._cache: OrderedDict[tuple[str, str], _PrefixEntry] = OrderedDict()
-        self._cache_nbytes = 0
-        self._token_cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._level_cache: dict[str, tuple[list[list[int]], list[int]]] = {}
+        self._kv = PrefixKVCache(cfg.cache_entries, cfg.cache_bytes)
         self.fast_lora = cfg.fast_lora
-        self._router: _LoraRouter | None = None
+        self._router: LoraRouter | None = None
         self.stats = {"prefix_hits": 0, "prefix_misses": 0, "rows": 0, "forward_passes": 0, "seam_fallbacks": 0}
-        self._warned_seam = False
-
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        bos = tokenizer.bos_token_id
-        probe = tokenizer("a")["input_ids"]
-        self._bos = [int(bos)] if bos is not None and probe and probe[0] == bos else []
+        self.tokens = PromptTokenizer(tokenizer, split_prefix=prefix_cache, memo_entries=4 * cfg.cache_entries)
+        self.pad_id = self.tokens.pad_id
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "set_adapter")
         config = self._config()
         layer_types = getattr(config, "layer_types", None) or []
@@ -277,6 +236,26 @@ class RatingScorer:
         """A scorer with the settings of ``config``."""
         return cls(model, tokenizer, scale, **config.to_dict())
 
+    # ------------------------------------------------------------------ cache limits
+    @property
+    def cache_entries(self) -> int:
+        """Most prefixes kept in the prefix cache (settable)."""
+        return self._kv.max_entries
+
+    @cache_entries.setter
+    def cache_entries(self, value: int) -> None:
+        self._kv.max_entries = int(value)
+        self.tokens.memo_entries = 4 * int(value)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Most bytes of keys/values kept in the prefix cache (settable)."""
+        return self._kv.max_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        self._kv.max_bytes = int(value)
+
     # ------------------------------------------------------------------ model helpers
     def _config(self) -> Any:
         config = self.model.config
@@ -297,28 +276,7 @@ class RatingScorer:
         self._normalise_adapters(list(names), len(names))
 
     def _normalise_adapters(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
-        if adapter_names is None:
-            return [BASE_ADAPTER] * n
-        if isinstance(adapter_names, str):
-            adapter_names = [adapter_names] * n
-        names = [BASE_ADAPTER if a is None else str(a) for a in adapter_names]
-        if len(names) != n:
-            raise ConfigError(f"adapter_names has {len(names)} entries for {n} prompts")
-        available = self.adapters
-        for name in sorted(set(names) - {BASE_ADAPTER}):
-            if name not in available:
-                if not available:
-                    raise AdapterError(
-                        f"adapter {name!r} requested but the model holds no adapters; load them with "
-                        "recsim_personas.agents.llm.load_adapters(model, {name: path}) or pass None "
-                        "for the base model"
-                    )
-                close = difflib.get_close_matches(name, list(available), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise AdapterError(
-                    f"unknown adapter {name!r}; the model holds {sorted(available)}.{hint}"
-                )
-        return names
+        return resolve_adapters(adapter_names, n, self.adapters)
 
     @contextlib.contextmanager
     def _adapters_active(self, names: Sequence[str]) -> Iterator[dict[str, Any]]:
@@ -329,7 +287,7 @@ class RatingScorer:
             return
         router = self._lora_router()
         if router is not None:
-            with router.route(names):
+            with router.route(names, _MAX_RUNS_PER_ADAPTER):
                 yield {}
             return
         if unique == {BASE_ADAPTER}:
@@ -349,13 +307,13 @@ class RatingScorer:
             return
         yield {"adapter_names": list(names)}
 
-    def _lora_router(self) -> _LoraRouter | None:
+    def _lora_router(self) -> LoraRouter | None:
         """The batched-matmul LoRA path, (re)built when the set of adapters changed."""
         if not self.fast_lora:
             return None
         names = self.adapters
         if self._router is None or self._router.names != names:
-            self._router = _LoraRouter(self.model, names)
+            self._router = LoraRouter(self.model, names)
             if not self._router.supported:
                 logger.info("LoRA router unsupported (%s); using peft's adapter_names", self._router.reason)
         return self._router if self._router.supported else None
@@ -385,93 +343,42 @@ class RatingScorer:
 
     # ------------------------------------------------------------------ tokens
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.tokens.encode(text)
 
-    def _prefix_ids(self, prefix: str) -> list[int]:
-        ids = self._token_cache.get(prefix)
-        if ids is None:
-            ids = self._encode(prefix)
-            if self._bos and not prefix.startswith(self.tokenizer.bos_token or "\0"):
-                ids = self._bos + ids
-            self._token_cache[prefix] = ids
-            if len(self._token_cache) > 4 * self.cache_entries:
-                self._token_cache.popitem(last=False)
-        else:
-            self._token_cache.move_to_end(prefix)
-        return ids
-
-    def _rows(self, prompts: Sequence[RatingPrompt | str]) -> list[tuple[str, list[int], list[int]]]:
+    def _rows(self, prompts: Sequence[RatingPrompt | str]) -> list[PromptRow]:
         """Per prompt: (prefix text or "", prefix ids, suffix ids); unsplittable prompts get no prefix."""
-        rows = []
-        for p in prompts:
-            prefix, suffix = ("", p) if isinstance(p, str) else (p.prefix, p.suffix)
-            if not prefix or not self.prefix_cache:
-                full = self._encode(prefix + suffix)
-                if self._bos and not (prefix + suffix).startswith(self.tokenizer.bos_token or "\0"):
-                    full = self._bos + full
-                rows.append(("", [], full))
-                continue
-            pids = self._prefix_ids(prefix)
-            sids = self._encode(suffix)
-            # Every prompt is checked (one extra tokenization, well under 1% of a forward pass): a
-            # suffix that tokenizes differently at the seam is scored from its full text instead.
-            joint = self._encode(prefix + suffix)
-            if joint != pids[len(self._bos) :] + sids:
-                if not self._warned_seam:
-                    warnings.warn(
-                        "a prompt's prefix and suffix tokenize differently apart than together; such "
-                        "prompts are scored from their full text, without the prefix cache (split "
-                        "prompts before a space-led word or a blank line, as "
-                        "recsim_personas.agents.prompts does)",
-                        RecsimWarning,
-                        stacklevel=3,
-                    )
-                    self._warned_seam = True
-                self.stats["seam_fallbacks"] += 1
-                rows.append(("", [], pids[: len(self._bos)] + joint))
-                continue
-            rows.append((prefix, pids, sids))
+        rows, fallbacks = self.tokens.rows(prompts)
+        self.stats["seam_fallbacks"] += fallbacks
         return rows
 
     # ------------------------------------------------------------------ prefix cache
     def clear_cache(self) -> None:
         """Forget all cached prefixes and stacked adapter weights (call after changing adapters)."""
-        self._cache.clear()
-        self._cache_nbytes = 0
+        self._kv.clear()
         self._router = None
 
     def cache_info(self) -> dict[str, int]:
         """Entries, bytes, hits and misses of the prefix cache."""
         return {
-            "entries": len(self._cache),
-            "bytes": self._cache_nbytes,
+            "entries": len(self._kv),
+            "bytes": self._kv.nbytes,
             "hits": self.stats["prefix_hits"],
             "misses": self.stats["prefix_misses"],
         }
 
-    def _store(self, key: tuple[str, str], entry: _PrefixEntry) -> None:
-        self._cache[key] = entry
-        self._cache_nbytes += entry.nbytes
-        while len(self._cache) > 1 and (
-            len(self._cache) > self.cache_entries or self._cache_nbytes > self.cache_bytes
-        ):
-            _, old = self._cache.popitem(last=False)
-            self._cache_nbytes -= old.nbytes
-
     def _ensure_prefixes(
         self, keys: Sequence[tuple[str, str]], ids: dict[tuple[str, str], list[int]]
-    ) -> dict[tuple[str, str], _PrefixEntry]:
+    ) -> dict[tuple[str, str], PrefixEntry]:
         """Cache entries of ``keys`` (adapter, prefix), encoding the missing ones in batches."""
         import torch
 
-        found: dict[tuple[str, str], _PrefixEntry] = {}
+        found: dict[tuple[str, str], PrefixEntry] = {}
         missing: list[tuple[str, str]] = []
         for key in dict.fromkeys(keys):
-            entry = self._cache.get(key)
+            entry = self._kv.get(key)
             if entry is None:
                 missing.append(key)
             else:
-                self._cache.move_to_end(key)
                 found[key] = entry
                 self.stats["prefix_hits"] += 1
         missing.sort()
@@ -487,14 +394,11 @@ class RatingScorer:
                 out = self._forward(
                     input_ids=batch.to(self.device), use_cache=True, logits_to_keep=1, **extra
                 )
-            layers = _cache_layers(output_cache(out))
+            layers = cache_layers(output_cache(out))
             for i, k in enumerate(chunk):
-                kv = torch.stack(
-                    [torch.stack((key[i, :, : lengths[i]], val[i, :, : lengths[i]])) for key, val in layers]
-                ).contiguous()
-                entry = _PrefixEntry(kv=kv, length=lengths[i], nbytes=kv.numel() * kv.element_size())
+                entry = PrefixEntry.from_layers(layers, i, lengths[i])
                 found[k] = entry
-                self._store(k, entry)
+                self._kv.put(k, entry)
                 self.stats["prefix_misses"] += 1
         return found
 
@@ -529,10 +433,9 @@ class RatingScorer:
 
         The rows' prefix caches are copied once into one buffer with room for the suffixes (and, with
         ``keep_cache``, ``reserve`` more tokens for continuations), which the forward passes fill in
-        place (``_buffer_layer``) instead of concatenating a new cache per layer and pass.
+        place (:func:`~recsim_personas.agents.kv_cache.buffer_layer`) instead of concatenating a new cache per layer and pass.
         """
         import torch
-        from transformers import DynamicCache
 
         if (
             self._window is not None
@@ -564,17 +467,10 @@ class RatingScorer:
             positions[i, : s_max - s_len[i]] = p_len[i]
         past = None
         if p_max > 0:
-            first = next(entries[k] for k in keys if k[1])
-            n_layers, _, heads, _, dim = first.kv.shape
             width = p_max + s_max + (reserve if keep_cache else 0)
-            kv = torch.empty((n_layers, 2, bsz, heads, width, dim), dtype=first.kv.dtype, device=self.device)
-            for i, k in enumerate(keys):
-                # Padding slots are masked, but must be finite: 0 x NaN would still poison the sum.
-                kv[:, :, i, :, : p_max - p_len[i]].zero_()
-                if k[1]:
-                    kv[:, :, i, :, p_max - p_len[i] : p_max] = entries[k].kv
-            past = DynamicCache()
-            past.layers = [_buffer_layer(kv[layer, 0], kv[layer, 1], p_max) for layer in range(n_layers)]
+            past = PrefixKVCache.batch_cache(
+                [entries[k] if k[1] else None for k in keys], p_max, width, self.device
+            )
         with self._adapters_active(names) as extra:
             out = self._forward(
                 input_ids=input_ids.to(self.device),
@@ -620,47 +516,12 @@ class RatingScorer:
         0 when every level is one token; for half stars written "0.5" ... "5.0" with SmolLM2 12:
         each digit and the "." after it, scored in one tree-masked pass.
         """
-        seqs, _ = self._level_tokens(_tail(prompt))
-        return sum(len(r) for r in _continuation_rows(seqs))
+        seqs, _ = self._level_tokens(prompt_tail(prompt))
+        return sum(len(r) for r in continuation_rows(seqs))
 
     def _level_tokens(self, tail: str) -> tuple[list[list[int]], list[int]]:
         """Token sequences of the levels after a prompt ending in ``tail``, and the first tokens."""
-        cached = self._level_cache.get(tail)
-        if cached is not None:
-            return cached
-        base = self._encode(tail)
-        seqs = []
-        texts = [self.scale.format(v) for v in self.scale.levels]
-        for text in texts:
-            ids = self._encode(tail + text)
-            if ids[: len(base)] != base or len(ids) == len(base):
-                raise ModelError(
-                    f"level {text!r} merges with the end of the prompt ({tail[-20:]!r}) when tokenized; "
-                    "end prompts with a newline or a special token (the chat templates do)"
-                )
-            seqs.append(ids[len(base) :])
-        for i, a in enumerate(seqs):
-            for j, b in enumerate(seqs):
-                if i != j and a == b:
-                    raise ModelError(
-                        f"rating levels {texts[i]!r} and {texts[j]!r} tokenize identically; this "
-                        "tokenizer cannot express the scale"
-                    )
-        end = self.tokenizer.eos_token_id
-        closed = []
-        for i, a in enumerate(seqs):
-            if any(j != i and len(b) > len(a) and b[: len(a)] == a for j, b in enumerate(seqs)):
-                if end is None:
-                    raise ModelError(
-                        f"level {texts[i]!r} is a prefix of another level and the tokenizer has no "
-                        "end token to close it; this scale cannot be scored with this tokenizer"
-                    )
-                a = [*a, int(end)]
-            closed.append(a)
-        firsts = sorted({s[0] for s in closed})
-        result = (closed, firsts)
-        self._level_cache[tail] = result
-        return result
+        return self.tokens.level_tokens(tail, self.scale)
 
     def _level_probs(
         self,
@@ -672,18 +533,18 @@ class RatingScorer:
         """``(probs (B, n_levels), outside (B,))`` from answer logits (+ continuation when needed)."""
         import torch
 
-        logp0 = torch.log_softmax(logits, dim=-1)
         firsts = sorted({s[0] for s in seqs})
-        outside = 1.0 - logp0[:, firsts].exp().sum(dim=-1)
-        logp = torch.stack([logp0[:, s[0]] for s in seqs], dim=1)
+        lp_first = torch.log_softmax(logits, dim=-1)[:, firsts].double().cpu().numpy()
+        column = {t: lp_first[:, i] for i, t in enumerate(firsts)}
+        logp = level_logp([s[:1] for s in seqs], column.__getitem__, _no_stem)
         if max(len(s) for s in seqs) > 1:
             logp = logp + self._continuation_logp(state, seqs, names)
-        probs = torch.softmax(logp, dim=1)
-        return probs.double().cpu().numpy(), outside.clamp(0.0, 1.0).double().cpu().numpy()
+        return level_distribution(logp, np.exp(lp_first).sum(axis=1))
 
-    def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> torch.Tensor:
-        """Sum over each level's tokens after the first of log p(token | prompt, earlier tokens)."""
-        rows = _continuation_rows(seqs)
+    def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> np.ndarray:
+        """``(B, n_levels)``: sum over each level's tokens after the first of log p(token | prompt,
+        earlier tokens)."""
+        rows = continuation_rows(seqs)
         impl = getattr(self._config(), "_attn_implementation", None)
         if impl in ("sdpa", "eager"):
             return self._continuation_tree(state, seqs, rows, names, impl)
@@ -696,7 +557,7 @@ class RatingScorer:
         rows: list[tuple[int, ...]],
         names: Sequence[str],
         impl: str,
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """All continuation branches of a prompt in one row, kept apart by a 4D tree attention mask.
 
         Branch ``j`` (tokens ``rows[j]``) sees the prompt and its own earlier tokens only, at
@@ -736,16 +597,16 @@ class RatingScorer:
                 **extra,
             )
         lp = torch.log_softmax(out.logits.float(), dim=-1)  # (bsz, n, vocab)
-        total = torch.zeros((bsz, len(seqs)), dtype=torch.float32, device=lp.device)
-        for li, s in enumerate(seqs):
-            for t in range(1, len(s)):
-                j = next(j for j, r in enumerate(rows) if r[:t] == tuple(s[:t]))
-                total[:, li] += lp[:, offset[j] + t - 1, s[t]]
-        return total
+
+        def after(stem: tuple[int, ...], token: int) -> np.ndarray:
+            j = next(j for j, r in enumerate(rows) if r[: len(stem)] == stem)
+            return lp[:, offset[j] + len(stem) - 1, token].double().cpu().numpy()
+
+        return level_logp(seqs, lambda token: np.zeros(bsz), after)
 
     def _continuation_repeat(
         self, state: Any, seqs: list[list[int]], rows: list[tuple[int, ...]], names: Sequence[str]
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """Fallback for attention implementations without custom 4D masks: one row per branch."""
         import torch
         from transformers import DynamicCache
@@ -753,8 +614,8 @@ class RatingScorer:
         cache, mask, next_pos = state
         m, width = len(rows), max(len(r) for r in rows)
         bsz = mask.shape[0]
-        total = torch.zeros((bsz, len(seqs)), dtype=torch.float32)
-        layers = _cache_layers(cache)
+        total = np.zeros((bsz, len(seqs)))
+        layers = cache_layers(cache)
         # Chunk the batch so the repeated cache stays under ~256 MB.
         per_row = sum((k.numel() + v.numel()) * k.element_size() for k, v in layers) // max(bsz, 1) * m
         chunk = max(1, int(256 * 2**20 // max(per_row, 1)))
@@ -785,12 +646,13 @@ class RatingScorer:
                     **extra,
                 )
             lp = torch.log_softmax(out.logits.float(), dim=-1).view(b, m, width, -1)
-            for li, s in enumerate(seqs):
-                for t in range(1, len(s)):
-                    stem = tuple(s[:t])
-                    j = next(j for j, r in enumerate(rows) if r[:t] == stem)
-                    total[sl, li] += lp[:, j, t - 1, s[t]].cpu()
-        return total.to(self.device)
+
+            def after(stem: tuple[int, ...], token: int, lp: torch.Tensor = lp) -> np.ndarray:
+                j = next(j for j, r in enumerate(rows) if r[: len(stem)] == stem)
+                return lp[:, j, len(stem) - 1, token].double().cpu().numpy()
+
+            total[sl] = level_logp(seqs, lambda token, b=b: np.zeros(b), after)
+        return total
 
     # ------------------------------------------------------------------ public API
     def score(
@@ -822,7 +684,7 @@ class RatingScorer:
             return RatingBatch(probs=probs, outside_mass=outside)
         with torch.inference_mode():
             for idx, rows, names in self._batches(prompts, adapter_names):
-                seqs, _ = self._level_tokens(_tail(prompts[int(idx[0])]))
+                seqs, _ = self._level_tokens(prompt_tail(prompts[int(idx[0])]))
                 multi = max(len(s) for s in seqs) > 1
                 logits, state = self._run_batch(rows, names, keep_cache=multi)
                 p, o = self._level_probs(logits, state, seqs, names)
@@ -853,19 +715,7 @@ class RatingScorer:
             return probs, outside
         with torch.inference_mode():
             for idx, rows, names in self._batches(prompts, adapter_names):
-                tail = _tail(prompts[int(idx[0])])
-                base = self._encode(tail)
-                first = []
-                for opt in options:
-                    ids = self._encode(tail + opt)
-                    if ids[: len(base)] != base or len(ids) == len(base):
-                        raise ModelError(f"option {opt!r} merges with the end of the prompt when tokenized")
-                    first.append(ids[len(base)])
-                if len(set(first)) != len(first):
-                    raise ModelError(
-                        f"options {list(options)} share their first token; choose options that start "
-                        "with different single tokens (e.g. 'A' / 'B')"
-                    )
+                first = self.tokens.option_tokens(prompt_tail(prompts[int(idx[0])]), options)
                 logits, _ = self._run_batch(rows, names, keep_cache=False)
                 p = torch.softmax(logits, dim=-1)[:, first]
                 mass = p.sum(dim=-1)
@@ -895,7 +745,6 @@ class RatingScorer:
         from transformers import DynamicCache  # noqa: F401  (cache type of the continued state)
 
         n = len(prompts)
-        k = self.scale.n_levels
         texts = [""] * n
         if seed is None:
             seed = self.seed + self._generate_calls
@@ -935,215 +784,11 @@ class RatingScorer:
                     logits = out.logits[:, -1, :].float()
                 for i, row in enumerate(idx):
                     texts[int(row)] = self.tokenizer.decode(out_tokens[i], skip_special_tokens=True)
-        parsed = [parse_rating(t, self.scale) for t in texts]
-        valid = np.array([p is not None for p in parsed], dtype=bool)
-        probs = np.full((n, k), 1.0 / k)
-        levels = self.scale.levels
-        for i, p in enumerate(parsed):
-            if p is not None:
-                probs[i] = 0.0
-                probs[i, int(np.argmin(np.abs(levels - p)))] = 1.0
-        outside = np.where(valid, 0.0, 1.0)
-        return texts, RatingBatch(probs=probs, outside_mass=outside, valid=valid)
+        return texts, generated_batch(texts, self.scale)
 
     def _sample(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        import torch
-
-        logits = logits.float().cpu()
-        if self.temperature == 0:
-            return logits.argmax(dim=-1)
-        logits = logits / self.temperature
-        if self.top_k is not None:
-            kth = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, dim=-1, descending=True)
-            before = sorted_p.cumsum(dim=-1) - sorted_p
-            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        return torch.multinomial(probs, 1, generator=gen)[:, 0]
+        return sample_next_tokens(logits, gen, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
 
 
-class _LoraRouter:
-    """Per-row LoRA adapters by batched matmuls over stacked weights (inference only, no dropout).
-
-    peft's ``adapter_names`` path gathers each adapter's rows, runs that adapter's A and B on them
-    and scatters the result back, per projection; on CPU the gathers and scatters cost more than the
-    LoRA maths. Here every LoRA ``Linear`` gets its adapters stacked once, ``A`` as ``(n + 1, r, in)``
-    and ``B * scaling`` as ``(n + 1, out, r)`` with index 0 all zeros for the base model (ranks are
-    zero-padded to the largest), and a batch adds ``bmm(bmm(x, A[idx]^T), B[idx]^T)`` to the base
-    output; a single-adapter batch uses two plain matmuls, and a batch whose rows come in runs of
-    equal adapters (the scorer groups them) two plain matmuls per run on contiguous row slices.
-    """
-
-    def __init__(self, model: Any, names: tuple[str, ...]) -> None:
-        import torch
-
-        self.names = names
-        self.index = {name: i + 1 for i, name in enumerate(names)}
-        self.index[BASE_ADAPTER] = 0
-        self.supported = True
-        self.reason = ""
-        self.layers: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
-        self._rows: torch.Tensor | None = None
-        self._uniform: int | None = None
-        self._runs: list[tuple[int, int, int]] | None = None
-        try:
-            from peft.tuners.lora.layer import Linear as LoraLinear
-        except ImportError:  # pragma: no cover - peft is a dependency
-            self.supported, self.reason = False, "peft LoRA layer class not found"
-            return
-        for module in model.modules():
-            if not hasattr(module, "lora_A") or not hasattr(module, "base_layer"):
-                continue
-            if not isinstance(module, LoraLinear):
-                self.supported, self.reason = False, f"non-Linear LoRA layer {type(module).__name__}"
-                return
-            if module.merged or getattr(module, "fan_in_fan_out", False):
-                self.supported, self.reason = False, "merged or fan_in_fan_out adapters"
-                return
-            present = [n for n in names if n in module.lora_A]
-            if any(module.use_dora.get(n, False) or n in getattr(module, "lora_variant", {}) for n in present) or any(
-                getattr(module, "lora_bias", {}).get(n, False) for n in present
-            ):
-                self.supported, self.reason = False, "DoRA, LoRA variants or LoRA bias"
-                return
-            weight = module.get_base_layer().weight
-            r_max = max((module.lora_A[n].weight.shape[0] for n in present), default=1)
-            a_all = torch.zeros((len(names) + 1, r_max, weight.shape[1]), dtype=weight.dtype, device=weight.device)
-            b_all = torch.zeros((len(names) + 1, weight.shape[0], r_max), dtype=weight.dtype, device=weight.device)
-            with torch.no_grad():
-                for n in present:
-                    a = module.lora_A[n].weight
-                    b = module.lora_B[n].weight * module.scaling[n]
-                    a_all[self.index[n], : a.shape[0]] = a.to(weight.dtype)
-                    b_all[self.index[n], :, : a.shape[0]] = b.to(weight.dtype)
-            self.layers.append((module, a_all, b_all))
-
-    @contextlib.contextmanager
-    def route(self, names: Sequence[str]) -> Iterator[None]:
-        import torch
-
-        idx = [self.index[n] for n in names]
-        self._uniform = idx[0] if len(set(idx)) == 1 else None
-        self._rows = torch.tensor(idx, dtype=torch.long)
-        # Runs of equal adapters (rows come grouped by adapter): contiguous slices need no gather.
-        runs: list[tuple[int, int, int]] = []
-        for i, k in enumerate(idx):
-            if runs and runs[-1][2] == k:
-                runs[-1] = (runs[-1][0], i + 1, k)
-            else:
-                runs.append((i, i + 1, k))
-        self._runs = [r for r in runs if r[2] != 0] if len(runs) <= _MAX_RUNS_PER_ADAPTER * len(set(idx)) else None
-        patched = []
-        try:
-            for module, a_all, b_all in self.layers:
-                module.forward = self._make_forward(module, a_all, b_all)
-                patched.append(module)
-            yield
-        finally:
-            for module in patched:
-                del module.forward
-            self._rows = None
-
-    def _make_forward(self, module: Any, a_all: torch.Tensor, b_all: torch.Tensor) -> Callable[..., Any]:
-        import torch
-        import torch.nn.functional as F
-
-        base = module.base_layer
-        router = self
-
-        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            result = base(x, *args, **kwargs)
-            k = router._uniform
-            if k == 0:
-                return result
-            if not result.is_contiguous() or result.dtype != a_all.dtype:
-                result = result.contiguous().to(a_all.dtype)
-            x = x.to(a_all.dtype)
-            width = x.shape[-1]
-            out = result.shape[-1]
-            # addmm_ accumulates B's product straight into the base output (one GEMM with beta=1):
-            # no temporary of the output's size and no separate addition pass.
-            if k is not None:
-                result.view(-1, out).addmm_(F.linear(x.reshape(-1, width), a_all[k]), b_all[k].t())
-                return result
-            rows = router._rows
-            bsz = x.shape[0]
-            if rows is None or rows.shape[0] != bsz:
-                raise ModelError(
-                    f"LoRA router got a batch of {bsz} rows for {None if rows is None else len(rows)} adapters"
-                )
-            runs = router._runs
-            if runs is not None:
-                for start, stop, j in runs:
-                    xa = F.linear(x[start:stop].reshape(-1, width), a_all[j])
-                    result[start:stop].view(-1, out).addmm_(xa, b_all[j].t())
-                return result
-            xa = torch.bmm(x.reshape(bsz, -1, width), a_all[rows].transpose(1, 2))
-            result.view(bsz, -1, out).baddbmm_(xa, b_all[rows].transpose(1, 2))
-            return result
-
-        return forward
-
-
-def _continuation_rows(seqs: list[list[int]]) -> list[tuple[int, ...]]:
-    """The token rows fed after the answer position: the maximal proper prefixes of the levels
-    (each level without its last token), deduplicated; empty when every level is one token."""
-    stems = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1}, key=lambda t: (-len(t), t))
-    rows: list[tuple[int, ...]] = []
-    for stem in stems:
-        if not any(len(r) >= len(stem) and r[: len(stem)] == stem for r in rows):
-            rows.append(stem)
-    return rows
-
-
-def _tail(prompt: RatingPrompt | str) -> str:
-    text = prompt if isinstance(prompt, str) else prompt.suffix
-    return text[-32:]
-
-
-@functools.cache
-def _buffer_layer_class() -> type:
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        """A ``DynamicLayer`` over a preallocated ``(B, H, width, D)`` buffer: ``update`` writes the new
-        keys and values in place after the ``filled`` slots (a view is returned) instead of
-        concatenating a fresh copy of the whole cache; past the buffer's end it concatenates."""
-
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
-            super().__init__()
-            self._buf_k, self._buf_v, self._filled = keys, values, filled
-            self.dtype, self.device = keys.dtype, keys.device
-            self.is_initialized = True
-            self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            end = self._filled + key_states.shape[-2]
-            if self._buf_k is None or end > self._buf_k.shape[-2]:
-                self._buf_k = self._buf_v = None  # from now on a plain DynamicLayer
-                return super().update(key_states, value_states, *args, **kwargs)
-            self._buf_k[:, :, self._filled : end] = key_states
-            self._buf_v[:, :, self._filled : end] = value_states
-            self._filled = end
-            self.keys, self.values = self._buf_k[:, :, :end], self._buf_v[:, :, :end]
-            return self.keys, self.values
-
-    return BufferLayer
-
-
-def _buffer_layer(keys: torch.Tensor, values: torch.Tensor, filled: int) -> Any:
-    """A cache layer over a preallocated buffer (``_buffer_layer_class``, built on first use so that
-    importing this module does not import transformers)."""
-    return _buffer_layer_class()(keys, values, filled)
-
-
-def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``[(keys, values), ...]`` per layer of a transformers cache (each ``(B, H, T, D)``)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    if hasattr(cache, "key_cache"):  # older transformers
-        return list(zip(cache.key_cache, cache.value_cache, strict=True))
-    return [(k, v) for k, v in cache]
+def _no_stem(stem: tuple[int, ...], token: int) -> np.ndarray:  # pragma: no cover - never called
+    raise AssertionError("single-token sequences have no stems")

@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "fidelity",
     "simulate",
     "reproduce",
+    "serve",
 )
 
 

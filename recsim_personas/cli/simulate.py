@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data-dir", default=None, help="folder of the dataset files")
     e.add_argument("--memory-mode", default="ms", choices=("ms", "msml"), help="LM agent memories")
     e.add_argument("--model", default=None, help="LM agent base model (hub id or path)")
+    e.add_argument("--server", default=None, metavar="URL",
+                   help="LM agent: score with a vLLM server (`recsim-personas serve RUN --launch`), e.g. "
+                   "http://127.0.0.1:8000/v1; default: in this process")
     e.add_argument("--slate-size", type=int, default=1, help="items per recommendation (default 1)")
     e.add_argument("--reward", default="rating", choices=("rating", "normalized", "like"))
     e.add_argument("--exit", default="agent", choices=("agent", "rule", "none"))
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "memory_mode": args.memory_mode,
         "model": args.model,
+        "server": args.server,
         "slate_size": args.slate_size,
         "reward": args.reward,
         "exit": args.exit,

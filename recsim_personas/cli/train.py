@@ -126,6 +126,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, evaluate: bool 
                        help="score: the level distribution from one pass (default); generate: the "
                        "paper's 4 sampled tokens parsed with a regex (URR counts failures)")
         e.add_argument("--no-base", action="store_true", help="skip the prompted base model (rows 3-4)")
+        e.add_argument("--server", default=None, metavar="URL",
+                       help="score through a vLLM server serving the run's adapters (`recsim-personas "
+                       "serve RUN --launch`), e.g. http://127.0.0.1:8000/v1 (default: in this process)")
         e.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -150,6 +153,7 @@ def experiment_config_from_args(args: argparse.Namespace) -> Any:
         k=args.k,
         delta=args.delta,
         seed=args.seed,
+        server=getattr(args, "server", None),
     )
 
 

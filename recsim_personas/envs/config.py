@@ -167,6 +167,14 @@ class PersonaRecConfig:
             "on, else the default SmolLM2-135M-Instruct)."
         ),
     )
+    server: str | None = field(
+        default=None,
+        metadata=_help(
+            "LM agent: URL of an OpenAI-compatible server (vLLM) that serves the run's base model "
+            "and persona adapters, e.g. http://127.0.0.1:8000/v1 (start one with `recsim-personas "
+            "serve RUN --launch`); None: run the model in this process."
+        ),
+    )
     device: str = field(default="auto", metadata=_help("LM agent device: auto, cpu or cuda."))
     dtype: str = field(default="auto", metadata=_help("LM agent dtype: auto, float32, bfloat16."))
     warm_cache: bool = field(
@@ -233,6 +241,10 @@ class PersonaRecConfig:
             object.__setattr__(self, "exit_hazard", tuple(float(h) for h in hazard))
         if not isinstance(self.mask_in_obs, bool):
             errors.append(f"mask_in_obs must be True or False, got {self.mask_in_obs!r}")
+        if self.server is not None and not (
+            isinstance(self.server, str) and self.server.startswith(("http://", "https://"))
+        ):
+            errors.append(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.server!r}")
         if not isinstance(self.warm_cache, bool):
             errors.append(f"warm_cache must be True or False, got {self.warm_cache!r}")
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):

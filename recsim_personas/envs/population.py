@@ -599,7 +599,9 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     ``adapters/persona_<k>__<memory_mode>`` on it by name, and wraps it in a
     :class:`~recsim_personas.agents.scoring.RatingScorer` (batched scoring, mixed adapters, prefix
     cache) and a :class:`~recsim_personas.agents.lm_agent.LMUserAgent` that gives each user their
-    persona's adapter.
+    persona's adapter. With ``config.server`` no model is loaded here: a
+    :class:`~recsim_personas.agents.served.ServedRatingScorer` asks that server (which must serve the
+    base model and every persona adapter under the run's names) and only the tokenizer is loaded.
     """
     if population.run_dir is None or population.store is None or population.catalog is None:
         raise EnvError(
@@ -617,13 +619,22 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
             f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)}; train them "
             f"with `recsim-personas train {run_dir} --memory {mode} --adapters persona`"
         )
-    model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
-    names = {
-        adapter_name(k, mode): run_dir / "adapters" / adapter_name(k, mode)
-        for k in range(population.n_personas)
-    }
-    model = load_adapters(model, names)
-    scorer = RatingScorer(model, tokenizer, population.scale)
+    if config.server is not None:
+        from recsim_personas.agents.llm import load_tokenizer, served_model_path
+        from recsim_personas.agents.served import ServedRatingScorer
+
+        scorer: Any = ServedRatingScorer(
+            config.server, load_tokenizer(config.model), population.scale,
+            base_model=served_model_path(config.model),
+        )
+    else:
+        model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+        names = {
+            adapter_name(k, mode): run_dir / "adapters" / adapter_name(k, mode)
+            for k in range(population.n_personas)
+        }
+        model = load_adapters(model, names)
+        scorer = RatingScorer(model, tokenizer, population.scale)
     return LMUserAgent(
         scorer,
         population.store,

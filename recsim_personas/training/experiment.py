@@ -146,6 +146,12 @@ class ExperimentConfig:
     delta: float = field(default=0.0, metadata={"help": "Minimum cosine similarity of a memory."})
     eval_batch_size: int = field(default=64, metadata={"help": "Requests per agent call."})
     scorer_batch: int = field(default=16, metadata={"help": "Rows per scoring forward pass."})
+    server: str | None = field(
+        default=None,
+        metadata={"help": "Evaluate through a vLLM server that serves the base model and the run's "
+                  "adapters (`recsim-personas serve RUN --launch`), e.g. http://127.0.0.1:8000/v1; "
+                  "None: in this process."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the row caps, sub-sampling and sampling."})
 
     def __post_init__(self) -> None:
@@ -623,10 +629,21 @@ def evaluate_rows(
     if not todo:
         return out
     model_ = ctx.model
-    if needed:
-        model_ = load_adapters(ctx.model, needed)
-    scorer = RatingScorer(model_, ctx.tokenizer, ctx.dataset.scale, max_batch=config.scorer_batch,
-                          seed=config.seed)
+    local = config.server is None
+    scorer: Any
+    if not local:
+        from recsim_personas.agents.llm import served_model_path
+        from recsim_personas.agents.served import ServedConfig, ServedRatingScorer
+
+        scorer = ServedRatingScorer(config.server, ctx.tokenizer, ctx.dataset.scale,
+                                    base_model=served_model_path(config.model),
+                                    config=ServedConfig(seed=config.seed))
+        scorer.check_adapters(list(needed))
+    else:
+        if needed:
+            model_ = load_adapters(ctx.model, needed)
+        scorer = RatingScorer(model_, ctx.tokenizer, ctx.dataset.scale, max_batch=config.scorer_batch,
+                              seed=config.seed)
     store = ctx.store
     try:
         for no, kind, mode, inputs, path in todo:
@@ -651,9 +668,11 @@ def evaluate_rows(
                 log(f"row {no:>2} ({kind}, {mode}): RMSE {evaluation.rmse:.3f}, MAE {evaluation.mae:.3f}, "
                     f"URR {100 * evaluation.urr:.1f}% ({evaluation.seconds:.0f} s)")
     finally:
-        if needed:
+        if needed and local:
             # Give the caller its plain base model back (adapters are removed, weights untouched).
             model_.unload()
+        if not local:
+            scorer.close()
     return out
 
 
