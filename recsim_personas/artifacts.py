@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_parquet",
     "atomic_write_text",
     "environment_info",
+    "file_digest",
     "file_record",
     "git_info",
     "stable_hash",
@@ -118,6 +119,18 @@ def atomic_write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(fh, array)
 
 
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 (first 16 hex digits) of a file's bytes; ``None`` if it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def file_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """``{"size": bytes, "sha256": hex}`` of a file, or ``None`` if it is missing."""
     path = Path(path)
@@ -165,7 +178,7 @@ def environment_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
-    from recsim_personas.agents.cpu_dtype import cpu_info
+    from recsim_personas.hardware import cpu_info
 
     cpu = cpu_info()
     hardware.update(cpu_model=cpu["model"], cpu_bf16_flags=cpu["bf16_flags"], cpu_flags=cpu["flags"])

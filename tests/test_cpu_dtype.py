@@ -55,5 +55,7 @@ def test_unreadable_cache_only_reruns_the_probe(probe, tmp_path):
 def test_real_probe_and_cpu_info():
     timing = cpu_dtype.measure_bf16_speedup(repeats=1)
     assert timing["float32_s"] > 0 and timing["bfloat16_s"] > 0
-    info = cpu_dtype.cpu_info()
+    from recsim_personas.hardware import cpu_info
+
+    info = cpu_info()
     assert info["model"] and set(info["bf16_flags"]) <= set(info["flags"])

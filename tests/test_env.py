@@ -18,10 +18,10 @@ from gymnasium.utils.env_checker import check_env
 
 import recsim_personas.envs
 from recsim_personas.agents.bias_agent import BiasUserAgent, discretized_gaussian
+from recsim_personas.agents.exits import ExitRuleConfig, PatienceExitRule
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.envs import ENV_IDS
 from recsim_personas.envs.config import PersonaRecConfig
-from recsim_personas.envs.exits import ExitRuleConfig, PatienceExitRule
 from recsim_personas.envs.persona_rec import PersonaRecEnv
 from recsim_personas.envs.population import (
     UserPopulation,
@@ -506,8 +506,8 @@ def test_bias_agent_leave_probability_replays_growing_sessions_incrementally(pop
 
 def test_module_doctests_run():
     import recsim_personas.agents.bias_agent as bias_agent
+    import recsim_personas.agents.exits as exits
     import recsim_personas.envs.config as config
-    import recsim_personas.envs.exits as exits
     import recsim_personas.envs.persona_rec as persona_rec
 
     for module in (persona_rec, config, exits, bias_agent, recsim_personas.envs):

@@ -238,7 +238,7 @@ def _fake_adapter(run, name):
     import torch
     from safetensors.torch import save_file
 
-    from recsim_personas.reproduce.integrity import record_adapters
+    from recsim_personas.integrity import record_adapters
 
     folder = run / "adapters" / name
     folder.mkdir(parents=True)
@@ -297,7 +297,7 @@ def test_gym_make_refuses_a_damaged_run_folder(built_run, tmp_path):
 
 def test_damaged_adapter_file_is_refused_or_repaired(built_run, tmp_path):
     from recsim_personas.errors import DataError
-    from recsim_personas.reproduce.integrity import RunRepairWarning, verify_run_folder
+    from recsim_personas.integrity import RunRepairWarning, verify_run_folder
 
     run = _copy(built_run[0], tmp_path / "run")
     folder = _fake_adapter(run, "persona_0__ms")
@@ -315,7 +315,7 @@ def test_damaged_adapter_file_is_refused_or_repaired(built_run, tmp_path):
 
 def test_unrecorded_truncated_safetensors_is_found_by_its_header(built_run, tmp_path):
     from recsim_personas.errors import DataError
-    from recsim_personas.reproduce.integrity import verify_run_folder
+    from recsim_personas.integrity import verify_run_folder
 
     run = _copy(built_run[0], tmp_path / "run")
     folder = _fake_adapter(run, "persona_1__ms")
@@ -332,8 +332,8 @@ def test_unrecorded_truncated_safetensors_is_found_by_its_header(built_run, tmp_
 def test_changed_split_makes_the_old_adapters_stale(built_run, tmp_path):
     from recsim_personas.data.splits import SplitConfig
     from recsim_personas.errors import DataError
+    from recsim_personas.integrity import verify_run_folder
     from recsim_personas.memory.pipeline import build_memories
-    from recsim_personas.reproduce.integrity import verify_run_folder
 
     run = _copy(built_run[0], tmp_path / "run")
     _fake_adapter(run, "persona_0__ms")
@@ -375,8 +375,8 @@ def test_train_dry_run_says_done_only_for_what_the_real_run_reuses(built_run, tm
     line = next(x for x in out.splitlines() if x.startswith("single_max__ms"))
     assert line.endswith("to train")
 
-    from recsim_personas.reproduce.integrity import record_adapters
-    from recsim_personas.reproduce.pipeline import adapter_inputs
+    from recsim_personas.integrity import record_adapters
+    from recsim_personas.reproduce.stages import adapter_inputs
     from recsim_personas.training.experiment import ExperimentConfig
 
     config = ExperimentConfig(memory_modes=("ms",), adapters=("single_max",), template="paper")

@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsim_personas.artifacts import file_digest
 from recsim_personas.errors import ConfigError, DataError
 from recsim_personas.memory.distill import DistillConfig
+from recsim_personas.memory.item_text import item_embedding_text
 from recsim_personas.memory.personas import PersonaConfig
 from recsim_personas.memory.pipeline import (
     STAGE_OUTPUTS,
     STAGES,
     MemoryPipelineConfig,
     build_memories,
-    file_digest,
-    item_embedding_text,
 )
 
 SPLIT_KW = {"min_interactions": 30, "max_interactions": 70, "n_users": 8, "seed": 0}

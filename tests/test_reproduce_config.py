@@ -118,7 +118,7 @@ def test_unknown_lora_override_is_caught_before_training() -> None:
 
 
 def test_user_and_row_caps_reach_the_experiment(tmp_path: Path) -> None:
-    from recsim_personas.reproduce.pipeline import _experiment_config
+    from recsim_personas.reproduce.stages import experiment_config as _experiment_config
 
     config = load_reproduce_config(
         "cpu", overrides=[f"dataset.data_dir={tmp_path}", "training.max_users=7", "evaluation.test_rows_per_user=2"]
@@ -148,7 +148,8 @@ def test_report_summary_names_the_best_agent_and_the_yardstick() -> None:
 
 
 def test_full_preset_is_the_whole_protocol_with_an_estimate_first(tmp_path: Path) -> None:
-    from recsim_personas.reproduce.pipeline import _experiment_config, _memory_config
+    from recsim_personas.reproduce.stages import experiment_config as _experiment_config
+    from recsim_personas.reproduce.stages import memory_config as _memory_config
 
     config = load_reproduce_config("full", overrides=[f"dataset.data_dir={tmp_path}"])
     exp = _experiment_config(config)
@@ -181,7 +182,8 @@ def test_estimate_covers_only_what_is_left() -> None:
 
 
 def test_demo_rescores_one_agent_for_the_fidelity_report_and_checks_the_rows(tmp_path: Path) -> None:
-    from recsim_personas.reproduce.pipeline import _experiment_config, _fidelity_rows
+    from recsim_personas.reproduce.pipeline import _fidelity_rows
+    from recsim_personas.reproduce.stages import experiment_config as _experiment_config
 
     config = load_reproduce_config("demo")
     assert config.evaluation.fidelity_rows == [9] and config.evaluation.fidelity_test_rows_per_user is None

@@ -20,11 +20,11 @@ from recsim_personas.envs.population import (
 from recsim_personas.envs.simulate import (
     SIM_METRICS,
     SimulationConfig,
-    mean_ci,
     run_simulation,
     spearman,
 )
 from recsim_personas.errors import ConfigError
+from recsim_personas.eval.intervals import mean_ci
 
 
 @pytest.fixture(scope="module")

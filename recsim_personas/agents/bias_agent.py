@@ -14,7 +14,7 @@ Responding to an item
     ratings matches how far real ratings fall from the bias estimate.
 
 Deciding to leave
-    The patience rule of :mod:`recsim_personas.envs.exits`: the starting patience comes from the
+    The patience rule of :mod:`recsim_personas.agents.exits`: the starting patience comes from the
     user's activity level (the distilled profile's ``activity_level`` when known, else the tercile of
     the user's train rating count), and drops with every unsatisfying item of the session.
 
@@ -38,9 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsim_personas.agents.exits import (
+    ExitRuleConfig,
+    PatienceExitRule,
+    activity_levels_from_counts,
+)
 from recsim_personas.agents.protocol import RatingBatch, SessionEvent
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.envs.exits import ExitRuleConfig, PatienceExitRule, activity_levels_from_counts
 from recsim_personas.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -160,7 +164,7 @@ class BiasUserAgent:
             scale: The rating scale.
             noise_std: Rating noise in stars; ``None`` = the predictor's residual RMSE on ``train``.
             activity_levels: ``{user_id: level}`` from distilled profiles; ``None`` = terciles of
-                the users' train rating counts (:func:`~recsim_personas.envs.exits.activity_levels_from_counts`).
+                the users' train rating counts (:func:`~recsim_personas.agents.exits.activity_levels_from_counts`).
             exit_rule: Parameters of the patience exit rule.
         """
         from recsim_personas.baselines.bias import BiasPredictor

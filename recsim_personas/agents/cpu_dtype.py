@@ -16,40 +16,18 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import time
 from typing import Any
 
 from recsim_personas.artifacts import atomic_write_json
+from recsim_personas.hardware import cpu_info
 from recsim_personas.paths import cache_dir
 
-__all__ = ["MIN_SPEEDUP", "cpu_auto_dtype", "cpu_info", "measure_bf16_speedup"]
+__all__ = ["MIN_SPEEDUP", "cpu_auto_dtype", "measure_bf16_speedup"]
 
 #: bfloat16 must beat float32 by this factor to be chosen (it also costs accuracy: ~1e-2 on scores).
 MIN_SPEEDUP = 1.2
-#: CPU flags that tell whether bf16 has hardware support (recorded, and part of the cache key).
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2", "avx_vnni")
 _SHAPE = (64, 576, 1536)
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model name and flags (from ``/proc/cpuinfo`` on Linux; ``platform`` elsewhere)."""
-    model, flags = "", []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = value.split()
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    return {"model": model, "flags": sorted(flags), "bf16_flags": [f for f in BF16_FLAGS if f in flags]}
 
 
 def measure_bf16_speedup(repeats: int = 3) -> dict[str, float]:

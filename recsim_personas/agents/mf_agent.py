@@ -23,7 +23,7 @@ Calibrating the noise
     the simulator rates unseen items, so the held-out residual is the honest spread.
 
 Deciding to leave
-    The patience rule of :mod:`recsim_personas.envs.exits`, exactly as in the bias agent (the two
+    The patience rule of :mod:`recsim_personas.agents.exits`, exactly as in the bias agent (the two
     agents share that code).
 
 Example:
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsim_personas.agents.bias_agent import BiasUserAgent
+from recsim_personas.agents.exits import ExitRuleConfig, activity_levels_from_counts
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.envs.exits import ExitRuleConfig, activity_levels_from_counts
 from recsim_personas.errors import ConfigError, DataError
 
 if TYPE_CHECKING:

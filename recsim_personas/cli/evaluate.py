@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from recsim_personas.cli.common import check_models
     from recsim_personas.cli.outputs import check_output_file
     from recsim_personas.cli.train import experiment_config_from_args, load_run_dataset
-    from recsim_personas.reproduce.integrity import verify_run_folder
+    from recsim_personas.integrity import verify_run_folder
     from recsim_personas.training.experiment import (
         evaluate_rows,
         experiment_table,

@@ -101,8 +101,8 @@ def _dry_run(config) -> None:
 
     from recsim_personas.artifacts import RunFolder
     from recsim_personas.errors import DataError
-    from recsim_personas.reproduce.integrity import adapter_up_to_date, verify_run_folder
-    from recsim_personas.reproduce.pipeline import adapter_inputs, stage_configs
+    from recsim_personas.integrity import adapter_up_to_date, verify_run_folder
+    from recsim_personas.reproduce.stages import adapter_inputs, stage_configs
 
     out = Path(config.out)
     stages = stage_configs(config)

@@ -194,8 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
-    from recsim_personas.reproduce.integrity import adapter_up_to_date
-    from recsim_personas.reproduce.pipeline import adapter_inputs
+    from recsim_personas.integrity import adapter_up_to_date
+    from recsim_personas.reproduce.stages import adapter_inputs
 
     settings = adapter_inputs(config)
     print(f"{'adapter':<22} {'rows':>6} {'users':>5} {'steps':>5} {'epochs':>6}  state")
@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     from recsim_personas.artifacts import RunFolder
     from recsim_personas.cli.common import check_models
-    from recsim_personas.reproduce.integrity import record_adapters, verify_run_folder
-    from recsim_personas.reproduce.pipeline import adapter_inputs
+    from recsim_personas.integrity import record_adapters, verify_run_folder
+    from recsim_personas.reproduce.stages import adapter_inputs
     from recsim_personas.training.experiment import plan_experiment, train_adapters
 
     config = experiment_config_from_args(args)  # validate before loading anything

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from recsim_personas.agents.exits import ExitRuleConfig
 from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD
-from recsim_personas.envs.exits import ExitRuleConfig
 from recsim_personas.errors import ConfigError, unknown_keys
 
 __all__ = ["PersonaRecConfig"]
@@ -93,7 +93,7 @@ class PersonaRecConfig:
         metadata=_help(
             "Who decides that the user leaves after a step: agent (the user agent's "
             "leave_probability; the LM agent scores a leave/stay prompt, the bias agent applies the "
-            "patience rule), rule (the patience rule of recsim_personas.envs.exits), none (never)."
+            "patience rule), rule (the patience rule of recsim_personas.agents.exits), none (never)."
         ),
     )
     exit_rule: ExitRuleConfig = field(

@@ -199,8 +199,8 @@ def evaluate_policy(
     from gymnasium.vector import AutoresetMode
 
     from recsim_personas.envs.config import PersonaRecConfig
-    from recsim_personas.envs.simulate import mean_ci
     from recsim_personas.envs.vector import PersonaRecVectorEnv
+    from recsim_personas.eval.intervals import mean_ci
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"episodes must be an integer >= 1, got {episodes!r}")

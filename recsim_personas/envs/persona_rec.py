@@ -15,10 +15,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from recsim_personas.agents.exits import PatienceExitRule
 from recsim_personas.agents.protocol import SessionEvent, UserAgent
 from recsim_personas.envs.choice import ChoiceModel, ConditionalLogitChoice, draw_choice
 from recsim_personas.envs.config import PersonaRecConfig
-from recsim_personas.envs.exits import PatienceExitRule
 from recsim_personas.envs.features import FlatObservation, item_features, user_features
 from recsim_personas.envs.population import UserPopulation, build_agent, load_population
 from recsim_personas.envs.prefix_cache import prepare_prefix_cache
@@ -564,7 +564,7 @@ class PersonaRecEnv(gym.Env):
       with ``exit_calibration="anchored"`` (default), reads the answer relative to its answer on
       an empty session around the activity level's per-step hazard ``exit_hazard``, see
       :mod:`recsim_personas.agents.lm_agent`; the bias agent applies the patience rule); ``exit="rule"`` applies the patience rule of
-      :mod:`recsim_personas.envs.exits` (patience set by the activity trait, dropping with
+      :mod:`recsim_personas.agents.exits` (patience set by the activity trait, dropping with
       unsatisfying items); ``exit="none"`` never leaves. The step's reward is still paid. The agent
       sees the session as ``SessionEvent(item_id, rating)`` items; a step without a rating comes as
       ``rating=NaN`` to agents that set ``accepts_unrated_events = True`` (the bias agent counts it

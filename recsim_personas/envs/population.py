@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recsim_personas.agents.exits import activity_levels_from_counts
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.envs.exits import activity_levels_from_counts
 from recsim_personas.errors import EnvError
 
 if TYPE_CHECKING:
@@ -429,8 +429,8 @@ def population_from_run_dir(
         EnvError: The folder is missing, incomplete, or lacks a persona's adapter.
     """
     from recsim_personas.data.splits import Split
+    from recsim_personas.integrity import check_structure, verify_run_folder
     from recsim_personas.memory.store import MemoryStore
-    from recsim_personas.reproduce.integrity import check_structure, verify_run_folder
 
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)

@@ -2,8 +2,8 @@
 
 :func:`run_simulation` runs each policy for ``episodes`` sessions of at most ``horizon`` steps in the
 vector environment and reports, per policy, with 95% confidence intervals over episodes (percentile
-bootstrap, :func:`mean_ci`: it stays inside the metric's range, which a t interval of a like rate
-over a few sessions does not; with fewer than :data:`MIN_EPISODES_FOR_CI` episodes no interval is
+bootstrap, :func:`~recsim_personas.eval.intervals.mean_ci`: it stays inside the metric's range, which a t interval of a like rate
+over a few sessions does not; with fewer than ``MIN_EPISODES_FOR_CI`` episodes no interval is
 given, and the plot says "too few episodes"):
 
 - ``mean_rating``: the mean rating the simulated users gave (per episode, over the steps where they
@@ -45,13 +45,12 @@ import numpy as np
 
 from recsim_personas.envs.policies import POLICY_NAMES, make_policy
 from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.eval.intervals import MIN_EPISODES_FOR_CI, mean_ci
 
 __all__ = [
-    "MIN_EPISODES_FOR_CI",
     "SIM_METRICS",
     "SimulationConfig",
     "SimulationReport",
-    "mean_ci",
     "run_simulation",
     "spearman",
 ]
@@ -125,35 +124,6 @@ class SimulationConfig:
         if parts:
             raise ConfigError(f"unknown SimulationConfig field(s): {', '.join(parts)}")
         return cls(**data)
-
-
-#: Fewest episodes (non-missing values) for which :func:`mean_ci` gives an interval.
-MIN_EPISODES_FOR_CI = 5
-
-
-def mean_ci(values: np.ndarray, level: float = 0.95, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the mean and its percentile-bootstrap confidence interval (NaN dropped).
-
-    The percentile bootstrap never leaves the range of the values (a like rate stays in [0, 1], a
-    rating on its scale), unlike a Student-t interval on a handful of episodes. With fewer than
-    :data:`MIN_EPISODES_FOR_CI` values the interval is ``(nan, nan)``: too few episodes to say.
-
-    Example:
-        >>> m, lo, hi = mean_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
-        >>> m, 1.0 <= lo < m < hi <= 5.0
-        (3.0, True)
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if len(v) < MIN_EPISODES_FOR_CI:
-        return mean, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-    return mean, float(lo), float(hi)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:

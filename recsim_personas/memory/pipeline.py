@@ -26,7 +26,7 @@ files marked as done. Every file is written atomically (temporary name + rename)
 keeps per-user checkpoints in ``distill_checkpoint/`` while it runs (an interrupted run resumes from
 them) and deletes that folder when it finishes.
 
-**Item text** embedded for retrieval (:func:`item_embedding_text`): the item's MOVIE line
+**Item text** embedded for retrieval (:func:`~recsim_personas.memory.item_text.item_embedding_text`): the item's MOVIE line
 (``catalog.describe``: title, year, genres, historical average rating on train) plus its SUMMARY line
 (``catalog.summary``: description and cast) when the dataset has one.
 
@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy
+from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy, file_digest
 from recsim_personas.data.dataset import RatingDataset
 from recsim_personas.errors import ConfigError, DataError, unknown_keys
 from recsim_personas.memory.distill import DistillConfig
 from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
+from recsim_personas.memory.item_text import item_embedding_text
 from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,8 +71,6 @@ __all__ = [
     "MemoryRun",
     "StageTiming",
     "build_memories",
-    "file_digest",
-    "item_embedding_text",
     "parse_stages",
     "run_item_catalog",
     "run_item_stats",
@@ -92,27 +91,6 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 ITEM_TEXT_VERSION = "1"
 _ITEM_SCOPES = ("split", "catalog")
 _CHECKPOINTS = "distill_checkpoint"
-
-
-def item_embedding_text(catalog: Any, item_id: int) -> str:
-    """The text embedded for an item: ``catalog.describe`` plus ``catalog.summary`` when present."""
-    text = str(catalog.describe(item_id))
-    summary = catalog.summary(item_id) if hasattr(catalog, "summary") else None
-    if summary and str(summary).strip() and str(summary) not in text:
-        text = f"{text} {str(summary).strip()}"
-    return text
-
-
-def file_digest(path: str | Path) -> str | None:
-    """SHA-256 (first 16 hex digits) of a file's bytes; ``None`` if it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _frame_digest(frame: pd.DataFrame) -> str:

@@ -274,7 +274,7 @@ class MemoryStore:
                 "embeds the items of the split's users); pass catalog= to MemoryStore.from_run_dir to embed "
                 "other items on the fly"
             )
-        from recsim_personas.memory.pipeline import item_embedding_text
+        from recsim_personas.memory.item_text import item_embedding_text
 
         if self._embedder is None:
             from recsim_personas.memory.embeddings import make_embedder
@@ -358,7 +358,7 @@ def _check_fresh(root: Path, stage: str, recorded: Any, files: list[str]) -> Non
     """Raise if ``stage`` was computed from other versions of ``files`` than the folder holds now."""
     if not recorded:
         return  # no manifest record (a hand-made folder): nothing to compare
-    from recsim_personas.memory.pipeline import file_digest
+    from recsim_personas.artifacts import file_digest
 
     current = [file_digest(root / f) for f in files]
     if list(recorded) != current:

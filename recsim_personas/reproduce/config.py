@@ -345,7 +345,7 @@ def load_reproduce_config(
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{path}: {len(errors)} error(s):\n{lines}")
-    from recsim_personas.reproduce.pipeline import stage_configs
+    from recsim_personas.reproduce.stages import stage_configs
 
     try:
         stage_configs(config)  # simulation, evaluation, training: every stage's own checks, now

@@ -30,10 +30,16 @@ from recsim_personas.artifacts import (
 )
 from recsim_personas.reproduce.config import ReproduceConfig
 from recsim_personas.reproduce.config_io import config_to_dict
+from recsim_personas.reproduce.stages import (
+    adapter_inputs,
+    experiment_config,
+    memory_config,
+    simulation_config,
+    split_config,
+)
 
 __all__ = [
-    "CLASSIC_BASELINES", "ReproductionReport", "StageConfigs", "adapter_inputs", "run_reproduction",
-    "stage_configs",
+    "CLASSIC_BASELINES", "ReproductionReport", "run_reproduction",
 ]
 
 #: Rating predictors evaluated beside the simulator (the yardstick it must approach).
@@ -51,67 +57,6 @@ class ReproductionReport:
     seconds: dict[str, float] = field(default_factory=dict)
     fidelity: Any | None = None
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def _memory_config(config: ReproduceConfig) -> Any:
-    from recsim_personas.memory.distill import DistillConfig
-    from recsim_personas.memory.personas import PersonaConfig
-    from recsim_personas.memory.pipeline import MemoryPipelineConfig
-
-    mem = config.memory
-    return MemoryPipelineConfig(
-        distill=DistillConfig(
-            backend=mem.backend,
-            model=mem.model,
-            base_url=mem.base_url,
-            batch_size=mem.batch_size,
-            max_words=mem.max_words,
-            seed=config.seed,
-            timeout=mem.request_timeout,
-            request_retries=mem.request_attempts - 1,
-            retry_after_max=mem.retry_after_max,
-        ),
-        embedder=mem.embedder,
-        personas=PersonaConfig(k=mem.personas, seed=config.seed),
-        item_stats=mem.item_stats,
-    )
-
-
-def _split_config(config: ReproduceConfig) -> Any:
-    from recsim_personas.data.splits import SplitConfig
-
-    s = config.split
-    return SplitConfig(
-        method=s.method,
-        train_fraction=s.train_fraction,
-        last_n=s.last_n,
-        min_interactions=s.min_interactions,
-        max_interactions=s.max_interactions,
-        n_users=s.n_users,
-        seed=s.seed,
-    )
-
-
-def _experiment_config(config: ReproduceConfig) -> Any:
-    from recsim_personas.training.experiment import ExperimentConfig
-
-    return ExperimentConfig(
-        model=config.model.name,
-        device=config.model.device,
-        train_preset=config.training.preset,
-        train_overrides=dict(config.training.overrides),
-        memory_modes=tuple(config.training.memory_modes),
-        adapters=tuple(config.training.adapters),
-        base_rows=config.evaluation.base_model_rows,
-        max_users=config.training.max_users,
-        train_rows_per_user=config.training.train_rows_per_user,
-        test_rows_per_user=config.evaluation.test_rows_per_user,
-        eval_mode=config.evaluation.mode,
-        template=config.evaluation.template,
-        k=config.memory.retrieval_k,
-        delta=config.memory.delta,
-        seed=config.seed,
-    )
 
 
 def _classic_baselines(
@@ -146,71 +91,6 @@ def _classic_baselines(
     return results
 
 
-def _simulation_config(config: ReproduceConfig) -> Any:
-    from recsim_personas.envs.simulate import SimulationConfig
-
-    sim = config.simulation
-    memory_mode = "msml" if "msml" in config.training.memory_modes else "ms"
-    env = {"agent": sim.agent, "run_dir": str(config.out), "memory_mode": memory_mode}
-    if config.dataset.data_dir is not None:
-        env["data_dir"] = config.dataset.data_dir
-    episodes = sim.episodes if isinstance(sim.episodes, int) else 1
-    return SimulationConfig(
-        policies=tuple(sim.policies),
-        episodes=sim.episodes,
-        horizon=sim.horizon,
-        n_envs=max(1, min(episodes, 32)),
-        seed=config.seed,
-        oracle_candidates=sim.oracle_candidates,
-        env=env,
-    )
-
-
-@dataclass(frozen=True)
-class StageConfigs:
-    """The configs every stage of a reproduction runs with, built (and so validated) up front."""
-
-    split: Any
-    memory: Any
-    experiment: Any
-    simulation: Any | None
-
-
-def stage_configs(config: ReproduceConfig) -> StageConfigs:
-    """Build every stage's config from ``config``, reporting all their errors in one ConfigError.
-
-    ``load_reproduce_config`` calls it, so an invalid simulation or evaluation section fails before
-    any model loads, not after hours of training.
-    """
-    from recsim_personas.errors import ConfigError
-
-    errors: list[str] = []
-    built: dict[str, Any] = {}
-    makers: list[tuple[str, str, Callable[[ReproduceConfig], Any]]] = [
-        ("split", "split", _split_config), ("memory", "memory", _memory_config),
-        ("experiment", "training / evaluation", _experiment_config),
-    ]
-    if config.simulation.enabled:
-        makers.append(("simulation", "simulation", _simulation_config))
-    for key, section, make in makers:
-        try:
-            built[key] = make(config)
-        except ConfigError as exc:
-            errors.append(f"{section}: {' '.join(str(exc).split())}")
-    if errors:
-        lines = "\n".join(f"  - {e}" for e in errors)
-        raise ConfigError(f"{len(errors)} error(s) in the stage settings:\n{lines}")
-    return StageConfigs(split=built["split"], memory=built["memory"], experiment=built["experiment"],
-                        simulation=built.get("simulation"))
-
-
-def adapter_inputs(config: Any) -> dict[str, Any]:
-    """What an adapter's rows and weights depend on besides the memories (see ``record_adapters``)."""
-    return {"lora": config.train_config().to_dict(), "model": config.model, "template": config.template,
-            "k": config.k, "delta": config.delta, "max_users": config.max_users,
-            "train_rows_per_user": config.train_rows_per_user, "seed": config.seed}
-
-
 def _adapter_records(run: RunFolder) -> dict[str, Any]:
     stages = run.manifest()["stages"]
     # The weights only: a retrained adapter with identical weights (new timestamps) changes nothing.
@@ -222,7 +102,7 @@ def _simulation(config: ReproduceConfig, out: Path, run: RunFolder, log: Callabl
     from recsim_personas.envs.simulate import SimulationConfig, SimulationReport, run_simulation
 
     sim = config.simulation
-    sim_config = _simulation_config(config)
+    sim_config = simulation_config(config)
     # The adapters' digests: a retrained adapter re-runs the simulation.
     inputs = {"sim": sim_config.to_dict(), "adapters": _adapter_records(run)}
     stem = "simulate"
@@ -315,9 +195,9 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
                estimate_only: bool = False) -> ReproductionReport:
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split
+    from recsim_personas.integrity import record_adapters, verify_run_folder
     from recsim_personas.memory.pipeline import build_memories
     from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
-    from recsim_personas.reproduce.integrity import record_adapters, verify_run_folder
     from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
     from recsim_personas.training.experiment import run_experiment, test_rows
 
@@ -331,12 +211,12 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
 
     t0 = time.perf_counter()
     dataset = load_dataset(config.dataset.name, config.dataset.data_dir, enrichment=config.dataset.enrichment)
-    build_memories(dataset, _split_config(config), _memory_config(config), out, progress=progress)
+    build_memories(dataset, split_config(config), memory_config(config), out, progress=progress)
     seconds["memories"] = time.perf_counter() - t0
     log(f"memories ready in {out} ({seconds['memories']:.1f} s)")
 
     t0 = time.perf_counter()
-    exp_config = _experiment_config(config)
+    exp_config = experiment_config(config)
     model = tokenizer = None
     if config.training.estimate_first or estimate_only:
         model, tokenizer = _print_estimate(out, dataset, exp_config, log)
