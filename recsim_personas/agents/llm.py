@@ -368,6 +368,10 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
+    from recsim_personas.progress import quiet_third_party_bars
+
+    quiet_third_party_bars()  # transformers' weight-loading bar: on a terminal only
+
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     if model is None:
