@@ -15,16 +15,7 @@ from recsim_personas.memory import DistillConfig, distill_users, make_backend
 GENRES = ("Horror", "Romance", "Comedy", "Drama")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread overhead: on a shared 2-core machine one intra-op
-    thread made generation ~15x faster (0.24 s vs 3.9 s for the same 2 x 620-token batch)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_dataset(n_users: int = 2, per_user: int = 8) -> RatingDataset:

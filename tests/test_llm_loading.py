@@ -17,15 +17,7 @@ from recsim_personas.agents.llm import (
 )
 from recsim_personas.errors import AdapterError, ModelError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models are dominated by per-op thread synchronisation: one thread is faster, and far
-    faster when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resolve_device_and_dtype():

@@ -56,14 +56,7 @@ class FakeStore:
                                  similarity=0.5)][:k] for u in user_ids]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models are dominated by per-op thread synchronisation: one thread is faster, and far
-    faster when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _peft(model):

@@ -37,12 +37,7 @@ ADAPTERS = ("persona_0", "persona_1")
 FAST = ServedConfig(retries=2, backoff_base=0.01, backoff_max=0.05, timeout=60.0, connect_timeout=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _item(i: int) -> SimpleNamespace:
