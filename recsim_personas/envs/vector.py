@@ -44,23 +44,16 @@ from gymnasium.vector.utils import batch_space
 
 from recsim_personas.agents.protocol import UserAgent
 from recsim_personas.envs.config import PersonaRecConfig
-from recsim_personas.envs.persona_rec import (
-    SessionEngine,
-    _resolve_config,
-    check_agent,
-    check_render_mode,
-    check_scale_options,
-    make_spaces,
-    parse_actions,
-)
-from recsim_personas.envs.population import UserPopulation, build_agent, load_population
-from recsim_personas.envs.prefix_cache import prepare_prefix_cache, reserve_prefix_cache
+from recsim_personas.envs.engine import parse_actions
+from recsim_personas.envs.population import UserPopulation
+from recsim_personas.envs.prefix_cache import reserve_prefix_cache
+from recsim_personas.envs.session_setup import CatalogueViews, build_session_parts
 from recsim_personas.errors import EnvError
 
 __all__ = ["PersonaRecVectorEnv", "reserve_prefix_cache"]
 
 
-class PersonaRecVectorEnv(VectorEnv):
+class PersonaRecVectorEnv(CatalogueViews, VectorEnv):
     """``num_envs`` sessions of ``PersonaRec-v0`` stepped together (module docstring).
 
     Args:
@@ -103,26 +96,18 @@ class PersonaRecVectorEnv(VectorEnv):
         except ValueError:
             choices = ", ".join(m.value for m in AutoresetMode)
             raise EnvError(f"autoreset_mode must be one of {choices}, got {autoreset_mode!r}") from None
-        cfg, agent = _resolve_config(config, agent, options)
-        check_render_mode(render_mode, self.metadata["render_modes"])
+        parts = build_session_parts(
+            int(num_envs), config, agent, population, render_mode, self.metadata["render_modes"], options
+        )
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.num_envs = int(num_envs)
-        self.config = cfg
+        self.config, self.population, self.agent = parts.config, parts.population, parts.agent
         self.render_mode = render_mode
-        self.population = population if population is not None else load_population(cfg)
-        self.agent = agent if agent is not None else build_agent(cfg, self.population)
-        check_agent(self.agent, self.population)
-        check_scale_options(cfg, self.population)
-        prepare_prefix_cache(
-            self.agent, self.num_envs, self.population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent"
-        )
-        self._engine = SessionEngine(self.num_envs, self.population, self.agent, cfg)
-        self.single_action_space, self.single_observation_space = make_spaces(
-            cfg, self.population, self._engine
-        )
+        self._engine = parts.engine
+        self.single_action_space = parts.action_space
+        self.single_observation_space = parts.observation_space
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self._engine.record_log = render_mode is not None
         self._rngs: list[np.random.Generator] | None = None
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._started = np.zeros(self.num_envs, dtype=bool)
@@ -132,23 +117,9 @@ class PersonaRecVectorEnv(VectorEnv):
 
     # -- catalogue helpers ----------------------------------------------------------------------------
     @property
-    def item_ids(self) -> np.ndarray:
-        """Item id of each action index (the sorted train catalogue)."""
-        return self.population.item_ids
-
-    def item_index(self, item_id: int) -> int:
-        """Action index of ``item_id``; ``EnvError`` if it is not in the catalogue."""
-        return self.population.item_index(item_id)
-
-    @property
     def user_ids(self) -> np.ndarray:
         """The current user of each sub-environment."""
         return self._engine.user_id.copy()
-
-    @property
-    def item_features(self) -> np.ndarray:
-        """``(n_items, d)`` float32 item feature vectors (see ``PersonaRecEnv.item_features``)."""
-        return self._engine.item_features
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, n_items)`` bool: the action mask of each sub-environment's current session.
@@ -170,12 +141,11 @@ class PersonaRecVectorEnv(VectorEnv):
         if isinstance(seed, (int, np.integer)):
             seeds: list[int | None] = [int(seed) + i for i in range(self.num_envs)]
         else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise EnvError(
-                    f"reset got {len(seeds)} seeds for {self.num_envs} sub-environments; pass one "
-                    "int (sub-env i gets seed + i) or a list of num_envs seeds"
-                )
+            seeds = _one_per_env(
+                seed, self.num_envs,
+                "reset got {got} seeds for {n} sub-environments; pass one int (sub-env i gets seed "
+                "+ i) or a list of num_envs seeds",
+            )
         if self._rngs is None:
             self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
         for i, s in enumerate(seeds):
@@ -222,12 +192,11 @@ class PersonaRecVectorEnv(VectorEnv):
         elif np.ndim(user_ids) == 0:
             wanted = [user_ids] * len(idx)
         else:
-            all_ids = list(user_ids)
-            if len(all_ids) != self.num_envs:
-                raise EnvError(
-                    f"options['user_id'] has {len(all_ids)} entries for {self.num_envs} "
-                    "sub-environments; pass one id, or num_envs ids (None = sample)"
-                )
+            all_ids = _one_per_env(
+                user_ids, self.num_envs,
+                "options['user_id'] has {got} entries for {n} sub-environments; pass one id, or "
+                "num_envs ids (None = sample)",
+            )
             wanted = [all_ids[i] for i in idx.tolist()]
         pos = np.empty(len(idx), dtype=np.int64)
         for j, (i, uid) in enumerate(zip(idx.tolist(), wanted, strict=True)):
@@ -349,4 +318,12 @@ def _vector_info(
             if len(idx):
                 out[key][idx] = value
                 out[f"_{key}"][idx] = True
+    return out
+
+
+def _one_per_env(values: Any, num_envs: int, message: str) -> list[Any]:
+    """``list(values)``, which must have one entry per sub-environment (else ``message`` as EnvError)."""
+    out = list(values)
+    if len(out) != num_envs:
+        raise EnvError(message.format(got=len(out), n=num_envs))
     return out

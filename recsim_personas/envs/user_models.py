@@ -1,0 +1,144 @@
+"""The simulated user behind a population: which agent answers, fitted on which ratings.
+
+:func:`build_agent` turns a config's ``agent`` choice into a user agent on a population: the cheap
+bias or latent-factor users (fitted on :func:`simulator_ratings`) or the persona-LoRA language-model
+users of a run folder (:func:`build_lm_agent`, one named adapter per persona: :func:`adapter_name`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from recsim_personas.errors import EnvError
+
+if TYPE_CHECKING:
+    from recsim_personas.envs.config import PersonaRecConfig
+    from recsim_personas.envs.user_population import UserPopulation
+
+__all__ = ["adapter_name", "build_agent", "build_lm_agent", "missing_adapters", "simulator_ratings"]
+
+
+def adapter_name(persona: int, memory_mode: str) -> str:
+    """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``)."""
+    return f"persona_{int(persona)}__{memory_mode}"
+
+
+def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> list[str]:
+    """Names of persona adapters the LM agent needs that ``run_dir/adapters/`` lacks."""
+    root = Path(run_dir) / "adapters"
+    return [
+        adapter_name(k, memory_mode)
+        for k in range(n_personas)
+        if not (root / adapter_name(k, memory_mode) / "adapter_config.json").is_file()
+    ]
+
+
+def simulator_ratings(population: UserPopulation) -> pd.DataFrame:
+    """The ratings a cheap user model may be fitted on: everything but the population's test part.
+
+    With the population's dataset known (the embedded default, run folders), that is every rating
+    of the dataset (other users' too) except the population's test interactions, so the test split
+    stays unseen by the simulator as by the policies; otherwise the population's train split.
+    """
+    data = getattr(population.dataset, "interactions", None)
+    if data is None or len(data) == 0:
+        return population.train
+    cols = ["user_id", "item_id", "rating"]
+    if len(population.test) == 0:
+        return data[cols]
+    test = pd.MultiIndex.from_frame(population.test[["user_id", "item_id"]].astype("int64"))
+    keys = pd.MultiIndex.from_frame(data[["user_id", "item_id"]].astype("int64"))
+    return data.loc[~keys.isin(test), cols].reset_index(drop=True)
+
+
+def build_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
+    """The user agent ``config.agent`` names, on ``population``.
+
+    ``bias``: :class:`~recsim_personas.agents.bias_agent.BiasUserAgent` fitted on the population's
+    train split, with the population's activity levels and ``config.exit_rule``. ``mf``:
+    :class:`~recsim_personas.agents.mf_agent.LatentFactorUserAgent` fitted on
+    :func:`simulator_ratings`. ``lm``: :func:`build_lm_agent`.
+    """
+    kind = config.resolved_agent
+    activity = dict(zip(population.user_ids.tolist(), population.activity_levels.tolist(), strict=True))
+    if kind == "mf":
+        from recsim_personas.agents.mf_agent import LatentFactorUserAgent
+
+        return LatentFactorUserAgent.fit(
+            simulator_ratings(population),
+            population.scale,
+            noise_std=config.noise_std,
+            activity_levels=activity,
+            exit_rule=config.exit_rule,
+            table_users=population.user_ids,
+            table_items=population.item_ids,
+        )
+    if kind == "bias":
+        from recsim_personas.agents.bias_agent import BiasUserAgent
+
+        return BiasUserAgent.fit(
+            population.train,
+            population.scale,
+            noise_std=config.noise_std,
+            activity_levels=activity,
+            exit_rule=config.exit_rule,
+        )
+    return build_lm_agent(config, population)
+
+
+def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
+    """The persona-LoRA language-model agent of a run folder.
+
+    Loads the base model (``config.model``; None = the default SmolLM2-135M-Instruct) on
+    ``config.device`` in ``config.dtype``, puts every persona's adapter
+    ``adapters/persona_<k>__<memory_mode>`` on it by name, and wraps it in a
+    :class:`~recsim_personas.agents.scoring.RatingScorer` (batched scoring, mixed adapters, prefix
+    cache) and a :class:`~recsim_personas.agents.lm_agent.LMUserAgent` that gives each user their
+    persona's adapter. With ``config.server`` no model is loaded here: a
+    :class:`~recsim_personas.agents.served.ServedRatingScorer` asks that server (which must serve the
+    base model and every persona adapter under the run's names) and only the tokenizer is loaded.
+    """
+    if population.run_dir is None or population.store is None or population.catalog is None:
+        raise EnvError(
+            "the LM agent needs a run folder with profiles, memories and trained adapters: "
+            "gym.make('PersonaRec-v0', run_dir=...); this population has none, use agent='bias'"
+        )
+    from recsim_personas.agents.llm import load_adapters, load_causal_lm
+    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
+    from recsim_personas.agents.scoring import RatingScorer
+
+    run_dir, mode = population.run_dir, config.memory_mode
+    missing = missing_adapters(run_dir, population.n_personas, mode)
+    if missing:  # population_from_run_dir checked already; this covers hand-built populations
+        raise EnvError(
+            f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)}; train them "
+            f"with `recsim-personas train {run_dir} --memory {mode} --adapters persona`"
+        )
+    if config.server is not None:
+        from recsim_personas.agents.llm import load_tokenizer, served_model_path
+        from recsim_personas.agents.served import ServedRatingScorer
+
+        scorer: Any = ServedRatingScorer(
+            config.server, load_tokenizer(config.model), population.scale,
+            base_model=served_model_path(config.model),
+        )
+    else:
+        model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+        names = {
+            adapter_name(k, mode): run_dir / "adapters" / adapter_name(k, mode)
+            for k in range(population.n_personas)
+        }
+        model = load_adapters(model, names)
+        scorer = RatingScorer(model, tokenizer, population.scale)
+    return LMUserAgent(
+        scorer,
+        population.store,
+        population.catalog,
+        memory_mode=mode,
+        adapter_for=adapter_naming(population.store, "persona", mode),
+        exit_calibration=config.exit_calibration,
+        exit_hazard=config.exit_hazard,
+    )
