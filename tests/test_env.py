@@ -653,3 +653,44 @@ def test_exit_calibration_options_are_checked_and_round_trip():
         PersonaRecConfig(exit_hazard=(0.2, 0.3))
     with pytest.raises(ConfigError, match=re.escape("Did you mean 'anchored'?")):
         PersonaRecConfig(exit_calibration="anchor")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_first_make_says_what_it_builds_and_how_long_once_and_a_cached_make_says_nothing(tmp_path, monkeypatch):
+    """The cold first use names what is built and cached, where, and about how long; then silence."""
+    import recsim_personas.memory.pipeline as pipeline
+    from recsim_personas.envs.population import (
+        FirstBuildWarning,
+        default_population,
+        default_run_dir,
+    )
+    from recsim_personas.errors import RecsimWarning
+
+    monkeypatch.setenv("RECSIM_PERSONAS_CACHE", str(tmp_path / "cache"))
+    calls: list[bool] = []
+
+    def fake_build(ds, split, config, run_dir, *, progress=True, **kw):
+        calls.append(progress)
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "build_memories", fake_build)
+    run_dir = default_run_dir("ml-latest-small")
+    with pytest.warns(FirstBuildWarning) as record, pytest.raises(_Stop):
+        default_population("ml-latest-small")
+    (message,) = [str(w.message) for w in record if w.category is FirstBuildWarning]
+    for part in ("building and caching", "memories", "all-MiniLM-L6-v2 embeddings", str(run_dir),
+                 "about 3 minutes on 2 CPU cores", "later gym.make calls read the cache"):
+        assert part in message
+    assert calls == [True]  # bars on (a terminal draws them) while building
+    assert issubclass(FirstBuildWarning, RecsimWarning)  # the CLI prints it as a "note:" line
+
+    (run_dir / "personas.parquet").write_bytes(b"")  # the cache exists now
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstBuildWarning)
+        with pytest.raises(_Stop):
+            default_population("ml-latest-small")
+    assert calls == [True, False]
+

@@ -28,7 +28,7 @@ environment's users know. :func:`load_population` picks the source:
 
 from __future__ import annotations
 
-import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +43,14 @@ from recsim_personas.envs.user_models import (
     simulator_ratings,
 )
 from recsim_personas.envs.user_population import UserPopulation, item_titles, synthetic_population
-from recsim_personas.errors import EnvError
+from recsim_personas.errors import EnvError, RecsimWarning
 
 if TYPE_CHECKING:
     from recsim_personas.envs.config import PersonaRecConfig
 
 __all__ = [
+    "FIRST_BUILD_SECONDS_2_CORES",
+    "FirstBuildWarning",
     "UserPopulation",
     "adapter_name",
     "build_agent",
@@ -56,6 +58,7 @@ __all__ = [
     "default_population",
     "default_run_dir",
     "default_split_config",
+    "first_build_note",
     "item_titles",
     "load_population",
     "missing_adapters",
@@ -64,7 +67,6 @@ __all__ = [
     "synthetic_population",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Bump when the default population's construction changes (its cache folder name carries it).
 _DEFAULT_VERSION = "2"  # 2: leave-one-out memories, whole-dataset item averages (issue 12)
@@ -214,13 +216,30 @@ def default_population(dataset: str = "ml-latest-small", data_dir: str | None = 
     run_dir = default_run_dir(dataset, data_dir)
     ds = load_dataset(dataset, data_dir)
     split = default_split_config(ds)
-    if not (run_dir / "personas.parquet").is_file():
-        logger.warning(
-            "building the default PersonaRec-v0 population (%s, paper split, template profiles) in %s; "
-            "this happens once", dataset, run_dir,
-        )
-    build_memories(ds, split, MemoryPipelineConfig.paper(), run_dir, progress=False)
+    first = not (run_dir / "personas.parquet").is_file()
+    if first:
+        warnings.warn(FirstBuildWarning(first_build_note(dataset, run_dir)), stacklevel=2)
+    # Bars (profiles, embeddings) only on a terminal and only while something is being built.
+    build_memories(ds, split, MemoryPipelineConfig.paper(), run_dir, progress=first)
     return population_from_run_dir(run_dir, data_dir=data_dir, dataset=ds)
+
+
+class FirstBuildWarning(RecsimWarning):
+    """The first ``gym.make`` on a dataset builds and caches its default population (once)."""
+
+
+#: Wall time of a cold first ``gym.make("PersonaRec-v0")`` on 2 CPU cores (issue 13's measurement).
+FIRST_BUILD_SECONDS_2_CORES = 175
+
+
+def first_build_note(dataset: str, run_dir: Path) -> str:
+    """The one line said before the default population of ``dataset`` is built into ``run_dir``."""
+    minutes = max(1, round(FIRST_BUILD_SECONDS_2_CORES / 60))
+    return (
+        f"first use of PersonaRec on {dataset}: building and caching its default population once "
+        f"(paper split, template profiles, memories, all-MiniLM-L6-v2 embeddings) in {run_dir}; "
+        f"about {minutes} minutes on 2 CPU cores for ml-latest-small; later gym.make calls read the cache"
+    )
 
 
 def load_population(config: PersonaRecConfig) -> UserPopulation:
