@@ -10,8 +10,11 @@ policy can do without personalising, given the simulator's own means). User mode
 
 - ``bias``: user + item biases fitted on the population's train split (``PersonaRec-v0``);
 - ``mf``: the latent-factor users of ``PersonaRec-v1`` (biased MF on ml-latest-small without the
-  population's test ratings, 50 factors, reg 0.1, held-out-calibrated noise);
-- ``mf-train-only``: the same model fitted on the population's 9.6k train ratings only.
+  population's test ratings, 50 factors, reg 0.1; each user's tastes one draw from the ridge
+  posterior, noise = the rest of the held-out residual variance);
+- ``mf-mean``: the same model with each user's tastes at the point estimate (v1 before the
+  posterior draw: tastes shrunk towards the item means) and noise = the held-out residual;
+- ``mf-train-only``: the point-estimate model fitted on the population's 9.6k train ratings only.
 
 Writes ``results/rl-user-models.json`` (config, git, versions, hardware with CPU model and flags,
 results) and prints a table.
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.agents.mf_agent import LatentFactorUserAgent
     from recsim_personas.envs.config import PersonaRecConfig
     from recsim_personas.envs.evaluation import evaluate_policy
-    from recsim_personas.envs.population import build_agent, load_population
+    from recsim_personas.envs.population import build_agent, load_population, simulator_ratings
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
     from recsim_personas.envs.vector import PersonaRecVectorEnv
     from recsim_personas.eval.report import results_document, write_results_json
@@ -64,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     agents = {
         "bias": build_agent(PersonaRecConfig(agent="bias"), population),
         "mf": build_agent(PersonaRecConfig(agent="mf"), population),
+        "mf-mean": LatentFactorUserAgent.fit(
+            simulator_ratings(population), population.scale, activity_levels=activity,
+            table_users=population.user_ids, table_items=population.item_ids, tastes="mean",
+        ),
         "mf-train-only": LatentFactorUserAgent.fit(
             population.train, population.scale, activity_levels=activity,
-            table_users=population.user_ids, table_items=population.item_ids,
+            table_users=population.user_ids, table_items=population.item_ids, tastes="mean",
         ),
     }
     rows: list[dict[str, Any]] = []

@@ -10,7 +10,11 @@ from gymnasium.utils.env_checker import check_env
 
 import recsim_personas.envs  # noqa: F401  (registers the ids)
 from recsim_personas.agents.bias_agent import BiasUserAgent
-from recsim_personas.agents.mf_agent import LatentFactorUserAgent, heldout_residual_std
+from recsim_personas.agents.mf_agent import (
+    LatentFactorUserAgent,
+    heldout_residual_std,
+    posterior_taste_deviations,
+)
 from recsim_personas.baselines.mf import BiasedMF
 from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.evaluation import evaluate_policy, user_schedule
@@ -35,14 +39,44 @@ def mf_agent(population):
 
 
 # -- the latent-factor users -----------------------------------------------------------------------
-def test_mf_agent_means_are_the_models_predictions_clipped(population, mf_agent):
+def test_mf_agent_means_are_the_models_predictions_clipped_with_tastes_mean(population):
+    agent = LatentFactorUserAgent.fit(population.train, population.scale, tastes="mean")
     users = np.repeat(population.user_ids[:5], 4)
     items = np.tile(population.item_ids[:4], 5)
-    expected = np.clip(mf_agent.model.predict(users, items), 0.999, 5.0)  # scale 1-5
-    np.testing.assert_allclose(mf_agent.mean_rating(users, items), np.clip(expected, 1, 5), atol=1e-12)
+    expected = np.clip(agent.model.predict(users, items), 0.999, 5.0)  # scale 1-5
+    np.testing.assert_allclose(agent.mean_rating(users, items), np.clip(expected, 1, 5), atol=1e-12)
+    assert not agent.taste_deviations.any()
     # A pair outside the dense table (unknown item) falls back as the model does.
-    out = mf_agent.mean_rating([population.user_ids[0]], [10_000])
+    out = agent.mean_rating([population.user_ids[0]], [10_000])
     assert out.shape == (1,) and 1.0 <= out[0] <= 5.0
+
+
+def test_posterior_tastes_add_each_users_draw_to_the_estimate(population, mf_agent):
+    """Default users: estimate + b_dev + q_i . p_dev, one draw per user from the ridge posterior."""
+    model, dev = mf_agent.model, mf_agent.taste_deviations
+    users, items = population.user_ids, population.item_ids
+    assert dev.shape == (len(users), model.n_factors + 1) and dev.std() > 0
+    u, i = 3, np.arange(6)
+    estimate = model.predict(np.full(6, users[u]), items[i])
+    q = model.item_factors_[np.searchsorted(model.item_ids_, items[i])]
+    expected = np.clip(estimate + dev[u, 0] + q @ dev[u, 1:], 1.0, 5.0)
+    np.testing.assert_allclose(mf_agent.mean_rating(np.full(6, users[u]), items[i]), expected, atol=1e-12)
+    # A user's draw depends on the seed and the user, not on which other users are simulated.
+    alone = posterior_taste_deviations(model, simulator_ratings(population), users[u:u + 1],
+                                       noise_var=mf_agent_noise_var(population), seed=0)
+    np.testing.assert_allclose(alone[0], dev[u])
+    other = LatentFactorUserAgent.fit(population.train, population.scale, seed=1)
+    assert not np.allclose(other.taste_deviations, dev)
+    # Tastes + noise keep the held-out spread: noise^2 = held-out MSE - the tastes' variance.
+    held = heldout_residual_std(population.train, population.scale, seed=0)
+    taste_var = np.mean((mf_agent.mean_table - mf_agent._estimate_table()) ** 2)
+    assert mf_agent.noise_std == pytest.approx(np.sqrt(held**2 - taste_var))
+    with pytest.raises(ConfigError, match="tastes must be one of posterior, mean"):
+        LatentFactorUserAgent.fit(population.train, population.scale, tastes="sampled")
+
+
+def mf_agent_noise_var(population):
+    return heldout_residual_std(simulator_ratings(population), population.scale, seed=0) ** 2
 
 
 def test_mf_users_have_different_favourites_unlike_the_bias_users(population, mf_agent):
@@ -62,7 +96,7 @@ def test_mf_users_have_different_favourites_unlike_the_bias_users(population, mf
 def test_mf_noise_is_the_heldout_residual(population):
     train = population.train
     std = heldout_residual_std(train, population.scale, seed=0)
-    agent = LatentFactorUserAgent.fit(train, population.scale, seed=0)
+    agent = LatentFactorUserAgent.fit(train, population.scale, seed=0, tastes="mean")
     assert agent.noise_std == pytest.approx(std)
     # Held-out error is larger than the error on the ratings the model was fitted on.
     model = BiasedMF(scale=population.scale, n_factors=50, reg=0.1, seed=0).fit(train)
