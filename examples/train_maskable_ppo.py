@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path, episodes: int) -> list[Path]:
+def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path, episodes: int,
+         learned: str = "MaskablePPO (learned)") -> list[Path]:
     """``<stem>-curve.png`` (training return against steps) and ``<stem>-comparison.png``.
 
     ``python examples/train_maskable_ppo.py --replot results/rl-maskable-ppo.json`` redraws them from
@@ -226,7 +227,7 @@ def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path,
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     if points:
         ax.plot([q["timesteps"] for q in points], [q["mean_return"] for q in points], color="#4c72b0",
-                label="MaskablePPO, training episodes (sampled actions)")
+                label=f"{learned.replace(' (learned)', '')}, training episodes (exploring)")
     ax.axhline(popularity, color="#dd8452", ls="--", label="popularity (evaluation)")
     ax.axhline(oracle, color="#55a868", ls=":", label="oracle (evaluation)")
     ax.set_xlabel("environment steps")
@@ -239,13 +240,19 @@ def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path,
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    names = [r["policy"].replace(" (learned)", "\n(learned)") for r in rows]
+    names = [r["policy"].replace(" (learned)", "\n(learned)").replace("item-scoring ", "item-scoring\n")
+             for r in rows]
     means = np.array([r["return"] for r in rows])
     ci = np.array([r["return_ci"] for r in rows])
+    colours = {"random": "#8c8c8c", "popularity": "#dd8452", "als": "#c44e52", "oracle": "#55a868"}
     ax.bar(np.arange(len(rows)), means, yerr=np.abs(np.stack([means - ci[:, 0], ci[:, 1] - means])),
-           capsize=4, color=["#8c8c8c", "#dd8452", "#c44e52", "#4c72b0", "#55a868"][: len(rows)])
+           capsize=4, color=[colours.get(r["policy"], "#4c72b0") for r in rows])
+    # The bars start at 0 (the return's lower end; a seen-item penalty can go below) so heights compare.
+    ax.set_ylim(min(0.0, float(ci[:, 0].min()) * 1.1), float(ci[:, 1].max()) * 1.1)
     ax.set_xticks(np.arange(len(rows)), names, fontsize=8)
     ax.set_ylabel("mean episode return (95% CI)")
+    for x, (m, hi) in enumerate(zip(means, ci[:, 1], strict=True)):
+        ax.text(x, hi, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_title(f"PersonaRec-v1, latent-factor users: {episodes} evaluation sessions per policy",
                  fontsize=10)
     fig.tight_layout()
