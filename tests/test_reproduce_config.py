@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from recsim_personas.config import apply_overrides, config_to_dict
 from recsim_personas.errors import ConfigError
 from recsim_personas.reproduce.config import (
     PRESETS,
@@ -14,7 +15,6 @@ from recsim_personas.reproduce.config import (
     load_reproduce_config,
     preset_path,
 )
-from recsim_personas.reproduce.config_io import apply_overrides, config_to_dict
 
 
 def test_every_preset_file_names_its_command_in_the_header() -> None:

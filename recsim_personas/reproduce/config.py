@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from recsim_personas.config import apply_overrides, build_dataclass, read_yaml
 from recsim_personas.errors import ConfigError
-from recsim_personas.reproduce.config_io import apply_overrides, build_dataclass, read_yaml
 
 __all__ = [
     "PRESETS",

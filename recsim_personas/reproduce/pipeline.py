@@ -28,8 +28,8 @@ from recsim_personas.artifacts import (
     git_info,
     stable_hash,
 )
+from recsim_personas.config import config_to_dict
 from recsim_personas.reproduce.config import ReproduceConfig
-from recsim_personas.reproduce.config_io import config_to_dict
 from recsim_personas.reproduce.stages import (
     adapter_inputs,
     experiment_config,
