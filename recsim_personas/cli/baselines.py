@@ -27,9 +27,10 @@ def _models(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``baselines`` command."""
     from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
+    from recsim_personas.cli.options import add_command
 
-    p = sub.add_parser(
-        "baselines",
+    p = add_command(
+        sub, "baselines", run,
         help="fit classic recommenders on a split; print RMSE/MAE and ranking metrics",
         description=(
             "Fits global/user/item mean, user+item bias and biased MF (rating predictors: RMSE, "
@@ -51,7 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here")
     e.add_argument("--save-split", default=None, metavar="DIR",
                    help="also save the split (train/test parquet + config.json) to DIR")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(
+        sub, "demo", run,
         help="run the whole pipeline on the embedded ml-latest-small (offline, ~10 min on 2 cores)",
         description=(
             "Runs `recsim-personas reproduce --preset demo`: split, distilled memories, personas, "
@@ -19,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="run folder (default: runs/demo)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

