@@ -1,5 +1,10 @@
 """``recsim-personas baselines``: fit the classic recommenders on a split and report their metrics.
 
+Fits global/user/item mean, user+item bias and biased MF (rating predictors: RMSE, MAE) and random,
+popularity and implicit ALS (rankers: precision/recall/NDCG@k, coverage) on the train part of a
+split, and scores them on the test part. RMSE/MAE average per rating (and per user in the /user
+columns); ranking metrics per user, relevant = test rating >= 4 (4.0 on half stars).
+
 Examples::
 
     recsim-personas baselines                                   # embedded ml-latest-small, paper split
@@ -29,17 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
     from recsim_personas.cli.options import add_command
 
-    p = add_command(
-        sub, "baselines", run,
-        help="fit classic recommenders on a split; print RMSE/MAE and ranking metrics",
-        description=(
-            "Fits global/user/item mean, user+item bias and biased MF (rating predictors: RMSE, "
-            "MAE) and random, popularity and implicit ALS (rankers: precision/recall/NDCG@k, "
-            "coverage) on the train part of a split, and scores them on the test part. RMSE/MAE "
-            "average per rating (and per user in the /user columns); ranking metrics per user, "
-            "relevant = test rating >= 4 (4.0 on half stars)."
-        ),
-    )
+    p = add_command(sub, "baselines", run,
+                    help="fit classic recommenders on a split; print RMSE/MAE and ranking metrics")
     add_dataset_arguments(p)
     add_split_arguments(p)
     e = p.add_argument_group("evaluation")

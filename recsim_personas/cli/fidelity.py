@@ -1,5 +1,9 @@
 """``recsim-personas fidelity``: do the simulated users rate like the real ones? (a run folder's report)
 
+RMSE/MAE (expectation and mode), per-user Spearman and NDCG@10, AUC of P(like), histogram distance,
+calibration plot and the paired bootstrap interval of agent - bias, per agent and per persona, on
+exactly the rows the agents were scored on.
+
 Examples::
 
     recsim-personas fidelity runs/demo
@@ -27,15 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from recsim_personas.cli.common import add_dataset_arguments
     from recsim_personas.cli.options import add_command
 
-    p = add_command(
-        sub, "fidelity", run,
-        help="fidelity report of a run folder's evaluated agents against the bias predictor",
-        description=(
-            "RMSE/MAE (expectation and mode), per-user Spearman and NDCG@10, AUC of P(like), histogram "
-            "distance, calibration plot and the paired bootstrap interval of agent - bias, per agent "
-            "and per persona, on exactly the rows the agents were scored on."
-        ),
-    )
+    p = add_command(sub, "fidelity", run,
+                    help="fidelity report of a run folder's evaluated agents against the bias predictor")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with evaluated rows (results/row*.parquet)")
     add_dataset_arguments(p)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")

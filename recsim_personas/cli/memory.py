@@ -1,5 +1,10 @@
 """``recsim-personas memory``: distil profiles and memories, embed them, cluster personas.
 
+Builds a run folder: the split, one profile per user and one explained memory per train rating
+(distillation with the template, openai or hf backend), embeddings of profiles and item texts, and K
+personas (KMeans++ on profile embeddings) with descriptions and plots. Unchanged stages are skipped
+on re-runs.
+
 Examples::
 
     recsim-personas memory --out runs/mem                           # embedded ml-latest-small
@@ -27,17 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
     from recsim_personas.cli.options import add_command, add_count_option
 
-    p = add_command(
-        sub, "memory", run,
-        help="distil user profiles (M_s) and memories (M_l), embed them, cluster personas",
-        description=(
-            "Builds a run folder: the split, one profile per user and one explained memory per "
-            "train rating (distillation with the template, openai or hf backend), embeddings of "
-            "profiles and item texts, and K personas (KMeans++ on profile embeddings) with "
-            "descriptions and plots. Unchanged stages are skipped on re-runs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "memory", run,
+                    help="distil user profiles (M_s) and memories (M_l), embed them, cluster personas",
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset_arguments(p)
     add_split_arguments(p)
     g = p.add_argument_group("memory")

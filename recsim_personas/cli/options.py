@@ -1,6 +1,7 @@
 """The one home of the CLI's command set-up and count options.
 
-:func:`add_command` adds a sub-command whose ``run(args) -> int`` ``main`` calls;
+:func:`add_command` adds a sub-command whose ``run(args) -> int`` ``main`` calls (its ``--help``
+page opens with the second paragraph of the command module's docstring);
 :func:`count_type` parses a whole number with a lower bound (or a word such as ``all``) and raises
 argparse's usage error (exit code 2, one line) otherwise; :func:`add_count_option` adds an option
 that takes one. :func:`config_from_args` builds a config dataclass from the options named like its
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -26,15 +29,28 @@ def add_command(
     sub: argparse._SubParsersAction,
     name: str,
     run: Callable[[argparse.Namespace], int],
-    *,
     help: str,
-    description: str,
+    *,
+    description: str | None = None,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """Add the sub-command ``name`` (``--help`` shows ``help`` in the list, ``description`` on its page)."""
+    """Add the sub-command ``name``, whose ``run(args)`` ``main`` calls.
+
+    ``help`` is its line in ``recsim-personas --help``; ``description`` heads its own ``--help``
+    page and defaults to the second paragraph of the docstring of ``run``'s module (argparse folds
+    its white space), so the module's docstring and the command's help say the same.
+    """
+    if description is None:
+        description = command_description(sys.modules[run.__module__].__doc__)
     parser = sub.add_parser(name, help=help, description=description, **kwargs)
     parser.set_defaults(func=run)
     return parser
+
+
+def command_description(doc: str | None) -> str | None:
+    """The second paragraph of a command module's docstring (after its title line), white space folded."""
+    paragraphs = [p for p in inspect.cleandoc(doc or "").split("\n\n") if p.strip()]
+    return " ".join(paragraphs[1].split()) if len(paragraphs) > 1 else None
 
 
 def count_type(

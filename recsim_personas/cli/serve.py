@@ -1,5 +1,9 @@
 """``recsim-personas serve``: the vLLM server command for a run folder (printed, or started).
 
+Builds the vLLM OpenAI-server command for a run folder: the base model, one --lora-modules entry per
+trained adapter, --max-lora-rank from the adapters, prefix caching. Prints it, or with --launch
+starts it and waits until it answers.
+
 Examples::
 
     recsim-personas serve runs/demo                       # print the command
@@ -25,15 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
     from recsim_personas.cli.options import add_command
 
-    p = add_command(
-        sub, "serve", run,
-        help="print or start the vLLM server of a run folder (base model + every persona adapter)",
-        description=(
-            "Builds the vLLM OpenAI-server command for a run folder: the base model, one "
-            "--lora-modules entry per trained adapter, --max-lora-rank from the adapters, prefix "
-            "caching. Prints it, or with --launch starts it and waits until it answers."
-        ),
-    )
+    p = add_command(sub, "serve", run,
+                    help="print or start the vLLM server of a run folder (base model + every persona adapter)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with trained adapters")
     p.add_argument("--model", default=None, help="base model the adapters were trained on (hub id or folder)")
     p.add_argument("--memory", default="both", choices=("ms", "msml", "both"),

@@ -1,5 +1,11 @@
 """``recsim-personas simulate``: baseline policies in PersonaRec-v0, next to their offline metrics.
 
+Runs recommendation policies (random, popularity, ALS, an oracle that asks the simulator, an
+epsilon-greedy bandit) against the simulated users of PersonaRec-v0 and reports simulated rating,
+like rate, session length, exit rate and return with 95% CIs, next to each policy's offline
+precision/recall/NDCG@k on the test split, and the Spearman correlation of the two orderings. Table
++ PNG + JSON.
+
 Examples::
 
     recsim-personas simulate                                        # embedded default, mf agent
@@ -33,17 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` command."""
     from recsim_personas.cli.options import add_command, add_count_option
 
-    p = add_command(
-        sub, "simulate", run,
-        help="run baseline policies in PersonaRec-v0; compare with their offline metrics",
-        description=(
-            "Runs recommendation policies (random, popularity, ALS, an oracle that asks the "
-            "simulator, an epsilon-greedy bandit) against the simulated users of PersonaRec-v0 and "
-            "reports simulated rating, like rate, session length, exit rate and return with 95% "
-            "CIs, next to each policy's offline precision/recall/NDCG@k on the test split, and the "
-            "Spearman correlation of the two orderings. Table + PNG + JSON."
-        ),
-    )
+    p = add_command(sub, "simulate", run,
+                    help="run baseline policies in PersonaRec-v0; compare with their offline metrics")
     g = p.add_argument_group("simulation")
     g.add_argument("--policies", type=_policies, default=("random", "popularity", "als", "oracle"),
                    metavar="A,B,...", help="policies: random, popularity, als, oracle, bandit "

@@ -1,5 +1,10 @@
 """``recsim-personas train``: fine-tune the persona and single LoRA adapters of a run folder.
 
+LoRA fine-tuning of a frozen small LM on the run folder's train ratings (prompt = the user's
+profile, the item and, in msml mode, the retrieved memory; target = the rating). One adapter per
+persona and two single adapters (sub-sampled to the smallest and largest persona dataset), per
+memory mode. Resumable; finished adapters are reused.
+
 Examples::
 
     recsim-personas memory --out runs/ml1m --dataset ml-1m --data-dir ~/data/ml-1m
@@ -170,16 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
     from recsim_personas.cli.options import add_command
 
-    p = add_command(
-        sub, "train", run,
-        help="fine-tune persona and single LoRA adapters on a run folder",
-        description=(
-            "LoRA fine-tuning of a frozen small LM on the run folder's train ratings (prompt = the "
-            "user's profile, the item and, in msml mode, the retrieved memory; target = the rating). "
-            "One adapter per persona and two single adapters (sub-sampled to the smallest and largest "
-            "persona dataset), per memory mode. Resumable; finished adapters are reused."
-        ),
-    )
+    p = add_command(sub, "train", run, help="fine-tune persona and single LoRA adapters on a run folder")
     add_experiment_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print what would be trained and stop")
 
