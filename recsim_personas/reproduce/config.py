@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from recsim_personas.config import Config, apply_overrides, read_yaml
 from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig
@@ -42,14 +42,15 @@ __all__ = [
 ]
 
 PRESETS = ("demo", "cpu", "full", "paper")
-DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
+DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 
 
 @dataclass(frozen=True)
 class DatasetSection(Config):
     """Which ratings to use: ``name`` (``ml-latest-small`` is embedded), ``data_dir`` for the others."""
 
-    name: Literal["ml-latest-small", "ml-100k", "ml-1m"] = "ml-latest-small"
+    name: DatasetName = "ml-latest-small"
     data_dir: str | None = None
     enrichment: str | None = None
 
@@ -98,14 +99,12 @@ class MemorySection(Config):
     item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
+        # The options named as in DistillConfig (batch_size, retry_after_max, ...) are checked by it
+        # (``stage_configs``); these are the ones this section names its own way.
         if self.request_timeout <= 0:
             raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.request_attempts < 1:
             raise ConfigError(f"request_attempts must be >= 1, got {self.request_attempts}")
-        if self.retry_after_max < 0:
-            raise ConfigError(f"retry_after_max must be >= 0 seconds, got {self.retry_after_max}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.personas is not None and self.personas < 1:
             raise ConfigError(f"personas must be >= 1 or null (elbow), got {self.personas}")
         if self.backend == "openai" and not self.model:
