@@ -1,11 +1,11 @@
-"""The one home of the CLI's command set-up and count options.
+"""Building blocks of every command's parser: the one home of the CLI's option helpers.
 
-:func:`add_command` adds a sub-command whose ``run(args) -> int`` ``main`` calls (its ``--help``
-page opens with the second paragraph of the command module's docstring);
-:func:`count_type` parses a whole number with a lower bound (or a word such as ``all``) and raises
-argparse's usage error (exit code 2, one line) otherwise; :func:`add_count_option` adds an option
-that takes one. :func:`config_from_args` builds a config dataclass from the options named like its
-fields.
+- :func:`add_command` adds a sub-command whose ``run(args) -> int`` ``main`` calls; its ``--help``
+  page opens with the second paragraph of the command module's docstring.
+- :func:`count_type` parses a whole number with a lower bound, or a word such as ``all``; anything
+  else is argparse's usage error (exit code 2, one line). :func:`add_count_option` adds an option
+  that takes one (``--users N|all``, ``--k K|elbow``, ``--oracle-candidates N|all``).
+- :func:`config_from_args` builds a config dataclass from the options named like its fields.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["add_command", "add_count_option", "config_from_args", "count_type"]
+__all__ = ["add_command", "add_count_option", "command_description", "config_from_args", "count_type"]
 
 T = TypeVar("T")
 
