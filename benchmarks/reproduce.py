@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.cli.reproduce import print_report
     from recsim_personas.reproduce.config import load_reproduce_config
-    from recsim_personas.reproduce.config_io import config_to_dict
+    from recsim_personas.config import config_to_dict
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     extra = {"dataset.data_dir": args.data_dir, "out": args.out}

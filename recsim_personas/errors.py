@@ -18,6 +18,10 @@ __all__ = [
     "ModelError",
     "OutputError",
     "RecsimError",
+    "RecsimWarning",
+    "closest",
+    "did_you_mean",
+    "not_one_of",
     "unknown_keys",
 ]
 
@@ -58,6 +62,30 @@ class EnvError(RecsimError):
     """Invalid use of the Gymnasium environment (bad action, unknown user, bad run folder)."""
 
 
+def closest(value: object, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` of ``choices`` (as strings) closest to ``value``, best first (difflib's ratio)."""
+    return difflib.get_close_matches(str(value), [str(c) for c in choices], n=n, cutoff=cutoff)
+
+
+def did_you_mean(value: object, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6) -> str:
+    """``" Did you mean 'x'?"`` (leading space) naming the closest of ``choices``, or ``""``.
+
+    The one did-you-mean hint of the library: append it to a message that ends with a full stop.
+    """
+    close = closest(value, choices, n=n, cutoff=cutoff)
+    if not close:
+        return ""
+    names = [repr(c) for c in close]
+    said = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f" Did you mean {said}?"
+
+
+def not_one_of(what: str, value: object, choices: Sequence[object]) -> str:
+    """``"{what} must be one of a, b, got 'x'. Did you mean 'a'?"``: the message for a bad choice."""
+    listed = ", ".join(str(c) for c in choices)
+    return f"{what} must be one of {listed}, got {value!r}.{did_you_mean(value, choices)}"
+
+
 def unknown_keys(keys: Iterable[object], known: Sequence[str]) -> list[str]:
     """The keys not in ``known``, each quoted with its closest known name: ``"'lr' (did you mean 'x'?)"``.
 
@@ -66,6 +94,6 @@ def unknown_keys(keys: Iterable[object], known: Sequence[str]) -> list[str]:
     out = []
     for key in keys:
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
+            close = closest(key, known)
             out.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return out

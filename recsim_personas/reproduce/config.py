@@ -1,23 +1,29 @@
 """The reproduction config: one YAML file per preset under ``configs/``, validated as a whole.
 
-Every section is a frozen dataclass; :func:`load_reproduce_config` builds the tree from YAML plus
+Every section is a frozen :class:`~recsim_personas.config.Config` dataclass. Where a section has
+the fields of a library config it *is* that config: ``split`` is the library's
+:class:`~recsim_personas.data.splits.SplitConfig` (with the paper's protocol as its defaults). The
+other sections gather, under the keys the presets use, options that the library spreads over
+several configs (``model`` and ``training`` both feed ``ExperimentConfig``; ``memory`` feeds
+``DistillConfig``, ``PersonaConfig`` and ``MemoryPipelineConfig``); :mod:`.stages` builds those
+library configs from them. :func:`load_reproduce_config` builds the tree from YAML plus
 ``key=value`` overrides and then checks what can be checked without heavy work (dataset folders,
-model paths, cross-field rules), reporting all problems in one :class:`ConfigError`.
+model paths, every stage's own rules), reporting all problems in one :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from recsim_personas.errors import ConfigError
-from recsim_personas.reproduce.config_io import apply_overrides, build_dataclass, read_yaml
+from recsim_personas.config import Config, apply_overrides, read_yaml
+from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig
+from recsim_personas.errors import ConfigError, did_you_mean
 
 __all__ = [
     "PRESETS",
@@ -36,47 +42,42 @@ __all__ = [
 ]
 
 PRESETS = ("demo", "cpu", "full", "paper")
-DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
+DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 
 
 @dataclass(frozen=True)
-class DatasetSection:
+class DatasetSection(Config):
     """Which ratings to use: ``name`` (``ml-latest-small`` is embedded), ``data_dir`` for the others."""
 
-    name: Literal["ml-latest-small", "ml-100k", "ml-1m"] = "ml-latest-small"
+    name: DatasetName = "ml-latest-small"
     data_dir: str | None = None
     enrichment: str | None = None
 
 
 @dataclass(frozen=True)
-class SplitSection:
-    """The paper's protocol: users with 100-200 ratings, N sampled, oldest 60% of each to train."""
+class SplitSection(SplitConfig, Config):
+    """``split``: the library's :class:`SplitConfig`, defaulting to the paper's protocol (users with
+    100-200 ratings, 200 sampled, the oldest 60% of each to train)."""
 
-    method: Literal["temporal", "random", "last"] = "temporal"
-    train_fraction: float = 0.6
-    last_n: int = 1
-    min_interactions: int | None = 100
-    max_interactions: int | None = 200
-    n_users: int | None = 200
-    seed: int = 0
+    min_interactions: int | None = PAPER_SPLIT.min_interactions
+    max_interactions: int | None = PAPER_SPLIT.max_interactions
+    n_users: int | None = PAPER_SPLIT.n_users
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-        if self.n_users is not None and self.n_users < 1:
-            raise ConfigError(f"n_users must be >= 1 or null (all), got {self.n_users}")
-        if (
-            self.min_interactions is not None
-            and self.max_interactions is not None
-            and self.min_interactions > self.max_interactions
-        ):
-            raise ConfigError(
-                f"min_interactions ({self.min_interactions}) > max_interactions ({self.max_interactions})"
-            )
+        low, high = self.min_interactions, self.max_interactions
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            # The wording this config has always reported (SplitConfig says "exceeds").
+            raise ConfigError(f"min_interactions ({low}) > max_interactions ({high})")
+        super().__post_init__()
+
+    def to_split_config(self) -> SplitConfig:
+        """The same settings as a plain :class:`SplitConfig` (what a run folder records)."""
+        return SplitConfig(**{f.name: getattr(self, f.name) for f in fields(SplitConfig)})
 
 
 @dataclass(frozen=True)
-class MemorySection:
+class MemorySection(Config):
     """Distillation backend, embeddings, personas and retrieval."""
 
     backend: Literal["template", "openai", "hf"] = "template"
@@ -98,14 +99,12 @@ class MemorySection:
     item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
+        # The options named as in DistillConfig (batch_size, retry_after_max, ...) are checked by it
+        # (``stage_configs``); these are the ones this section names its own way.
         if self.request_timeout <= 0:
             raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.request_attempts < 1:
             raise ConfigError(f"request_attempts must be >= 1, got {self.request_attempts}")
-        if self.retry_after_max < 0:
-            raise ConfigError(f"retry_after_max must be >= 0 seconds, got {self.retry_after_max}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.personas is not None and self.personas < 1:
             raise ConfigError(f"personas must be >= 1 or null (elbow), got {self.personas}")
         if self.backend == "openai" and not self.model:
@@ -113,7 +112,7 @@ class MemorySection:
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(Config):
     """The small language model: ``name`` null = SmolLM2-135M-Instruct shipped offline."""
 
     name: str | None = None
@@ -122,7 +121,7 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
-class TrainingSection:
+class TrainingSection(Config):
     """LoRA fine-tuning: a preset of ``LoraTrainConfig`` plus field overrides."""
 
     preset: Literal["cpu", "paper"] = "cpu"
@@ -141,7 +140,7 @@ class TrainingSection:
 
 
 @dataclass(frozen=True)
-class EvaluationSection:
+class EvaluationSection(Config):
     """How the agents are scored on the test split."""
 
     mode: Literal["score", "generate"] = "score"
@@ -157,7 +156,7 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
-class SimulationSection:
+class SimulationSection(Config):
     """The baseline policies in simulation (PersonaRec-v0) after the fidelity table."""
 
     enabled: bool = True
@@ -171,7 +170,7 @@ class SimulationSection:
 
 
 @dataclass(frozen=True)
-class ReproduceConfig:
+class ReproduceConfig(Config):
     """Everything ``recsim-personas reproduce`` runs: split, memories, training, evaluation, simulation."""
 
     preset: Literal["demo", "cpu", "full", "paper", "custom"] = "custom"
@@ -189,10 +188,8 @@ class ReproduceConfig:
 def preset_path(preset: str) -> Path:
     """The YAML file of a preset: ``configs/<preset>.yaml`` in a checkout, else the packaged copy."""
     if preset not in PRESETS:
-        hint = difflib.get_close_matches(preset, PRESETS, n=1)
         raise ConfigError(
-            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
-            + (f". Did you mean {hint[0]!r}?" if hint else "")
+            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.{did_you_mean(preset, PRESETS)}"
         )
     packaged = importlib.resources.files("recsim_personas.reproduce") / "configs" / f"{preset}.yaml"
     return Path(str(packaged))
@@ -300,11 +297,7 @@ def _validate(data: dict) -> list[str]:
         known = sorted(LoraTrainConfig.__dataclass_fields__)
         for key in overrides:
             if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
-                errors.append(
-                    f"training.overrides.{key}: unknown LoRA setting"
-                    + (f". Did you mean {hint[0]!r}?" if hint else "")
-                )
+                errors.append(f"training.overrides.{key}: unknown LoRA setting.{did_you_mean(key, known)}")
         if not errors:
             try:
                 preset = _section(data, "training").get("preset", "cpu")
@@ -333,7 +326,7 @@ def load_reproduce_config(
     data = apply_overrides(data, overrides)
     errors = _validate(data)
     try:
-        config = build_dataclass(ReproduceConfig, data, source=str(path))
+        config = ReproduceConfig.from_dict(data, source=str(path))
     except ConfigError as exc:
         # Report the typed errors and the filesystem / model errors together.
         if not errors:

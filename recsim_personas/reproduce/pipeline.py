@@ -29,7 +29,6 @@ from recsim_personas.artifacts import (
     stable_hash,
 )
 from recsim_personas.reproduce.config import ReproduceConfig
-from recsim_personas.reproduce.config_io import config_to_dict
 from recsim_personas.reproduce.stages import (
     adapter_inputs,
     experiment_config,
@@ -206,7 +205,7 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     adapters_dir = out / "adapters"
     existing = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
     verify_run_folder(out, adapters=existing, repair=("memory", "adapters", "results"))
-    atomic_write_json(out / "reproduce_config.json", config_to_dict(config))
+    atomic_write_json(out / "reproduce_config.json", config.to_dict())
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -256,7 +255,7 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     model_name = config.model.name or "SmolLM2-135M-Instruct"
     table = render_table1(rows, baselines, model_name=model_name)
     meta = {
-        "config": config_to_dict(config),
+        "config": config.to_dict(),
         "experiment": exp_config.to_dict(),
         "git": git_info(),
         **environment_info(),

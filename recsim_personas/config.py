@@ -1,26 +1,36 @@
-"""Typed configs from YAML: dataclass trees built from dicts, with every error reported at once.
+"""The one way to write a config: a dataclass that derives from :class:`Config`.
 
-``load_config(path, cls, overrides)`` reads a YAML file, applies ``key.sub=value`` overrides (values
-parsed as YAML scalars), and builds ``cls``. Unknown keys, wrong types and invalid ``Literal`` choices
-are collected over the whole tree and raised together in one :class:`ConfigError`, before any heavy
-work starts.
+``Config`` gives every config dataclass of the library the same behaviour (after PEFT's
+``PeftConfig``): :meth:`Config.from_dict` builds it from plain data and reports unknown keys (with
+did-you-mean), wrong types and invalid ``Literal`` choices over the whole tree in one
+:class:`ConfigError`; :meth:`Config.to_dict` is its inverse; :meth:`Config.replace` rejects unknown
+fields; :meth:`Config.field_help` reads each field's ``metadata["help"]``; :meth:`Config.from_yaml`
+reads a YAML file with ``key.sub=value`` overrides. Fields may nest other dataclasses. Cross-field
+rules stay in each class's ``__post_init__`` (raise :class:`ConfigError`; ``from_dict`` adds them
+to the same report).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Self, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, did_you_mean, unknown_keys
 
-__all__ = ["apply_overrides", "build_dataclass", "config_to_dict", "load_config", "read_yaml"]
+__all__ = [
+    "Config",
+    "apply_overrides",
+    "build_dataclass",
+    "config_to_dict",
+    "load_config",
+    "read_yaml",
+]
 
 T = TypeVar("T")
 
@@ -101,8 +111,7 @@ def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            extra = f" Did you mean {hint[0]!r}?" if hint else ""
+            extra = did_you_mean(value, choices)
             errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}.{extra}")
         return value
     if origin in (Union, types.UnionType):
@@ -157,16 +166,30 @@ def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
     return value
 
 
+def _hints(cls: type) -> dict[str, Any]:
+    """Field types of ``cls``; a name that cannot be resolved at run time counts as ``Any``."""
+    try:
+        return get_type_hints(cls)
+    except NameError:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            try:
+                out[f.name] = get_type_hints(type("_One", (), {"__annotations__": {f.name: f.type},
+                                                                "__module__": cls.__module__}))[f.name]
+            except NameError:
+                out[f.name] = Any
+        return out
+
+
 def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) -> T:
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     n_errors = len(errors)
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            extra = f" Did you mean {hint[0]!r}?" if hint else ""
+            extra = did_you_mean(key, fields)
             errors.append(f"{path}: unknown key.{extra} Known keys: {', '.join(fields)}")
             continue
         kwargs[key] = _convert(value, hints[key], path, errors)
@@ -215,6 +238,45 @@ def config_to_dict(obj: Any) -> dict[str, Any]:
         return v
 
     return conv(obj)
+
+
+
+class Config:
+    """Base of every config dataclass: load, save, validate and document in one way.
+
+    A subclass is a ``@dataclass`` (frozen or not) whose fields have defaults and, optionally,
+    ``field(metadata={"help": ...})``; cross-field checks go in ``__post_init__``.
+    """
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> Self:
+        """Build from plain data (the inverse of :meth:`to_dict`); every problem in one ConfigError."""
+        name = source or cls.__name__
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: expected a mapping of field names to values, got {type(data).__name__}")
+        return build_dataclass(cls, data, source=name)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Self:
+        """Read ``path`` (YAML), apply ``key.sub=value`` ``overrides``, build and validate."""
+        return load_config(path, cls, overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts and lists (tuples become lists), ready for JSON or YAML."""
+        return config_to_dict(self)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied and validated again; an unknown field is a ConfigError."""
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        bad = unknown_keys(changes, names)
+        if bad:
+            raise ConfigError(f"{type(self).__name__} has no field {', '.join(bad)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """``{field name: help text}`` for every field (empty where a field has none)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
 
 _ = typing  # keep typing importable for get_type_hints on forward references
