@@ -12,6 +12,7 @@ import pytest
 
 from recsim_personas.agents.bias_agent import BiasUserAgent
 from recsim_personas.cli.main import main
+from recsim_personas.envs.config import PersonaRecConfig
 from recsim_personas.envs.population import (
     UserPopulation,
     population_from_run_dir,
@@ -183,3 +184,20 @@ def test_cli_reports_user_errors_in_one_line(run_dir, capsys):
     assert main(["simulate", "--run-dir", str(run_dir), "--agent", "lm", "--episodes", "2"]) == 2
     err = capsys.readouterr().err
     assert "is missing persona adapter(s) persona_0__ms, persona_1__ms" in err
+
+
+def test_env_configs_load_through_the_config_base_and_report_every_bad_key():
+    """PersonaRecConfig and SimulationConfig use the library's Config base: from_dict lists all problems."""
+    from recsim_personas.config import Config
+
+    assert issubclass(PersonaRecConfig, Config) and issubclass(SimulationConfig, Config)
+    with pytest.raises(ConfigError) as err:
+        PersonaRecConfig.from_dict({"horizn": 5, "reward": "likes", "exit_rule": {"bse": 0.1}})
+    msg = str(err.value)
+    assert "3 error(s)" in msg
+    assert "horizn: unknown key. Did you mean 'horizon'?" in msg
+    assert "reward: 'likes' is not one of 'rating', 'normalized', 'like'. Did you mean 'like'?" in msg
+    assert "exit_rule.bse: unknown key. Did you mean 'base'?" in msg
+    assert PersonaRecConfig.field_help()["mask_in_obs"].startswith("Carry the action mask")
+    sim = SimulationConfig.from_dict({"policies": "random,oracle", "episodes": 30})
+    assert sim.policies == ("random", "oracle") and SimulationConfig.from_dict(sim.to_dict()) == sim

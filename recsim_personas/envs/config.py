@@ -1,9 +1,10 @@
 """Settings of ``PersonaRec-v0`` as data: :class:`PersonaRecConfig`.
 
 Every keyword that ``gym.make("PersonaRec-v0", ...)`` accepts (besides ``agent``, ``population`` and
-``render_mode``, which are objects) is a field here, with help text in the field's metadata. A config
-round-trips through :meth:`PersonaRecConfig.to_dict` / :meth:`PersonaRecConfig.from_dict`, and all
-invalid fields are reported at once, before any data or model is loaded.
+``render_mode``, which are objects) is a field here, with help text in the field's metadata. Loading,
+saving and documenting come from the library's :class:`~recsim_personas.config.Config` base (a
+config round-trips through ``to_dict`` / ``from_dict``; ``field_help``); ``__post_init__`` reports
+all invalid fields at once, before any data or model is loaded.
 
 Example:
     >>> cfg = PersonaRecConfig(horizon=10, slate_size=3, reward="like")
@@ -15,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any, Literal, get_args
 
 from recsim_personas.agents.exits import ExitRuleConfig
 from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD
-from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.config import Config
+from recsim_personas.errors import ConfigError, not_one_of, unknown_keys
 
 __all__ = ["PersonaRecConfig"]
 
@@ -44,7 +44,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class PersonaRecConfig:
+class PersonaRecConfig(Config):
     """What one ``PersonaRec-v0`` session looks like and which simulated users answer.
 
     See :class:`~recsim_personas.envs.persona_rec.PersonaRecEnv` for how each field acts.
@@ -267,9 +267,7 @@ class PersonaRecConfig:
             choices = get_args(kind)
             value = getattr(self, name)
             if value not in choices:
-                close = difflib.get_close_matches(str(value), choices, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}.{hint}")
+                errors.append(not_one_of(name, value, choices))
         if self.agent == "lm" and self.run_dir is None:
             errors.append(
                 "agent='lm' needs run_dir: a run folder with trained persona adapters "
@@ -286,32 +284,14 @@ class PersonaRecConfig:
         return self.agent
 
     def replace(self, **changes: Any) -> PersonaRecConfig:
-        """A copy with ``changes`` applied (unknown names raise :class:`ConfigError`)."""
+        """A copy with ``changes`` applied; unknown names raise :class:`ConfigError` naming them as
+        ``gym.make`` options (``gym.make`` passes its keyword options through here)."""
         _check_names(changes)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the nested exit rule becomes a dict)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["exit_rule"] = self.exit_rule.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PersonaRecConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"PersonaRecConfig.from_dict needs a dict, got {type(data).__name__}")
-        _check_names(data)
-        return cls(**data)
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        """``{field name: help text}`` for every field."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+        return super().replace(**changes)
 
 
 def _check_names(data: dict[str, Any]) -> None:
-    known = [f.name for f in dataclasses.fields(PersonaRecConfig)]
+    known = list(PersonaRecConfig.field_help())
     parts = unknown_keys(data, known)
     if parts:
         raise ConfigError(

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, EnvError
+from recsim_personas.errors import ConfigError, EnvError, did_you_mean
 
 __all__ = [
     "POLICY_NAMES",
@@ -418,9 +417,7 @@ def make_policy(name: str, env: Any, *, seed: int = 0, **params: Any) -> Policy:
         "bandit": EpsilonGreedyBandit,
     }
     if name not in classes:
-        close = difflib.get_close_matches(str(name), list(classes), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown policy {name!r}; choose from {', '.join(classes)}.{hint}")
+        raise ConfigError(f"unknown policy {name!r}; choose from {', '.join(classes)}.{did_you_mean(name, classes)}")
     context = env if isinstance(env, PolicyContext) else PolicyContext.from_env(env)
     try:
         return classes[name](context, seed=seed, **params)

@@ -32,8 +32,6 @@ Output: a rich table, a PNG plot (matplotlib, Agg) and a JSON document (``config
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
 import time
 from collections.abc import Sequence
@@ -43,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from recsim_personas.config import Config
 from recsim_personas.envs.policies import POLICY_NAMES, make_policy
-from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.errors import ConfigError, closest
 from recsim_personas.eval.intervals import MIN_EPISODES_FOR_CI, mean_ci
 
 __all__ = [
@@ -64,7 +63,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class SimulationConfig:
+class SimulationConfig(Config):
     """What ``recsim-personas simulate`` runs."""
 
     policies: tuple[str, ...] = field(
@@ -94,7 +93,7 @@ class SimulationConfig:
             errors.append("policies must name at least one policy")
         for name in self.policies:
             if name not in POLICY_NAMES:
-                close = difflib.get_close_matches(name, POLICY_NAMES, n=1)
+                close = closest(name, POLICY_NAMES)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 errors.append(f"unknown policy {name!r}{hint}; choose from {', '.join(POLICY_NAMES)}")
         if len(set(self.policies)) != len(self.policies):
@@ -111,19 +110,6 @@ class SimulationConfig:
             errors.append("set the horizon with SimulationConfig.horizon, not env['horizon']")
         if errors:
             raise ConfigError("invalid SimulationConfig: " + "; ".join(errors))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["policies"] = list(self.policies)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SimulationConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        parts = unknown_keys(data, known)
-        if parts:
-            raise ConfigError(f"unknown SimulationConfig field(s): {', '.join(parts)}")
-        return cls(**data)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -17,7 +17,6 @@ structure for tests and examples.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 
 from recsim_personas.agents.exits import activity_levels_from_counts
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import EnvError
+from recsim_personas.errors import EnvError, closest
 
 __all__ = ["UserPopulation", "item_titles", "synthetic_population"]
 
@@ -322,7 +321,7 @@ def synthetic_population(
 
 def _closest_ids(value: int, ids: np.ndarray) -> str:
     """`` Did you mean a, b?`` with up to three ids that read like ``value`` (or ``""``)."""
-    close = difflib.get_close_matches(str(value), [str(i) for i in ids.tolist()], n=3)
+    close = closest(str(value), [str(i) for i in ids.tolist()], n=3)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 
