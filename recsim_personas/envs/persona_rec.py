@@ -187,7 +187,11 @@ class PersonaRecEnv(CatalogueViews, gym.Env):
       (``cheap_agent="bias"``).
     * v1: The cheap users have tastes: ``agent="auto"`` without ``run_dir`` builds the
       latent-factor agent (:class:`~recsim_personas.agents.mf_agent.LatentFactorUserAgent`,
-      ``cheap_agent="mf"``). Everything else as v0 (same options, spaces and dynamics).
+      ``cheap_agent="mf"``). Everything else as v0 (same options, spaces and dynamics). Changed
+      while v1 was unreleased (issue 13): each simulated user's tastes became one draw from
+      the posterior of their biased-MF factors instead of the shrunk point estimate, with the noise
+      recalibrated so that tastes plus noise keep the held-out residual: the oracle's margin over
+      popularity went from 11.8% to 20.9% (``results/rl-user-models.json``).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
