@@ -130,8 +130,9 @@ class PersonaRecConfig(Config):
         metadata=_help(
             "The simulated user when none is passed: lm (persona-LoRA language model; needs run_dir "
             "with trained adapters), bias (cheap user+item bias model with noise and the patience "
-            "exit), mf (cheap latent-factor model: biased MF, held-out-calibrated noise, the "
-            "patience exit), auto (lm when run_dir is set, else cheap_agent)."
+            "exit), mf (cheap latent-factor model: biased MF with each user's tastes drawn from "
+            "its posterior, held-out-calibrated noise, the patience exit), auto (lm when run_dir "
+            "is set, else cheap_agent)."
         ),
     )
     cheap_agent: CheapAgent = field(
@@ -190,7 +191,8 @@ class PersonaRecConfig(Config):
         default=None,
         metadata=_help(
             "Cheap agents: standard deviation of the Gaussian rating noise in stars (None: bias = "
-            "the predictor's residual RMSE on train; mf = the model's RMSE on held-out ratings)."
+            "the predictor's residual RMSE on train; mf = what is left of the model's held-out RMSE "
+            "after the drawn tastes' share)."
         ),
     )
     observation: ObservationMode = field(
