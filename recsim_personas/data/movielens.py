@@ -119,6 +119,9 @@ ML1M_OCCUPATIONS: dict[int, str] = {
 
 _RATING_NAMES = ("user_id", "item_id", "rating", "timestamp")
 _RATING_KINDS = {"user_id": "int", "item_id": "int", "rating": "float", "timestamp": "int"}
+# The fields of each release's user file, in file order, and how each is parsed.
+_ML100K_USERS = {"user_id": "int", "age": "int", "gender": "str", "occupation": "str", "zip_code": "str"}
+_ML1M_USERS = {"user_id": "int", "gender": "str", "age": "int", "occupation": "int", "zip_code": "str"}
 
 
 def resolve_data_dir(path: str | os.PathLike[str], name: str) -> Path:
@@ -307,16 +310,7 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
     )
 
     users_t = read_table(
-        folder / "u.user",
-        sep="|",
-        names=("user_id", "age", "gender", "occupation", "zip_code"),
-        columns={
-            "user_id": "int",
-            "age": "int",
-            "gender": "str",
-            "occupation": "str",
-            "zip_code": "str",
-        },
+        folder / "u.user", sep="|", names=tuple(_ML100K_USERS), columns=_ML100K_USERS,
         encoding="latin-1",
     )
     users_t.flag_duplicate_ids("user_id")
@@ -366,16 +360,7 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
     )
 
     users_t = read_table(
-        folder / "users.dat",
-        sep="::",
-        names=("user_id", "gender", "age", "occupation", "zip_code"),
-        columns={
-            "user_id": "int",
-            "gender": "str",
-            "age": "int",
-            "occupation": "int",
-            "zip_code": "str",
-        },
+        folder / "users.dat", sep="::", names=tuple(_ML1M_USERS), columns=_ML1M_USERS,
         encoding="latin-1",
     )
     users_t.flag_duplicate_ids("user_id")
@@ -423,15 +408,9 @@ def _star_dataset(
 ) -> RatingDataset:
     """The tail of the ml-100k and ml-1m loaders: their header-less ratings file on 1-5 stars."""
     ratings = read_table(ratings_path, sep=sep, names=_RATING_NAMES, columns=_RATING_KINDS)
+    source = {"path": str(ratings_path.parent), "format": name}
     return ratings_dataset(
-        ratings,
-        name=name,
-        scale=STAR_SCALE,
-        source={"path": str(ratings_path.parent), "format": name},
-        report=report,
-        skip_bad_rows=skip_bad_rows,
-        items=items,
-        item_file=item_file,
-        users=users,
+        ratings, name=name, scale=STAR_SCALE, source=source, report=report,
+        skip_bad_rows=skip_bad_rows, items=items, item_file=item_file, users=users,
         user_file=user_file,
     )
