@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from recsim_personas.baselines.bias import fit_biases
+from recsim_personas.baselines.params import BiasedMFParams
 from recsim_personas.baselines.protocol import BasePredictor
-from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError
 
 __all__ = ["BiasedMF"]
 
@@ -97,45 +96,13 @@ class BiasedMF(BasePredictor):
     """
 
     name = "biased-mf"
-
-    def __init__(
-        self,
-        n_factors: int = 20,
-        reg: float = 0.2,
-        reg_bias: float = 5.0,
-        n_iter: int = 15,
-        init_std: float = 0.1,
-        seed: int = 0,
-        scale: RatingScale | None = None,
-    ) -> None:
-        super().__init__(scale)
-        problems = []
-        for key, value, low in (("n_factors", n_factors, 1), ("n_iter", n_iter, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                problems.append(f"{key} must be an integer >= {low}, got {value!r}")
-        for key, value in (("reg", reg), ("reg_bias", reg_bias), ("init_std", init_std)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{key} must be a number >= 0, got {value!r}")
-        if not problems and reg == 0:
-            problems.append("reg must be > 0: it keeps each ALS least-squares problem well-posed")
-        if problems:
-            raise ConfigError("invalid BiasedMF parameters: " + "; ".join(problems))
-        self.n_factors = int(n_factors)
-        self.reg = float(reg)
-        self.reg_bias = float(reg_bias)
-        self.n_iter = int(n_iter)
-        self.init_std = float(init_std)
-        self.seed = int(seed)
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_factors": self.n_factors,
-            "reg": self.reg,
-            "reg_bias": self.reg_bias,
-            "n_iter": self.n_iter,
-            "init_std": self.init_std,
-            "seed": self.seed,
-        }
+    params_type = BiasedMFParams
+    n_factors: int
+    reg: float
+    reg_bias: float
+    n_iter: int
+    init_std: float
+    seed: int
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         from scipy.sparse import csr_matrix
