@@ -72,9 +72,7 @@ class BiasPredictor(BasePredictor):
 
     name = "bias"
     params_type = BiasParams
-    reg_user: float
-    reg_item: float
-    n_iter: int
+    params: BiasParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         self.global_mean_, self.user_bias_, self.item_bias_ = fit_biases(
@@ -83,9 +81,9 @@ class BiasPredictor(BasePredictor):
             r,
             len(self.user_ids_),
             len(self.item_ids_),
-            reg_user=self.reg_user,
-            reg_item=self.reg_item,
-            n_iter=self.n_iter,
+            reg_user=self.params.reg_user,
+            reg_item=self.params.reg_item,
+            n_iter=self.params.n_iter,
         )
 
     def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

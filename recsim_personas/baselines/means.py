@@ -48,13 +48,13 @@ class _SideMean(BasePredictor):
     """
 
     params_type = DampingParams
+    params: DampingParams
     side: ClassVar[Literal["user", "item"]]
-    damping: float
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         self.global_mean_ = float(r.mean())
         idx, ids = (u, self.user_ids_) if self.side == "user" else (i, self.item_ids_)
-        means = _damped_means(idx, r, len(ids), self.global_mean_, self.damping)
+        means = _damped_means(idx, r, len(ids), self.global_mean_, self.params.damping)
         setattr(self, f"{self.side}_mean_", means)
 
     def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

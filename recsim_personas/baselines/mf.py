@@ -97,12 +97,7 @@ class BiasedMF(BasePredictor):
 
     name = "biased-mf"
     params_type = BiasedMFParams
-    n_factors: int
-    reg: float
-    reg_bias: float
-    n_iter: int
-    init_std: float
-    seed: int
+    params: BiasedMFParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         from scipy.sparse import csr_matrix
@@ -111,12 +106,12 @@ class BiasedMF(BasePredictor):
         mu, b_u, b_i = fit_biases(
             u, i, r, n_users, n_items, reg_user=15.0, reg_item=10.0, n_iter=10
         )
-        rng = np.random.default_rng(self.seed)
-        users = np.empty((n_users, self.n_factors + 1))
-        items = np.empty((n_items, self.n_factors + 1))
+        rng = np.random.default_rng(self.params.seed)
+        users = np.empty((n_users, self.params.n_factors + 1))
+        items = np.empty((n_items, self.params.n_factors + 1))
         users[:, 0], items[:, 0] = b_u, b_i
-        users[:, 1:] = rng.normal(0.0, self.init_std, (n_users, self.n_factors))
-        items[:, 1:] = rng.normal(0.0, self.init_std, (n_items, self.n_factors))
+        users[:, 1:] = rng.normal(0.0, self.params.init_std, (n_users, self.params.n_factors))
+        items[:, 1:] = rng.normal(0.0, self.params.init_std, (n_items, self.params.n_factors))
 
         shape = (n_users, n_items)
         ones = np.ones(len(r))
@@ -125,15 +120,15 @@ class BiasedMF(BasePredictor):
         n_u = np.bincount(u, minlength=n_users).astype(np.float64)
         n_i = np.bincount(i, minlength=n_items).astype(np.float64)
         resid = r - mu
-        for _ in range(self.n_iter):
+        for _ in range(self.params.n_iter):
             # Users: features of items are [1, q_i]; target r - mu - b_i.
             feats = np.column_stack([np.ones(n_items), items[:, 1:]])
             vals = csr_matrix((resid - items[i, 0], (u, i)), shape=shape)
-            users = _solve_side(ind_ui, vals, feats, n_u, self.reg, self.reg_bias)
+            users = _solve_side(ind_ui, vals, feats, n_u, self.params.reg, self.params.reg_bias)
             # Items: features of users are [1, p_u]; target r - mu - b_u.
             feats = np.column_stack([np.ones(n_users), users[:, 1:]])
             vals = csr_matrix((resid - users[u, 0], (i, u)), shape=shape[::-1])
-            items = _solve_side(ind_iu, vals, feats, n_i, self.reg, self.reg_bias)
+            items = _solve_side(ind_iu, vals, feats, n_i, self.params.reg, self.params.reg_bias)
 
         self.global_mean_ = mu
         self.user_bias_, self.user_factors_ = users[:, 0].copy(), users[:, 1:].copy()

@@ -29,7 +29,7 @@ class RandomRanker(BaseRecommender):
 
     name = "random"
     params_type = SeedParams
-    seed: int
+    params: SeedParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         pass
@@ -49,7 +49,7 @@ class RandomRanker(BaseRecommender):
     def _scores(self, user_id: int, item_ids: np.ndarray) -> np.ndarray:
         # A hash of (seed, user, item) rather than a stream: independent of list order and size.
         # Python ints (wrapped to 64 bits) for the scalar key: numpy warns on scalar uint64 overflow.
-        key = np.uint64(((int(self.seed) * 0x9E3779B97F4A7C15) % 2**64) ^ (int(user_id) & (2**64 - 1)))
+        key = np.uint64(((int(self.params.seed) * 0x9E3779B97F4A7C15) % 2**64) ^ (int(user_id) & (2**64 - 1)))
         with np.errstate(over="ignore"):
             x = item_ids.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) ^ key
             x ^= x >> np.uint64(30)
@@ -94,12 +94,7 @@ class ALSRanker(BaseRecommender):
 
     name = "als"
     params_type = ALSParams
-    factors: int
-    regularization: float
-    alpha: float
-    iterations: int
-    seed: int
-    num_threads: int
+    params: ALSParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
