@@ -1,4 +1,4 @@
-"""The custom-CSV source: ratings (and items) from a user's CSV or parquet file, columns mapped by the caller."""
+"""The custom-CSV source: a user's own ratings file (CSV or parquet), its columns mapped by the caller."""
 
 from __future__ import annotations
 

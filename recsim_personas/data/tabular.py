@@ -1,4 +1,4 @@
-"""Compatibility: the old home of the table reader, the interaction checks and the custom-CSV source.
+"""Compatibility re-exports: the names that lived here before issue 14 split this module by job.
 
 Each name now lives in a module of its own; import it from there:
 
