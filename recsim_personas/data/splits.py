@@ -294,13 +294,13 @@ class Split:
         """
         directory = Path(directory)
         cfg_path = directory / "config.json"
-        if not cfg_path.is_file():
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise DataError(
                 f"no split in {directory}: {cfg_path.name} is missing; create one with "
                 "make_split(dataset, config).save(directory)"
-            )
-        try:
-            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+            ) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{cfg_path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         parts = {}
