@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from recsim_personas.baselines.protocol import RatingPredictor, Recommender
+from recsim_personas.config import Config
+from recsim_personas.data.config_keys import reject_unknown_keys
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.data.splits import Split
 from recsim_personas.errors import ConfigError, DataError
@@ -62,7 +64,7 @@ def ranking_metric_names(k: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """Settings of an offline evaluation.
 
     Attributes:
@@ -71,8 +73,10 @@ class EvalConfig:
             default (:func:`default_relevance_threshold`: 4 on 1-5 and on half stars).
     """
 
-    k: int = 10
-    relevance_threshold: float | None = None
+    k: int = field(default=10, metadata={"help": "length of the ranked lists"})
+    relevance_threshold: float | None = field(
+        default=None, metadata={"help": "test ratings at or above this are relevant (None: 4 stars)"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -87,19 +91,11 @@ class EvalConfig:
             return float(self.relevance_threshold)
         return default_relevance_threshold(scale)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise ConfigError(
-                f"unknown EvalConfig key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                f"{', '.join(names)}"
-            )
-        return cls(**data)
+    def from_dict(cls, data: Any, *, source: str | None = None) -> EvalConfig:
+        """:meth:`Config.from_dict`; unknown keys are named first, in one line."""
+        reject_unknown_keys(cls, data, "EvalConfig")
+        return super().from_dict(data, source=source)
 
 
 def evaluate_predictor(model: RatingPredictor, split: Split) -> dict[str, float | int]:
