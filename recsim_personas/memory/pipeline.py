@@ -38,13 +38,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,8 +52,9 @@ import pandas as pd
 
 from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy, file_digest
 from recsim_personas.data.dataset import RatingDataset
-from recsim_personas.errors import ConfigError, DataError, unknown_keys
-from recsim_personas.memory.distill import DistillConfig
+from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
+from recsim_personas.memory.config_base import NamedConfig
+from recsim_personas.memory.distill_config import DistillConfig
 from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
 from recsim_personas.memory.item_text import item_embedding_text
 from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaConfig
@@ -100,7 +100,7 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 
 @dataclass(frozen=True)
-class MemoryPipelineConfig:
+class MemoryPipelineConfig(NamedConfig):
     """Everything the memory stages depend on (the split comes separately).
 
     Attributes:
@@ -125,6 +125,8 @@ class MemoryPipelineConfig:
     personas: PersonaConfig = field(default_factory=PersonaConfig)
     item_stats: Literal["dataset", "train"] = "dataset"
 
+    config_name = "memory pipeline config"
+
     def __post_init__(self) -> None:
         problems = []
         if not isinstance(self.distill, DistillConfig):
@@ -134,7 +136,7 @@ class MemoryPipelineConfig:
         if not isinstance(self.embedder, str) or not self.embedder.strip():
             problems.append(f"embedder must be a non-empty spec such as 'minilm', got {self.embedder!r}")
         if self.item_scope not in _ITEM_SCOPES:
-            close = difflib.get_close_matches(str(self.item_scope), _ITEM_SCOPES, n=1)
+            close = closest(self.item_scope, _ITEM_SCOPES)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"item_scope {self.item_scope!r} is not one of {', '.join(_ITEM_SCOPES)}{hint}")
         if self.item_stats not in ("dataset", "train"):
@@ -146,33 +148,6 @@ class MemoryPipelineConfig:
     def paper(cls, **overrides: Any) -> MemoryPipelineConfig:
         """The paper's setting with the offline defaults: batches of 10, 2,000 words, K = 4."""
         return cls(**{"personas": PAPER_PERSONAS, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (inverse of :meth:`from_dict`)."""
-        return {
-            "distill": self.distill.to_dict(),
-            "embedder": self.embedder,
-            "embedding_base_url": self.embedding_base_url,
-            "item_scope": self.item_scope,
-            "personas": self.personas.to_dict(),
-            "item_stats": self.item_stats,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryPipelineConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a memory pipeline config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        bad = unknown_keys(data, names)
-        if bad:
-            raise ConfigError(f"unknown memory pipeline config key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
-        values = dict(data)
-        if isinstance(values.get("distill"), dict):
-            values["distill"] = DistillConfig.from_dict(values["distill"])
-        if isinstance(values.get("personas"), dict):
-            values["personas"] = PersonaConfig.from_dict(values["personas"])
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -232,9 +207,7 @@ def parse_stages(stages: Sequence[str] | str | None) -> list[str]:
         raise ConfigError(f"no stage given; choose from {', '.join(STAGES[1:])}")
     for name in names:
         if name not in STAGES:
-            close = difflib.get_close_matches(name, STAGES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}.{hint}")
+            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}.{did_you_mean(name, STAGES)}")
     return sorted({"split", *names}, key=STAGES.index)
 
 
@@ -424,14 +397,14 @@ def _make_split(dataset: RatingDataset, config: SplitConfig) -> Split:
 
 def _distill_versions() -> dict[str, str]:
     from recsim_personas.memory.backends.template import TEMPLATE_VERSION
-    from recsim_personas.memory.distill import CHECKPOINT_VERSION
+    from recsim_personas.memory.distill_checkpoint import CHECKPOINT_VERSION
     from recsim_personas.memory.prompts import PROMPT_VERSION
 
     return {"template": TEMPLATE_VERSION, "prompts": PROMPT_VERSION, "distill": CHECKPOINT_VERSION}
 
 
 def _word_method() -> str:
-    from recsim_personas.memory.personas import word_method
+    from recsim_personas.memory.persona_words import word_method
 
     return word_method()
 
