@@ -16,7 +16,7 @@ the backend.
 Rules shared by all backends (the distiller enforces them, not the backend):
 
 * **Word limit.** An answer longer than ``config.max_words`` words (paper: 2,000) is rejected.
-* **Format.** An answer that does not parse (:func:`~recsim_personas.memory.prompts.parse_step_output`)
+* **Format.** An answer that does not parse (:func:`~recsim_personas.memory.step_output.parse_step_output`)
   is rejected.
 * **Retries.** A rejected answer is retried up to ``config.max_retries`` times, the rejected answer
   and the reason shown to the model. Every rejection is a row of the log (``user_id, batch, step,
