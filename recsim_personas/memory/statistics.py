@@ -49,7 +49,6 @@ __all__ = [
     "DEFAULT_TRAIT_QUANTILES",
     "ITEM_STATS_SOURCES",
     "ExampleItem",
-    "ItemFacts",
     "Lean",
     "TrainStatistics",
     "TraitCuts",
@@ -204,7 +203,7 @@ def rating_pool(
 
 
 def leave_one_out(facts: _T, rating: float) -> _T:
-    """``facts`` (an ``ItemFacts`` / ``ItemInfo``) with one rating taken out of its average and count.
+    """``facts`` (an ``ItemInfo``) with one rating taken out of its average and count.
 
     The rating must be one of those the average was computed over (a train rating of the item):
     the result is the average of the item's *other* ratings, ``None`` when there are none.
@@ -333,7 +332,7 @@ class TrainStatistics:
         self._item_decade = np.array(
             [dcol[y // 10 * 10] if y is not None else -1 for y in self._years], dtype=np.int64
         )
-        self._facts: dict[int, ItemFacts] = {}
+        self._facts: dict[int, ItemInfo] = {}
         self._cuts: TraitCuts | None = None
 
     # -- users -----------------------------------------------------------------------------------
@@ -444,7 +443,7 @@ class TrainStatistics:
             avg_rating=facts.avg_rating,
         )
 
-    def item_facts_without(self, item_id: int, rating: float) -> ItemFacts:
+    def item_facts_without(self, item_id: int, rating: float) -> ItemInfo:
         """:meth:`item_facts` with ``rating`` (a train rating of the item) left out of the average.
 
         What an explanation of that rating may quote: the average of everyone else's ratings.
@@ -452,7 +451,7 @@ class TrainStatistics:
         return leave_one_out(self.item_facts(item_id), rating)
 
     # -- items -----------------------------------------------------------------------------------
-    def item_facts(self, item_id: int) -> ItemFacts:
+    def item_facts(self, item_id: int) -> ItemInfo:
         """Facts about a train item (catalog values when a catalog was given)."""
         item_id = int(item_id)
         facts = self._facts.get(item_id)
@@ -474,7 +473,7 @@ class TrainStatistics:
             items = self.dataset.items
             texts = {name: _optional_text(items.at[item_id, name]) if name in items.columns else None
                      for name in ITEM_TEXT_COLUMNS}
-        facts = ItemFacts(
+        facts = ItemInfo(
             item_id=item_id,
             title=self._titles[row],
             year=self._years[row],

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from recsim_personas.errors import BackendError, ConfigError, did_you_mean
-from recsim_personas.memory.distill_config import BACKENDS
+from recsim_personas.memory.distill_config import BACKENDS  # also importable from here, as before
 from recsim_personas.memory.item_text import title_with_year
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from recsim_personas.memory.statistics import UserStatistics
 
 __all__ = [
-    "BACKENDS",
     "BatchRating",
     "StepContext",
     "StepKind",
