@@ -1,10 +1,15 @@
-"""The text embedded for an item, as retrieval keys and queries (memory stage and store alike)."""
+"""How memory texts name an item: its ``"Title (year)"`` label, the text embedded for retrieval."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["item_embedding_text"]
+__all__ = ["item_embedding_text", "title_with_year"]
+
+
+def title_with_year(title: str, year: int | None) -> str:
+    """``"Heat (1995)"``: the label memories, examples and prompts use; the bare title without a year."""
+    return f"{title} ({year})" if year is not None else title
 
 
 def item_embedding_text(catalog: Any, item_id: int) -> str:
