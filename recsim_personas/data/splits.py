@@ -34,14 +34,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet
 from recsim_personas.config import Config
-from recsim_personas.data.config_keys import reject_unknown_keys
 from recsim_personas.data.dataset import INTERACTION_COLUMNS, RatingDataset, RatingScale
 from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
 
@@ -81,6 +80,8 @@ class SplitConfig(Config):
         n_users: Sample this many of the kept users (``None`` = all of them).
         seed: Seed of the user sample and of the ``random`` split.
     """
+
+    config_name: ClassVar[str] = "split config"
 
     method: SplitMethod = field(
         default="temporal", metadata={"help": "temporal, random or last (see the module docstring)"}
@@ -177,12 +178,6 @@ class SplitConfig(Config):
                     f"split {spec!r}: {arg!r} is not {want}; use {_SPEC_HELP}"
                 ) from None
         return cls(method=method, **kwargs)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> SplitConfig:
-        """:meth:`Config.from_dict`; unknown keys are named first, in one line."""
-        reject_unknown_keys(cls, data, "split config")
-        return super().from_dict(data, source=source)
 
     def describe(self) -> str:
         """One line for tables and logs, e.g. ``temporal:0.6, users 100-200, 200 sampled, seed 0``."""

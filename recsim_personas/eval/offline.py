@@ -24,13 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from recsim_personas.baselines.protocol import RatingPredictor, Recommender
 from recsim_personas.config import Config
-from recsim_personas.data.config_keys import reject_unknown_keys
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.data.splits import Split
 from recsim_personas.errors import ConfigError, DataError
@@ -73,6 +72,8 @@ class EvalConfig(Config):
             default (:func:`default_relevance_threshold`: 4 on 1-5 and on half stars).
     """
 
+    config_name: ClassVar[str] = "EvalConfig"
+
     k: int = field(default=10, metadata={"help": "length of the ranked lists"})
     relevance_threshold: float | None = field(
         default=None, metadata={"help": "test ratings at or above this are relevant (None: 4 stars)"}
@@ -90,12 +91,6 @@ class EvalConfig(Config):
         if self.relevance_threshold is not None:
             return float(self.relevance_threshold)
         return default_relevance_threshold(scale)
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> EvalConfig:
-        """:meth:`Config.from_dict`; unknown keys are named first, in one line."""
-        reject_unknown_keys(cls, data, "EvalConfig")
-        return super().from_dict(data, source=source)
 
 
 def evaluate_predictor(model: RatingPredictor, split: Split) -> dict[str, float | int]:

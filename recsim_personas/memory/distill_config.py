@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from recsim_personas.config import Config
 from recsim_personas.errors import ConfigError, did_you_mean
-from recsim_personas.memory.config_base import NamedConfig
 
 __all__ = ["BACKENDS", "DistillConfig"]
 
@@ -16,7 +16,7 @@ _FALLBACKS = ("auto", "template", "error")
 
 
 @dataclass(frozen=True)
-class DistillConfig(NamedConfig):
+class DistillConfig(Config):
     """How to distil profiles and memories. Every field is validated in ``__post_init__``.
 
     Attributes:

@@ -1,15 +1,10 @@
-"""How memory texts name an item: its ``"Title (year)"`` label, the text embedded for retrieval."""
+"""The text embedded for an item (its label comes from :func:`recsim_personas.data.item_catalog.title_with_year`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["item_embedding_text", "title_with_year"]
-
-
-def title_with_year(title: str, year: int | None) -> str:
-    """``"Heat (1995)"``: the label memories, examples and prompts use; the bare title without a year."""
-    return f"{title} ({year})" if year is not None else title
+__all__ = ["item_embedding_text"]
 
 
 def item_embedding_text(catalog: Any, item_id: int) -> str:

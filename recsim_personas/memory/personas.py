@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet
+from recsim_personas.config import Config, refuse_unknown_keys
 from recsim_personas.errors import ConfigError, DataError, closest
-from recsim_personas.memory.config_base import NamedConfig, refuse_unknown_keys
 from recsim_personas.memory.persona_words import STOPWORDS as STOPWORDS  # compatibility re-export
 from recsim_personas.memory.persona_words import (
     content_words,
@@ -74,7 +74,7 @@ def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class PersonaConfig(NamedConfig):
+class PersonaConfig(Config):
     """How to cluster profiles into personas and describe them.
 
     Attributes:

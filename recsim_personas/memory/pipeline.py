@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy, file_digest
+from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingDataset
 from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
-from recsim_personas.memory.config_base import NamedConfig
 from recsim_personas.memory.distill_config import DistillConfig
 from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
 from recsim_personas.memory.item_text import item_embedding_text
@@ -100,7 +100,7 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 
 @dataclass(frozen=True)
-class MemoryPipelineConfig(NamedConfig):
+class MemoryPipelineConfig(Config):
     """Everything the memory stages depend on (the split comes separately).
 
     Attributes:

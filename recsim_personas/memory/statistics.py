@@ -39,11 +39,10 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import pandas as pd
 
+from recsim_personas.config import Config
 from recsim_personas.data.dataset import ITEM_TEXT_COLUMNS, RatingDataset
-from recsim_personas.data.item_catalog import ItemInfo
+from recsim_personas.data.item_catalog import ItemInfo, title_with_year
 from recsim_personas.errors import ConfigError, DataError
-from recsim_personas.memory.config_base import NamedConfig
-from recsim_personas.memory.item_text import title_with_year
 
 __all__ = [
     "DEFAULT_TRAIT_QUANTILES",
@@ -136,7 +135,7 @@ class UserStatistics:
 
 
 @dataclass(frozen=True)
-class TraitCuts(NamedConfig):
+class TraitCuts(Config):
     """Cut points mapping statistics to trait levels 0 (low) / 1 (mid) / 2 (high).
 
     ``activity``: rating count ``< activity[0]`` is low, ``< activity[1]`` mid, else high.

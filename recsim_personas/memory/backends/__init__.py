@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from recsim_personas.data.item_catalog import title_with_year
 from recsim_personas.errors import BackendError, ConfigError, did_you_mean
 from recsim_personas.memory.distill_config import BACKENDS  # also importable from here, as before
-from recsim_personas.memory.item_text import title_with_year
 
 if TYPE_CHECKING:  # pragma: no cover
     from recsim_personas.data.dataset import RatingScale
