@@ -112,8 +112,8 @@ def _load(path: Path):
     return module
 
 
-def test_every_benchmark_is_listed():
-    assert {p.stem for p in SCRIPTS} == {
+def test_the_converted_benchmarks_are_all_found():
+    assert {p.stem for p in SCRIPTS} >= {
         "agent_throughput", "baselines", "env_throughput", "exit_calibration", "fidelity", "leakage",
         "memory", "reproduce", "rl_user_models", "served_throughput", "train_throughput",
     }
