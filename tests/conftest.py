@@ -133,9 +133,9 @@ def build_small_run(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_run_dir(tmp_path_factory) -> Path:
-    """:func:`build_small_run` in a fresh folder, once per module."""
+    """:func:`build_small_run`, built once per session; tests only read it (copy it to write)."""
     return build_small_run(tmp_path_factory.mktemp("small") / "run")
 
 
