@@ -43,7 +43,6 @@ user" to the size of the smallest / largest persona dataset.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import warnings
@@ -54,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, did_you_mean
 
 __all__ = [
     "ROW_COLUMNS",
@@ -77,9 +76,7 @@ ROW_COLUMNS: tuple[str, ...] = (
 
 def _check_mode(memory_mode: str) -> None:
     if memory_mode not in ("ms", "msml"):
-        close = difflib.get_close_matches(str(memory_mode), ["ms", "msml"], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{hint}")
+        raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{did_you_mean(memory_mode, ('ms', 'msml'))}")
 
 
 def profile_names_item(profile: str, info: Any) -> bool:
@@ -198,79 +195,30 @@ def build_rows(
     Returns:
         A frame with :data:`ROW_COLUMNS`, one row per kept interaction, in input order.
     """
-    from recsim_personas.agents.prompts import (
-        PromptMemory,
-        PromptTruncatedWarning,
-        build_rating_prompt,
-    )
+    from recsim_personas.agents.prompts import PromptTruncatedWarning
 
-    _check_mode(memory_mode)
-    if k < 1:
-        raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
-    missing = [c for c in ("user_id", "item_id", "rating") if c not in interactions.columns]
-    if missing:
-        raise DataError(
-            f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
-        )
-    if named_items not in ("drop", "keep"):
-        raise ConfigError(f"named_items must be 'drop' or 'keep', got {named_items!r}")
+    _check_args(interactions, memory_mode, k, named_items)
     chosen = cap_per_user(interactions, per_user, seed=seed)
     users = chosen["user_id"].to_numpy(dtype=np.int64)
     items = chosen["item_id"].to_numpy(dtype=np.int64)
     ratings = chosen["rating"].to_numpy(dtype=np.float64)
-    off = ~scale.contains(ratings)
-    if off.any():
-        j = int(np.argmax(off))
-        raise DataError(
-            f"rating {ratings[j]} of user {users[j]}, item {items[j]} is not on the scale "
-            f"{scale.min}-{scale.max} step {scale.step}; pass the dataset's scale"
-        )
+    _check_scale(scale, users, items, ratings)
     if memory_mode == "msml":
         found = store.retrieve_batch(
             users, items, k=k, delta=delta, exclude_items=items if exclude_self else None
         )
     else:
         found = [[] for _ in users]
-    info_cache: dict[int, Any] = {}
-
-    def info(item_id: int) -> Any:
-        if item_id not in info_cache:
-            info_cache[item_id] = catalog.info(item_id)
-        return info_cache[item_id]
-
-    from recsim_personas.memory.statistics import leave_one_out as _without
-
-    profiles: dict[int, str] = {}
-    records = []
-    n_truncated = 0
-    n_named = 0
     with warnings.catch_warnings():
         # One summary warning below instead of one per row.
         warnings.simplefilter("ignore", PromptTruncatedWarning)
-        for user, item, rating, memories in zip(users.tolist(), items.tolist(), ratings, found, strict=True):
-            if exclude_self and any(int(m.item_id) == item for m in memories):
-                raise DataError(
-                    f"retrieval returned the row's own item {item} for user {user}: the store ignores "
-                    "exclude_item, which would leak the target rating into the prompt"
-                )
-            if user not in profiles:
-                profiles[user] = store.profile(user)
-            item_info = info(item)
-            if named_items == "drop" and profile_names_item(profiles[user], item_info):
-                n_named += 1
-                continue
-            if leave_one_out:
-                item_info = _without(item_info, float(rating))
-            entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
-            prompt = build_rating_prompt(
-                template, profiles[user], item_info, entries, scale,
-                memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
-            )
-            n_truncated += bool(prompt.truncated)
-            records.append(
-                (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
-                 len(entries), bool(prompt.truncated))
-            )
+        records, n_named = _records(
+            store, catalog, zip(users.tolist(), items.tolist(), ratings, found, strict=True),
+            memory_mode=memory_mode, template=template, scale=scale, tokenizer=tokenizer,
+            max_tokens=max_tokens, exclude_self=exclude_self, leave_one_out=leave_one_out,
+            named_items=named_items,
+        )
+    n_truncated = sum(r[-1] for r in records)
     if n_truncated:
         warnings.warn(
             f"{n_truncated} of {len(records)} {memory_mode} prompts exceeded {max_tokens} tokens and "
@@ -284,21 +232,75 @@ def build_rows(
     return frame
 
 
+def _check_args(interactions: pd.DataFrame, memory_mode: str, k: int, named_items: str) -> None:
+    _check_mode(memory_mode)
+    if k < 1:
+        raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
+    missing = [c for c in ("user_id", "item_id", "rating") if c not in interactions.columns]
+    if missing:
+        raise DataError(
+            f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
+        )
+    if named_items not in ("drop", "keep"):
+        raise ConfigError(f"named_items must be 'drop' or 'keep', got {named_items!r}")
+
+
+def _check_scale(scale: RatingScale, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+    off = np.flatnonzero(~scale.contains(ratings))
+    if len(off):
+        j = int(off[0])
+        raise DataError(f"rating {ratings[j]} of user {users[j]}, item {items[j]} is not on the scale "
+                        f"{scale.min}-{scale.max} step {scale.step}; pass the dataset's scale")
+
+
+def _records(store: Any, catalog: Any, rows: Any, *, memory_mode: str, template: Any, scale: RatingScale,
+             tokenizer: Any, max_tokens: int | None, exclude_self: bool, leave_one_out: bool,
+             named_items: str) -> tuple[list[tuple[Any, ...]], int]:
+    """One record per kept ``(user, item, rating, memories)`` (in :data:`ROW_COLUMNS` order), and the
+    number of rows dropped because the profile names the item."""
+    from recsim_personas.agents.prompts import PromptMemory, build_rating_prompt
+    from recsim_personas.memory.statistics import leave_one_out as _without
+
+    info_cache: dict[int, Any] = {}
+
+    def info(item_id: int) -> Any:
+        if item_id not in info_cache:
+            info_cache[item_id] = catalog.info(item_id)
+        return info_cache[item_id]
+
+    profiles: dict[int, str] = {}
+    records = []
+    n_named = 0
+    for user, item, rating, memories in rows:
+        if exclude_self and any(int(m.item_id) == item for m in memories):
+            raise DataError(
+                f"retrieval returned the row's own item {item} for user {user}: the store ignores "
+                "exclude_item, which would leak the target rating into the prompt"
+            )
+        if user not in profiles:
+            profiles[user] = store.profile(user)
+        item_info = info(item)
+        if named_items == "drop" and profile_names_item(profiles[user], item_info):
+            n_named += 1
+            continue
+        if leave_one_out:
+            item_info = _without(item_info, float(rating))
+        entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
+        prompt = build_rating_prompt(
+            template, profiles[user], item_info, entries, scale,
+            memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
+        )
+        records.append(
+            (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
+             len(entries), bool(prompt.truncated))
+        )
+    return records, n_named
+
+
 def build_training_rows(
-    store: Any,
-    catalog: Any,
-    train: pd.DataFrame,
-    *,
-    memory_mode: MemoryMode = "ms",
-    template: Any = "paper",
-    scale: RatingScale,
-    tokenizer: Any | None = None,
-    max_tokens: int | None = None,
-    k: int = 1,
-    delta: float = 0.0,
-    per_user: int | float | None = None,
-    seed: int = 0,
-    named_items: NamedItems = "drop",
+    store: Any, catalog: Any, train: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
+    scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
+    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0, named_items: NamedItems = "drop",
 ) -> pd.DataFrame:
     """One fine-tuning row per train interaction: the rating prompt and the rating as target text.
 
@@ -335,19 +337,9 @@ def build_training_rows(
 
 
 def build_test_rows(
-    store: Any,
-    catalog: Any,
-    test: pd.DataFrame,
-    *,
-    memory_mode: MemoryMode = "ms",
-    template: Any = "paper",
-    scale: RatingScale,
-    tokenizer: Any | None = None,
-    max_tokens: int | None = None,
-    k: int = 1,
-    delta: float = 0.0,
-    per_user: int | float | None = None,
-    seed: int = 0,
+    store: Any, catalog: Any, test: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
+    scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
+    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0,
 ) -> pd.DataFrame:
     """Rows for test interactions, built exactly as the agent builds its prompts.
 
