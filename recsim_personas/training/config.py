@@ -119,7 +119,6 @@ class LoraTrainConfig(TrainingConfig):
     seed: int = field(default=0, metadata=_help("Seed of the LoRA init, data order and dropout."))
 
     def __post_init__(self) -> None:
-        errors: list[str] = []
         # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
         if isinstance(self.target_modules, str):
             object.__setattr__(
@@ -127,6 +126,26 @@ class LoraTrainConfig(TrainingConfig):
             )
         elif not isinstance(self.target_modules, tuple):
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        errors = self._field_errors()
+        if self.gradient_checkpointing and self.prefix_sharing:
+            # The shared prefix is a key/value cache that the suffix pass attends to; checkpointed
+            # layers run without a cache, so the two cannot be combined.
+            errors.append(
+                "gradient_checkpointing=True needs prefix_sharing=False (checkpointed layers run "
+                "without the key/value cache that prefix sharing relies on)"
+            )
+        if not errors and self.alpha / self.r > 64:
+            # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
+            errors.append(
+                f"alpha/r = {self.alpha / self.r:g} is implausibly large (alpha={self.alpha}, r={self.r}); "
+                "keep alpha/r <= 64"
+            )
+        if errors:
+            raise ConfigError("invalid LoraTrainConfig: " + "; ".join(errors))
+
+    def _field_errors(self) -> list[str]:
+        """What is wrong with single fields (ranges, choices), in field order."""
+        errors: list[str] = []
         if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
             errors.append("target_modules must name at least one module, e.g. ('q_proj', 'k_proj')")
         if len(set(self.target_modules)) != len(self.target_modules):
@@ -163,21 +182,7 @@ class LoraTrainConfig(TrainingConfig):
             not isinstance(self.top_layers, int) or isinstance(self.top_layers, bool) or self.top_layers < 1
         ):
             errors.append(f"top_layers must be an integer >= 1 or None, got {self.top_layers!r}")
-        if self.gradient_checkpointing and self.prefix_sharing:
-            # The shared prefix is a key/value cache that the suffix pass attends to; checkpointed
-            # layers run without a cache, so the two cannot be combined.
-            errors.append(
-                "gradient_checkpointing=True needs prefix_sharing=False (checkpointed layers run "
-                "without the key/value cache that prefix sharing relies on)"
-            )
-        if not errors and self.alpha / self.r > 64:
-            # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
-            errors.append(
-                f"alpha/r = {self.alpha / self.r:g} is implausibly large (alpha={self.alpha}, r={self.r}); "
-                "keep alpha/r <= 64"
-            )
-        if errors:
-            raise ConfigError("invalid LoraTrainConfig: " + "; ".join(errors))
+        return errors
 
     @property
     def effective_batch_size(self) -> int:
