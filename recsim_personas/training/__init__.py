@@ -1,7 +1,8 @@
 """LoRA fine-tuning of the simulated users and the Table-1 experiment.
 
 - :mod:`~recsim_personas.training.rows`: ``build_training_rows`` / ``build_test_rows`` (prompt + target
-  per interaction, retrieval never returns the row itself), ``cap_per_user``, ``subsample_to_size``.
+  per interaction, retrieval never returns the row itself); :mod:`~recsim_personas.training.sampling`:
+  ``cap_per_user``, ``subsample_to_size``.
 - :mod:`~recsim_personas.training.config`: ``LoraTrainConfig`` with the ``paper`` and ``cpu`` presets.
 - :mod:`~recsim_personas.training.lora`: ``train_adapter`` (answer-token loss, shared user prefix,
   resumable checkpoints, ``save_pretrained`` output), built on ``tokens``, ``schedule``, ``forward``,

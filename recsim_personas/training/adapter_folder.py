@@ -1,4 +1,4 @@
-"""A finished adapter folder: the peft files, ``recsim_adapter.json`` and the :class:`TrainResult` read back.
+"""A finished adapter folder on disk: its files, its ``recsim_adapter.json``, its :class:`TrainResult`.
 
 ``save_pretrained`` files (``adapter_config.json``, ``adapter_model.safetensors``: what peft's
 ``load_adapter`` and vLLM's ``LoRARequest`` read) are published into the folder file by file;

@@ -1,4 +1,4 @@
-"""Resumable training state: what ``checkpoint/state.pt`` holds, written atomically and read back.
+"""Resumable training state: the content of ``checkpoint/state.pt``, written atomically, read back.
 
 A checkpoint holds the LoRA weights, the optimizer and scheduler state, the step, the torch (and
 CUDA) RNG state, the loss curve, the tokens seen and the seconds spent, under the run key of the

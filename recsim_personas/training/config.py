@@ -1,4 +1,4 @@
-"""LoRA fine-tuning settings as data: :class:`LoraTrainConfig` and its named presets.
+"""LoRA fine-tuning settings as data: :class:`LoraTrainConfig`, with named presets.
 
 Two presets ship with the library:
 

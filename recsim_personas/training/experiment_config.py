@@ -1,4 +1,4 @@
-"""What the Table-1 experiment trains and evaluates: :class:`ExperimentConfig` and the rows of Table 1."""
+"""The settings of the Table-1 experiment: :class:`ExperimentConfig`, over the rows of Table 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning of a frozen causal LM on rating rows, resumable, saved for peft and vLLM.
+"""LoRA fine-tuning of a frozen causal LM on rating rows, resumable, saved for peft / vLLM.
 
 :func:`train_adapter` trains one named adapter on the rows of
 :func:`~recsim_personas.training.rows.build_training_rows`:

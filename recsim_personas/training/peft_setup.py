@@ -1,4 +1,4 @@
-"""Wrapping a frozen base model with a fresh LoRA adapter for training, and restoring it afterwards."""
+"""A frozen base model wrapped with a fresh LoRA adapter for the length of one training run."""
 
 from __future__ import annotations
 

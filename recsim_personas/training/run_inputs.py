@@ -18,7 +18,7 @@ import pandas as pd
 from recsim_personas.adapter_names import persona_adapter
 from recsim_personas.errors import ConfigError, DataError
 from recsim_personas.training.experiment_config import ExperimentConfig
-from recsim_personas.training.rows import cap_per_user, subsample_to_size
+from recsim_personas.training.sampling import cap_per_user, subsample_to_size
 
 __all__ = [
     "adapter_datasets",

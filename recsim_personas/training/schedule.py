@@ -1,4 +1,4 @@
-"""The batch schedule of LoRA training: which rows each optimizer step sees, and its learning rate.
+"""The schedule of LoRA training: which rows each optimizer step sees, at which learning rate.
 
 The schedule is a pure function of the rows, the config and the step, so a resumed run sees
 exactly the batches an uninterrupted run would see; :func:`steps_per_epoch` lets a plan count steps
