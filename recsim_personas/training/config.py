@@ -24,14 +24,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from recsim_personas.config import Config
-from recsim_personas.errors import ConfigError, did_you_mean, not_one_of, unknown_keys
+from recsim_personas.errors import ConfigError, did_you_mean, not_one_of
 
-__all__ = ["PRESETS", "LoraTrainConfig", "TrainingConfig", "preset_names"]
+__all__ = ["PRESETS", "LoraTrainConfig", "preset_names"]
 
 Optimizer = Literal["adamw"]
 Scheduler = Literal["constant", "linear", "cosine"]
@@ -48,34 +47,16 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-class TrainingConfig(Config):
-    """The :class:`~recsim_personas.config.Config` of the training configs.
-
-    :meth:`from_dict` first names every unknown key the way :func:`~recsim_personas.errors.unknown_keys`
-    does (``'lerning_rate' (did you mean 'learning_rate'?)``, the line the CLI shows), then builds
-    and validates as every config does.
-    """
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> Self:
-        if isinstance(data, dict):
-            known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-            bad = unknown_keys(data, known)
-            if bad:
-                raise ConfigError(
-                    f"unknown {cls.__name__} field(s): {', '.join(bad)}; known fields: {', '.join(known)}"
-                )
-        return super().from_dict(data, source=source)
-
-
 @dataclass(frozen=True)
-class LoraTrainConfig(TrainingConfig):
+class LoraTrainConfig(Config):
     """How one LoRA adapter is trained on rating rows (the base model stays frozen).
 
     Every field carries help text in ``dataclasses.fields(LoraTrainConfig)[i].metadata["help"]``
     (the CLI shows it; :meth:`field_help` lists it). Build one with :meth:`preset` and keyword
     overrides, or from a JSON dict with :meth:`from_dict`; :meth:`to_dict` round-trips.
     """
+
+    config_name: ClassVar[str] = "LoraTrainConfig"
 
     target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj"), metadata=_help(
         "Names (suffixes) of the linear modules that get LoRA weights, e.g. q_proj,k_proj "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
+from recsim_personas.config import Config
 from recsim_personas.errors import ConfigError, did_you_mean
-from recsim_personas.training.config import PRESETS, LoraTrainConfig, TrainingConfig
+from recsim_personas.training.config import PRESETS, LoraTrainConfig
 
 __all__ = ["ADAPTER_KINDS", "MEMORY_MODES", "TABLE1_ROWS", "ExperimentConfig"]
 
@@ -42,12 +43,14 @@ def _choices(values: Sequence[str], allowed: Sequence[str], what: str, errors: l
 
 
 @dataclass(frozen=True)
-class ExperimentConfig(TrainingConfig):
+class ExperimentConfig(Config):
     """What the Table-1 experiment trains and evaluates.
 
     Every field has help text in its metadata (:meth:`field_help`). ``to_dict`` / ``from_dict``
     round-trip; ``from_dict`` reads ``memory_modes`` and ``adapters`` also as comma-separated text.
     """
+
+    config_name: ClassVar[str] = "ExperimentConfig"
 
     model: str | None = field(
         default=None, metadata={"help": "Base LM: None = packaged SmolLM2-135M-Instruct, or a hub id / path."}
