@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ExperimentConfig,
         plan_experiment,
         run_experiment,
-        test_rows,
     )
+    from recsim_personas.training.run_inputs import evaluation_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_experiment(run_dir, dataset, config, model=model, tokenizer=tokenizer,
                             progress=not args.quiet, log=lambda line: print(line, flush=True))
     timings["experiment"] = round(time.perf_counter() - t0, 1)
-    evaluated = test_rows(run_dir, config)
+    evaluated = evaluation_rows(run_dir, config)
     baselines = fit_baselines(split, evaluated, dataset.scale)
     timings["total"] = round(time.perf_counter() - t_all, 1)
 

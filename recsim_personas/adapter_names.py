@@ -19,7 +19,9 @@ from __future__ import annotations
 from recsim_personas.errors import AdapterError
 
 __all__ = [
+    "ADAPTER_FILES",
     "ADAPTER_GLOB",
+    "ADAPTER_INFO",
     "SEPARATOR",
     "adapter_name",
     "persona_adapter",
@@ -31,6 +33,10 @@ __all__ = [
 SEPARATOR = "__"
 #: ``Path.glob`` pattern of adapter folder names.
 ADAPTER_GLOB = f"*{SEPARATOR}*"
+#: The library's record of a finished adapter, beside peft's files in its folder.
+ADAPTER_INFO = "recsim_adapter.json"
+#: peft's ``save_pretrained`` files of an adapter folder.
+ADAPTER_FILES: tuple[str, ...] = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def adapter_name(adapter: str, memory_mode: str) -> str:

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from recsim_personas.adapter_names import ADAPTER_FILES as ADAPTER_FILES  # one home: adapter_names
+from recsim_personas.adapter_names import ADAPTER_INFO as ADAPTER_INFO
 from recsim_personas.errors import AdapterError
 from recsim_personas.training.config import LoraTrainConfig
 
 __all__ = [
-    "ADAPTER_FILES",
-    "ADAPTER_INFO",
     "FORMAT_VERSION",
     "TrainResult",
     "load_train_result",
@@ -33,12 +33,8 @@ __all__ = [
     "result_from_info",
 ]
 
-#: The JSON file written beside the peft files of a finished adapter.
-ADAPTER_INFO = "recsim_adapter.json"
 #: Version of ``recsim_adapter.json`` (part of every adapter's run key).
 FORMAT_VERSION = 1
-#: Files ``save_pretrained`` writes that make a usable adapter folder.
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass

@@ -53,7 +53,6 @@ from recsim_personas.training.experiment_config import TABLE1_ROWS as TABLE1_ROW
 from recsim_personas.training.experiment_config import ExperimentConfig
 from recsim_personas.training.plan import ExperimentPlan as ExperimentPlan
 from recsim_personas.training.plan import plan_experiment as plan_experiment
-from recsim_personas.training.run_inputs import evaluation_rows
 from recsim_personas.training.run_inputs import persona_map as persona_map
 from recsim_personas.training.run_inputs import select_users as select_users
 from recsim_personas.training.run_paths import adapter_dir as adapter_dir
@@ -63,9 +62,6 @@ from recsim_personas.training.train_all import train_adapters
 
 __all__ = ["ExperimentResult", "run_experiment"]
 
-#: Deprecated name of :func:`~recsim_personas.training.run_inputs.evaluation_rows` (it read like a
-#: pytest test); kept without a warning until reproduce/pipeline.py and benchmarks/fidelity.py move.
-test_rows = evaluation_rows
 
 
 @dataclass
