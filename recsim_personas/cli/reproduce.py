@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from recsim_personas.adapter_names import adapter_name
+
 __all__ = ["print_report", "register", "run"]
 
 
@@ -127,7 +129,7 @@ def _dry_run(config) -> None:
 
         plan = plan_experiment(out, exp)
         for a in plan.adapters:
-            name = f"{a['name']}__{a['mode']}"
+            name = adapter_name(a['name'], a['mode'])
             state = "done" if adapter_up_to_date(out, name, settings) else "to train"
             print(f"  adapter {name:<26} {a['rows']:>6} rows {a['steps']:>5} steps  {state}")
     sim = "enabled" if stages.simulation is not None else "disabled"

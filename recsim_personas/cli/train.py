@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recsim_personas.adapter_names import adapter_name
+
 __all__ = [
     "add_experiment_arguments",
     "experiment_config_from_args",
@@ -187,7 +189,7 @@ def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
     settings = adapter_inputs(config)
     print(f"{'adapter':<22} {'rows':>6} {'users':>5} {'steps':>5} {'epochs':>6}  state")
     for a in plan.adapters:
-        name = f"{a['name']}__{a['mode']}"
+        name = adapter_name(a['name'], a['mode'])
         # "done" only when recorded with these memories and settings, intact: the real run reuses it.
         done = adapter_up_to_date(run_dir, name, settings)
         print(f"{name:<22} {a['rows']:>6} {a['users']:>5} {a['steps']:>5} {a['epochs']:>6.2f}  "
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     dataset = load_run_dataset(args)
     with RunFolder(args.run_dir).lock("recsim-personas train"):
-        names = [f"{a['name']}__{a['mode']}" for a in plan.adapters]
+        names = [adapter_name(a['name'], a['mode']) for a in plan.adapters]
         verify_run_folder(args.run_dir, adapters=names, repair=("adapters",),
                           check=("memory", "adapters"))  # a damaged adapter is retrained
         results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,

@@ -18,6 +18,7 @@ without permission.
 
 from __future__ import annotations
 
+from recsim_personas.data.custom_csv import load_csv
 from recsim_personas.data.dataset import (
     INTERACTION_COLUMNS,
     ITEM_TEXT_COLUMNS,
@@ -30,7 +31,6 @@ from recsim_personas.data.enrichment import enrich_items, load_enrichment
 from recsim_personas.data.item_catalog import ItemCatalog, ItemInfo
 from recsim_personas.data.movielens import load_ml1m, load_ml100k, load_ml_latest_small
 from recsim_personas.data.registry import DATASET_NAMES, DEFAULT_DATASET, load_dataset
-from recsim_personas.data.tabular import load_csv
 
 __all__ = [
     "DATASET_NAMES",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from recsim_personas.adapter_names import persona_adapter_name
 from recsim_personas.errors import EnvError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ __all__ = ["adapter_name", "build_agent", "build_lm_agent", "missing_adapters", 
 
 def adapter_name(persona: int, memory_mode: str) -> str:
     """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``)."""
-    return f"persona_{int(persona)}__{memory_mode}"
+    return persona_adapter_name(persona, memory_mode)
 
 
 def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> list[str]:

@@ -19,12 +19,4 @@ from recsim_personas.eval.metrics import (
     urr,
 )
 
-__all__ = [
-    "coverage",
-    "mae",
-    "ndcg_at_k",
-    "precision_at_k",
-    "recall_at_k",
-    "rmse",
-    "urr",
-]
+__all__ = ["coverage", "mae", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "urr"]

@@ -8,15 +8,10 @@ per train interaction.
 from __future__ import annotations
 
 # -- distillation (profiles, memories, backends) --
-from recsim_personas.memory.backends import BACKENDS, TextBackend, make_backend
-from recsim_personas.memory.distill import (
-    LOG_COLUMNS,
-    MEMORY_COLUMNS,
-    DistillConfig,
-    Distiller,
-    DistillResult,
-    distill_users,
-)
+from recsim_personas.memory.backends import TextBackend, make_backend
+from recsim_personas.memory.distill import Distiller, distill_users
+from recsim_personas.memory.distill_config import BACKENDS, DistillConfig
+from recsim_personas.memory.distill_result import LOG_COLUMNS, MEMORY_COLUMNS, DistillResult
 from recsim_personas.memory.profile import PROFILE_COLUMNS, UserProfile
 from recsim_personas.memory.statistics import TrainStatistics, TraitCuts, UserStatistics
 from recsim_personas.memory.traits import TRAIT_ATTRIBUTION, render_persona, trait_text

@@ -198,7 +198,8 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     from recsim_personas.memory.pipeline import build_memories
     from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
     from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
-    from recsim_personas.training.experiment import run_experiment, test_rows
+    from recsim_personas.training.experiment import run_experiment
+    from recsim_personas.training.run_inputs import evaluation_rows
 
     out = run.path
     # A damaged file of any stage is removed here, so that stage (and what depends on it) rebuilds.
@@ -233,7 +234,7 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     from recsim_personas.memory.statistics import rating_pool
 
     pool = rating_pool(dataset, split.train, split.test, run_item_stats(out))
-    baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed, pool)
+    baselines = _classic_baselines(run, split, evaluation_rows(out, exp_config), config.seed, pool)
     seconds["baselines"] = time.perf_counter() - t0
 
     from recsim_personas.reproduce.fidelity_report import fidelity_report

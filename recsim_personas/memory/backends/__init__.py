@@ -21,18 +21,19 @@ OpenAI-compatible endpoint), ``hf`` (a local transformers chat model). Build one
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from recsim_personas.errors import BackendError, ConfigError
+from recsim_personas.data.item_catalog import title_with_year
+from recsim_personas.errors import BackendError, ConfigError, did_you_mean
+from recsim_personas.memory.distill_config import BACKENDS  # also importable from here, as before
 
 if TYPE_CHECKING:  # pragma: no cover
     from recsim_personas.data.dataset import RatingScale
-    from recsim_personas.memory.statistics import ItemFacts, UserStatistics
+    from recsim_personas.data.item_catalog import ItemInfo
+    from recsim_personas.memory.statistics import UserStatistics
 
 __all__ = [
-    "BACKENDS",
     "BatchRating",
     "StepContext",
     "StepKind",
@@ -43,21 +44,24 @@ __all__ = [
 ]
 
 StepKind = Literal["update", "enrich", "reflect"]
-#: Names accepted by :func:`make_backend`.
-BACKENDS: tuple[str, ...] = ("template", "openai", "hf")
 
 
 @dataclass(frozen=True)
 class BatchRating:
-    """One train rating of the batch being distilled, with the item's facts."""
+    """One train rating of the batch being distilled, with the item's facts (``item``)."""
 
-    item: ItemFacts
+    item: ItemInfo
     rating: float
     timestamp: int
 
     @property
     def item_id(self) -> int:
         return self.item.item_id
+
+    @property
+    def item_label(self) -> str:
+        """``"Title (year)"`` of the rated item, as M_l texts name it."""
+        return title_with_year(self.item.title, self.item.year)
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,6 @@ def make_backend(name: str, **kwargs: Any) -> TextBackend:
         from recsim_personas.memory.backends.hf_backend import HFBackend
 
         return HFBackend(**kwargs)
-    close = difflib.get_close_matches(str(name), BACKENDS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown distillation backend {name!r}; use one of {list(BACKENDS)}.{hint}")
+    raise ConfigError(
+        f"unknown distillation backend {name!r}; use one of {list(BACKENDS)}.{did_you_mean(name, BACKENDS)}"
+    )

@@ -36,7 +36,8 @@ from urllib.parse import urlparse
 from recsim_personas.errors import BackendError, RecsimWarning
 from recsim_personas.memory.backends import StepRequest, StepResponse
 from recsim_personas.memory.backends.cache import RequestCache
-from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages, parse_step_output
+from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
+from recsim_personas.memory.step_output import parse_step_output
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "PRICES", "BackendRetryWarning", "OpenAIBackend", "UsageCounter"]
 
@@ -111,21 +112,18 @@ class _Failed(Exception):
 
 
 class _Retryable(Exception):
-    """Internal: a failed attempt that may succeed later."""
+    """Internal: a failed attempt that may succeed later; ``unreachable``: a timeout or no connection."""
 
     def __init__(self, reason: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        #: A timeout or a failed connection: the endpoint hangs or is down.
-        self.unreachable = unreachable
+        self.reason, self.retry_after, self.unreachable = reason, retry_after, unreachable
 
 
 class OpenAIBackend:
     """Distillation text from an OpenAI-compatible chat endpoint (see the module docstring).
 
     Args:
-        config: A :class:`~recsim_personas.memory.distill.DistillConfig` (``model``, ``base_url``,
+        config: A :class:`~recsim_personas.memory.distill_config.DistillConfig` (``model``, ``base_url``,
             ``concurrency``, ``request_retries``, ``backoff_base``, ``backoff_max``, ``timeout``,
             ``temperature``, ``seed``, ``max_new_tokens``, ``json_mode``, ``cache``, ``cache_dir``,
             ``api_key_env``, ``price_per_million``). ``None``: the defaults.
@@ -142,7 +140,7 @@ class OpenAIBackend:
         import os
 
         if config is None:
-            from recsim_personas.memory.distill import DistillConfig
+            from recsim_personas.memory.distill_config import DistillConfig
 
             config = DistillConfig(backend="openai")
         self.config = config
