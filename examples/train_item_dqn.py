@@ -32,7 +32,6 @@ What it does, in the order a user would copy it:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNED = "item-scoring DQN (learned)"
@@ -136,7 +137,7 @@ class TrainingCurve:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_argparser(__file__, __doc__, out="rl-item-dqn.json", raw=True)
     p.add_argument("--cpu-budget-s", type=float, default=1080.0,
                    help="training CPU seconds of this process (default 1080, under 2 cores x 10 min)")
     p.add_argument("--budget-s", type=float, default=3600.0, help="training wall seconds at most")
@@ -150,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--buffer", type=int, default=20_000, help="replay buffer size (transitions)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "rl-item-dqn.json")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic population, a few hundred steps")
     args = p.parse_args(argv)
+    # Created before training: the file records the load average before and after the run.
+    results_file = ResultsFile(out_path(args), "train_item_dqn", argv, script="examples/train_item_dqn.py")
 
     import torch
     from stable_baselines3.common.vec_env import VecMonitor
@@ -160,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.envs.evaluation import evaluate_policy
     from recsim_personas.envs.sb3 import SB3VecEnv
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
-    from recsim_personas.eval.report import results_document, write_results_json
 
     torch.set_num_threads(args.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in verdict.items()})
 
     # 3. Write.
-    config = {**vars(args), "out": str(args.out), "options": options, "train_steps": steps,
+    config = {**vars(args), "out": str(results_file.path), "options": options, "train_steps": steps,
               "stopped_by": "budget" if steps < steps_planned else "planned steps",
               "train_wall_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
               "budget_reading": "process CPU seconds of the one training process (torch and OpenBLAS "
@@ -235,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
               "observation": "flat (profile, user train-SVD embedding, persona, history item features and "
                              "ratings, step) + action mask; no simulator latent",
               "population": population.name, "agent": repr(agent)}
-    doc = results_document(config, rows, verdict=verdict, learning_curve=curve.points)
-    from train_maskable_ppo import cpu_info, plot
+    path = results_file.write(
+        config=config, metrics={}, results=rows,
+        hardware={"training_load_average": {"start": load_start, "end": load_end}},
+        sections={"verdict": verdict, "learning_curve": curve.points},
+    )
+    from train_maskable_ppo import plot
 
-    doc["hardware"] = {**doc["hardware"], "cpu": cpu_info(), "torch_threads": torch.get_num_threads(),
-                       "loadavg_1_5_15_start": load_start, "loadavg_1_5_15_end": load_end}
-    path = write_results_json(args.out, doc)
-    plots = plot(curve.points, rows, args.out.with_suffix(""), args.episodes, learned=LEARNED)
+    plots = plot(curve.points, rows, path.with_suffix(""), args.episodes, learned=LEARNED)
     print(f"wrote {path}, {', '.join(str(x) for x in plots)}")
     return 0
 

@@ -57,7 +57,7 @@ def test_item_dqn_example_trains_within_a_cpu_budget_and_records_it(tmp_path):
     cfg = doc["config"]
     assert cfg["train_steps"] == 2_000 and cfg["stopped_by"] == "planned steps"
     assert 0 < cfg["train_cpu_seconds"] <= 60 and cfg["train_wall_seconds"] > 0
-    assert len(doc["hardware"]["loadavg_1_5_15_start"]) == 3 and doc["learning_curve"]
+    assert len(doc["hardware"]["training_load_average"]["start"]) == 3 and doc["learning_curve"]
     assert doc["verdict"]["within_budget_1200_cpu_seconds"] is True
     for r in doc["results"]:
         assert r["return_ci"][0] <= r["return"] <= r["return_ci"][1]
