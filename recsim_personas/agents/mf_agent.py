@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsim_personas.agents.bias_agent import BiasUserAgent
-from recsim_personas.agents.exits import ExitRuleConfig, activity_levels_from_counts
+from recsim_personas.agents.bias_agent import BiasUserAgent, pair_ids
+from recsim_personas.agents.exits import ExitRuleConfig, train_activity_levels
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, DataError
 
@@ -192,10 +192,7 @@ class LatentFactorUserAgent(BiasUserAgent):
                 train, scale, holdout=holdout, seed=seed, mf_params=params
             )
         if activity_levels is None:
-            counts = train.groupby("user_id").size()
-            activity_levels = dict(
-                zip(counts.index.to_numpy().tolist(), activity_levels_from_counts(counts.to_numpy()).tolist())
-            )
+            activity_levels = train_activity_levels(train)
         return cls(
             model, scale, noise_std=noise_std, activity_levels=activity_levels, exit_rule=exit_rule,
             table_users=table_users, table_items=table_items,
@@ -205,13 +202,7 @@ class LatentFactorUserAgent(BiasUserAgent):
         self, user_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray
     ) -> np.ndarray:
         """The biased-MF mean, clipped to the scale (one table look-up per known pair)."""
-        users = np.asarray(user_ids, dtype=np.int64).ravel()
-        items = np.asarray(item_ids, dtype=np.int64).ravel()
-        if len(users) != len(items):
-            raise DataError(
-                f"LatentFactorUserAgent.rate: {len(users)} user ids but {len(items)} item ids; pass "
-                "one user and one item per request"
-            )
+        users, items = pair_ids(user_ids, item_ids, "LatentFactorUserAgent.rate")
         known_u, known_i = self._table_users, self._table_items
         pu = np.minimum(np.searchsorted(known_u, users), max(len(known_u) - 1, 0))
         pi = np.minimum(np.searchsorted(known_i, items), max(len(known_i) - 1, 0))
