@@ -21,10 +21,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsim_personas.agents.llm import file_lock
 from recsim_personas.errors import BackendError, ConfigError, ModelError
 from recsim_personas.paths import cache_dir
 
@@ -279,19 +280,6 @@ def stop_server(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None
             continue
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_vllm_venv(
     venv: str | os.PathLike[str] | None = None,
     *,
@@ -312,7 +300,7 @@ def ensure_vllm_venv(
     marker = root / _OK_MARKER
     if marker.is_file() and marker.read_text().strip() == package and python.exists():
         return python
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    with file_lock(root.parent / f".{root.name}.lock"):
         if marker.is_file() and marker.read_text().strip() == package and python.exists():
             return python
         shutil.rmtree(root, ignore_errors=True)
