@@ -57,7 +57,7 @@ from recsim_personas.agents.levels import (
 )
 from recsim_personas.agents.protocol import RatingBatch
 from recsim_personas.agents.served_logprobs import LogprobCoverageWarning, NextTokenLogprobs
-from recsim_personas.agents.served_models import read_models
+from recsim_personas.agents.served_models import ServerModels, read_models
 from recsim_personas.agents.tokenization import PromptRow, PromptTokenizer, prompt_tail
 from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingScale
@@ -66,7 +66,7 @@ from recsim_personas.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from recsim_personas.agents.prompts import RatingPrompt
 
-__all__ = ["LogprobCoverageWarning", "ServedConfig", "ServedRatingScorer"]
+__all__ = ["LogprobCoverageWarning", "ServedConfig", "ServedRatingScorer", "probe_server"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,32 @@ class ServedConfig(Config):
             raise ConfigError("served scorer settings: " + "; ".join(problems))
 
 
+def probe_server(
+    base_url: str, *, base_model: str | os.PathLike[str] | None = None, config: ServedConfig | None = None
+) -> ServerModels:
+    """What the server at ``base_url`` serves (``GET /v1/models``, with the settings' timeouts and
+    retries): for commands that check a ``--server`` before their long stages run.
+
+    Raises:
+        ConfigError: ``base_url`` is not an http(s) URL.
+        BackendError: the server does not answer (one line).
+        ModelError: ``base_model`` is given and the server serves another.
+    """
+    url = _api_root(base_url)
+    client = CompletionsClient(url, config or ServedConfig())
+    try:
+        return read_models(client.run(client.models()), url, base_model)
+    finally:
+        client.close()
+
+
+def _api_root(base_url: str) -> str:
+    url = str(base_url).rstrip("/")
+    if not urlparse(url).scheme.startswith("http"):
+        raise ConfigError(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
+    return url
+
+
 class ServedRatingScorer:
     """Rating distributions from an OpenAI-compatible completions server (see the module docstring).
 
@@ -157,9 +183,7 @@ class ServedRatingScorer:
         api_key: str | None = None,
     ) -> None:
         self.config = config or ServedConfig()
-        self.base_url = str(base_url).rstrip("/")
-        if not urlparse(self.base_url).scheme.startswith("http"):
-            raise ConfigError(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
+        self.base_url = _api_root(base_url)
         self.tokenizer = tokenizer
         self.scale = scale
         self.tokens = PromptTokenizer(tokenizer)

@@ -119,6 +119,13 @@ class ModelSection:
     name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: URL of a vLLM server serving ``name`` and the run's trained adapters (``recsim-personas serve
+    #: RUN --launch``): evaluation and the LM simulation score through it; null = in this process.
+    server: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.server is not None and not str(self.server).startswith(("http://", "https://")):
+            raise ConfigError(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.server!r}")
 
 
 @dataclass(frozen=True)

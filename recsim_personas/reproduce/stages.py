@@ -78,6 +78,7 @@ def experiment_config(config: ReproduceConfig) -> Any:
         k=config.memory.retrieval_k,
         delta=config.memory.delta,
         seed=config.seed,
+        server=config.model.server,
     )
 
 
@@ -87,6 +88,8 @@ def simulation_config(config: ReproduceConfig) -> Any:
     sim = config.simulation
     memory_mode = "msml" if "msml" in config.training.memory_modes else "ms"
     env = {"agent": sim.agent, "run_dir": str(config.out), "memory_mode": memory_mode}
+    if sim.agent == "lm" and config.model.server is not None:
+        env["server"] = config.model.server
     if config.dataset.data_dir is not None:
         env["data_dir"] = config.dataset.data_dir
     episodes = sim.episodes if isinstance(sim.episodes, int) else 1
