@@ -113,23 +113,17 @@ class LatentFactorUserAgent(BiasUserAgent):
 
     Args:
         model: A fitted :class:`~recsim_personas.baselines.mf.BiasedMF`.
-        scale: The dataset's rating scale.
-        noise_std: Standard deviation of the rating noise, in stars (>= 0).
-        activity_levels: ``{user_id: 0|1|2}``; users missing here get level 1 (mid).
-        exit_rule: Parameters of the patience exit rule.
+        scale, noise_std, activity_levels, exit_rule: As in
+            :class:`~recsim_personas.agents.bias_agent.BiasUserAgent`.
         table_users: Users of the dense mean table (default: every user the model knows); other
             users are predicted on demand.
         table_items: Items of the dense mean table (default: every item the model knows).
     """
 
+    # The bias agent's parameters, then the mean table's.
     def __init__(
-        self,
-        model: BiasedMF,
-        scale: RatingScale,
-        *,
-        noise_std: float,
-        activity_levels: Mapping[int, int] | None = None,
-        exit_rule: ExitRuleConfig | None = None,
+        self, model: BiasedMF, scale: RatingScale, *, noise_std: float,
+        activity_levels: Mapping[int, int] | None = None, exit_rule: ExitRuleConfig | None = None,
         table_users: Sequence[int] | np.ndarray | None = None,
         table_items: Sequence[int] | np.ndarray | None = None,
     ) -> None:
@@ -155,13 +149,8 @@ class LatentFactorUserAgent(BiasUserAgent):
 
     @classmethod
     def fit(  # type: ignore[override]
-        cls,
-        train: pd.DataFrame,
-        scale: RatingScale,
-        *,
-        noise_std: float | None = None,
-        activity_levels: Mapping[int, int] | None = None,
-        exit_rule: ExitRuleConfig | None = None,
+        cls, train: pd.DataFrame, scale: RatingScale, *, noise_std: float | None = None,
+        activity_levels: Mapping[int, int] | None = None, exit_rule: ExitRuleConfig | None = None,
         mf_params: Mapping[str, Any] | None = None,
         holdout: float = 0.2,
         seed: int = 0,

@@ -58,16 +58,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsim_personas.agents.adapters import BASE_ADAPTER, resolve_adapters
+from recsim_personas.agents.adapters import BASE_ADAPTER, AdapterChecks, AdapterNames
 from recsim_personas.agents.continuation import LevelContinuation
 from recsim_personas.agents.kv_cache import PrefixKVCache
 from recsim_personas.agents.levels import generated_batch, parse_rating
 from recsim_personas.agents.lora_router import MAX_RUNS_PER_ADAPTER, LoraRouter
 from recsim_personas.agents.prefix_batches import PrefixBatchRunner
 from recsim_personas.agents.protocol import RatingBatch
-from recsim_personas.agents.sampling import sample_next_tokens
+from recsim_personas.agents.sampling import (
+    SamplingSettings,
+    positive_int_problems,
+    sample_next_tokens,
+)
 from recsim_personas.agents.tokenization import PromptTokenizer, prompt_tail
-from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError
 from recsim_personas.hf_compat import cache_kwargs, output_cache
@@ -86,7 +89,7 @@ _MAX_RUNS_PER_ADAPTER = MAX_RUNS_PER_ADAPTER
 
 
 @dataclass(frozen=True)
-class ScoringConfig(Config):
+class ScoringConfig(SamplingSettings):
     """Settings of a :class:`RatingScorer` as data (``RatingScorer.from_config``); see its Args.
 
     Example:
@@ -99,33 +102,16 @@ class ScoringConfig(Config):
     cache_entries: int = 256
     cache_bytes: int = 2**30
     group_by_adapter: bool = True
-    temperature: float = 0.3
-    top_p: float = 0.9
-    top_k: int | None = None
-    max_new_tokens: int = 4
-    seed: int = 0
     fast_lora: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        for name in ("max_batch", "cache_entries", "cache_bytes", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(
-                f"top_p must be in (0, 1], got {self.top_p} (the paper's 'top-p 50' is not a "
-                "probability; use top_k=50 for that reading)"
-            )
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            problems.append(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        problems = positive_int_problems(self, ("max_batch", "cache_entries", "cache_bytes"))
+        problems += self.sampling_problems()
         if problems:
             raise ConfigError("RatingScorer settings: " + "; ".join(problems))
 
 
-class RatingScorer(LevelContinuation, PrefixBatchRunner):
+class RatingScorer(LevelContinuation, PrefixBatchRunner, AdapterChecks):
     """Rating distributions from a causal LM (optionally a ``PeftModel`` with named adapters).
 
     Args:
@@ -248,18 +234,6 @@ class RatingScorer(LevelContinuation, PrefixBatchRunner):
         """Names of the LoRA adapters the model holds (empty for a plain model)."""
         return tuple(self.model.peft_config) if self._is_peft else ()
 
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Longest prompt that leaves room for the answer in the model's context."""
-        return self.context_length - self.max_new_tokens - 4
-
-    def check_adapters(self, names: Sequence[str | None]) -> None:
-        """Raise ``AdapterError`` (with a did-you-mean) if a name is not an adapter of the model."""
-        self._normalise_adapters(list(names), len(names))
-
-    def _normalise_adapters(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
-        return resolve_adapters(adapter_names, n, self.adapters)
-
     @contextlib.contextmanager
     def _adapters_active(self, names: Sequence[str]) -> Iterator[dict[str, Any]]:
         """Activate the adapters of one batch; yields extra forward kwargs."""
@@ -307,7 +281,7 @@ class RatingScorer(LevelContinuation, PrefixBatchRunner):
         return False
 
     def warm(
-        self, prompts: Sequence[RatingPrompt | str], adapter_names: Sequence[str | None] | str | None = None
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> int:
         """Compute and cache the prefixes of ``prompts`` (with their adapters) without scoring them.
 
@@ -326,9 +300,7 @@ class RatingScorer(LevelContinuation, PrefixBatchRunner):
 
     # ------------------------------------------------------------------ public API
     def score(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> RatingBatch:
         """Rating distributions of ``prompts`` (one forward pass per batch; no sampling).
 
@@ -362,10 +334,7 @@ class RatingScorer(LevelContinuation, PrefixBatchRunner):
         return RatingBatch(probs=probs, outside_mass=outside)
 
     def choice_probs(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        options: Sequence[str] = ("A", "B"),
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, options: Sequence[str] = ("A", "B")
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities of single-token ``options`` at the answer position.
 
@@ -394,10 +363,7 @@ class RatingScorer(LevelContinuation, PrefixBatchRunner):
         return probs, outside
 
     def generate(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        seed: int | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, seed: int | None = None
     ) -> tuple[list[str], RatingBatch]:
         """The paper's mode: sample up to ``max_new_tokens`` tokens and parse the rating.
 

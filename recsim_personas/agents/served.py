@@ -47,7 +47,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from recsim_personas.agents.adapters import BASE_ADAPTER, resolve_adapters
+from recsim_personas.agents.adapters import BASE_ADAPTER, AdapterChecks, AdapterNames
 from recsim_personas.agents.completions_client import NO_ADAPTER_FIX, CompletionsClient
 from recsim_personas.agents.levels import (
     generated_batch,
@@ -56,10 +56,10 @@ from recsim_personas.agents.levels import (
     level_stems,
 )
 from recsim_personas.agents.protocol import RatingBatch
+from recsim_personas.agents.sampling import SamplingSettings, positive_int_problems
 from recsim_personas.agents.served_logprobs import LogprobCoverageWarning, NextTokenLogprobs
 from recsim_personas.agents.served_models import ServerModels, read_models
 from recsim_personas.agents.tokenization import PromptRow, PromptTokenizer, prompt_tail
-from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError
 
@@ -70,12 +70,14 @@ __all__ = ["LogprobCoverageWarning", "ServedConfig", "ServedRatingScorer", "prob
 
 
 @dataclass(frozen=True)
-class ServedConfig(Config):
-    """Settings of a :class:`ServedRatingScorer` as data.
+class ServedConfig(SamplingSettings):
+    """Settings of a :class:`ServedRatingScorer` as data (the network side: in-flight bound,
+    timeouts, retries; the scores' side: the top-log-probabilities fallback; and ``generate``'s
+    sampling, as in process).
 
     Example:
-        >>> ServedConfig.from_dict(ServedConfig(max_in_flight=4).to_dict()) == ServedConfig(max_in_flight=4)
-        True
+        >>> ServedConfig(max_in_flight=4).replace(retries=0).to_dict()["retries"]
+        0
     """
 
     max_in_flight: int = 8
@@ -96,23 +98,10 @@ class ServedConfig(Config):
     """Top log-probabilities asked for when the server lacks ``logprob_token_ids`` (vLLM's cap: 20)."""
     min_covered_mass: float = 0.95
     """With top log-probabilities: warn when a level is missing and the listed tokens cover less."""
-    temperature: float = 0.3
-    """Sampling temperature of ``generate``."""
-    top_p: float = 0.9
-    """Nucleus threshold of ``generate``."""
-    top_k: int | None = None
-    """Top-k filter of ``generate`` (None = off)."""
-    max_new_tokens: int = 4
-    """Tokens sampled by ``generate``."""
-    seed: int = 0
-    """Base seed of ``generate``."""
 
     def __post_init__(self) -> None:
-        problems = []
-        for name in ("max_in_flight", "prompts_per_request", "top_logprobs", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        problems = positive_int_problems(self, ("max_in_flight", "prompts_per_request", "top_logprobs"))
+        problems += self.sampling_problems()
         if not isinstance(self.retries, int) or self.retries < 0:
             problems.append(f"retries must be an integer >= 0, got {self.retries!r}")
         for name in ("timeout", "connect_timeout"):
@@ -122,8 +111,6 @@ class ServedConfig(Config):
             problems.append(f"need 0 <= backoff_base <= backoff_max, got {self.backoff_base}, {self.backoff_max}")
         if not 0 < self.min_covered_mass <= 1:
             problems.append(f"min_covered_mass must be in (0, 1], got {self.min_covered_mass}")
-        if not self.temperature >= 0 or not 0 < self.top_p <= 1:
-            problems.append(f"need temperature >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
         if problems:
             raise ConfigError("served scorer settings: " + "; ".join(problems))
 
@@ -154,7 +141,7 @@ def _api_root(base_url: str) -> str:
     return url
 
 
-class ServedRatingScorer:
+class ServedRatingScorer(AdapterChecks):
     """Rating distributions from an OpenAI-compatible completions server (see the module docstring).
 
     Args:
@@ -171,6 +158,9 @@ class ServedRatingScorer:
         ModelError: the server's base model is not ``base_model``.
         ConfigError: invalid settings.
     """
+
+    #: Context kept free after a prompt beyond ``max_new_tokens``: the level stems' follow-up tokens.
+    _answer_room = 8
 
     def __init__(
         self,
@@ -248,19 +238,8 @@ class ServedRatingScorer:
         """Names of the LoRA adapters the server holds (its ``/v1/models`` entries under the base)."""
         return self._adapters
 
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Longest prompt that leaves room for the answer (and the level stems) in the context."""
-        return self.context_length - self.max_new_tokens - 8
-
-    def check_adapters(self, names: Sequence[str | None]) -> None:
-        """Raise ``AdapterError`` (with a did-you-mean) if the server holds no adapter of a name."""
-        self._names(list(names), len(names))
-
-    def _names(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
-        return resolve_adapters(
-            adapter_names, n, self._adapters, where=f"the server at {self.base_url}", how_to_load=NO_ADAPTER_FIX
-        )
+    def _adapter_messages(self) -> dict[str, Any]:
+        return {"where": f"the server at {self.base_url}", "how_to_load": NO_ADAPTER_FIX}
 
     def _model_for(self, adapter: str) -> str:
         if adapter == BASE_ADAPTER:
@@ -343,9 +322,7 @@ class ServedRatingScorer:
         return level_distribution(logp, np.exp(first_lp).sum(axis=1))
 
     def score(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> RatingBatch:
         """Rating distributions of ``prompts``, as :meth:`RatingScorer.score` computes them.
 
@@ -358,7 +335,7 @@ class ServedRatingScorer:
         outside = np.zeros(n)
         if n == 0:
             return RatingBatch(probs=probs, outside_mass=outside)
-        names = self._names(adapter_names, n)
+        names = self._normalise_adapters(adapter_names, n)
         rows = self._rows(prompts, names)
         tails = [prompt_tail(p) for p in prompts]
         levels = {t: self.tokens.level_tokens(t, self.scale)[0] for t in dict.fromkeys(tails)}
@@ -374,10 +351,7 @@ class ServedRatingScorer:
         return RatingBatch(probs=probs, outside_mass=outside)
 
     def choice_probs(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        options: Sequence[str] = ("A", "B"),
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, options: Sequence[str] = ("A", "B")
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities of single-token ``options`` at the answer position (the leave/stay choice),
         renormalised over the options, and the mass on other tokens."""
@@ -386,7 +360,7 @@ class ServedRatingScorer:
         outside = np.zeros(n)
         if n == 0:
             return probs, outside
-        names = self._names(adapter_names, n)
+        names = self._normalise_adapters(adapter_names, n)
         rows = self._rows(prompts, names)
         tails = [prompt_tail(p) for p in prompts]
         firsts = {t: self.tokens.option_tokens(t, options) for t in dict.fromkeys(tails)}
@@ -408,10 +382,7 @@ class ServedRatingScorer:
         return probs, outside
 
     def generate(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        seed: int | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, seed: int | None = None
     ) -> tuple[list[str], RatingBatch]:
         """The paper's mode: the server samples up to ``max_new_tokens`` tokens (seeded per
         request), parsed as :meth:`RatingScorer.generate` does."""
@@ -421,7 +392,7 @@ class ServedRatingScorer:
         if seed is None:
             seed = self.config.seed + self._generate_calls
         self._generate_calls += 1
-        names = self._names(adapter_names, n)
+        names = self._normalise_adapters(adapter_names, n)
         rows = self._rows(prompts, names)
         groups = self._groups(names, [None] * n)
         cfg = self.config
@@ -444,12 +415,10 @@ class ServedRatingScorer:
         return texts, generated_batch(texts, self.scale)
 
     def warm(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> int:
         """Send each new (adapter, prefix) once so that the server caches it; returns how many."""
-        names = self._names(adapter_names, len(prompts))
+        names = self._normalise_adapters(adapter_names, len(prompts))
         before = self.stats["prefix_misses"]
         rows = self._rows(prompts, names)
         new = {}
