@@ -231,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     served_dtype: str | None = None
     argv_: list[str] = []
     log = work / "vllm.log"
+    # The server appends to the log: read only what this run's server wrote.
+    log_start = log.stat().st_size if log.is_file() else 0
 
     def save(complete: bool) -> None:
         """Write the results file (after every measured row too: a run cut short keeps its rows)."""
-        log_text = log.read_text(errors="replace") if log.is_file() else ""
+        log_text = log.read_bytes()[log_start:].decode(errors="replace") if log.is_file() else ""
         isa_lines = [line.strip() for line in log_text.splitlines()
                      if "Punica" in line or "KV cache size" in line or "oneDNN" in line][:4]
 
