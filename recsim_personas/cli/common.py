@@ -202,7 +202,7 @@ def check_models(named: list[tuple[str | None, str]], embedders: list[tuple[str 
     Raises:
         ConfigError: Every problem, one line each (an unknown hub id offline: seconds, no retries).
     """
-    from recsim_personas.reproduce.config import embedder_problem, model_problem
+    from recsim_personas.reproduce.loading import embedder_problem, model_problem
 
     problems = [p for name, option in named if (p := model_problem(name, option))]
     problems += [p for spec, option in embedders if (p := embedder_problem(spec, option))]

@@ -138,7 +138,7 @@ def _dry_run(config) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recsim_personas.cli.outputs import check_output_dir
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     extra = {"dataset.name": args.dataset, "dataset.data_dir": args.data_dir, "model.name": args.model,
