@@ -34,8 +34,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsim_personas.errors import BackendError, RecsimWarning
-from recsim_personas.memory.backends import StepRequest, StepResponse
 from recsim_personas.memory.backends.cache import RequestCache
+from recsim_personas.memory.backends.steps import StepRequest, StepResponse
 from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
 from recsim_personas.memory.step_output import parse_step_output
 
