@@ -14,10 +14,28 @@
   ``evaluation`` (``evaluate_rows``) and ``table`` (``experiment_table``, ``finished_adapters``).
 - :mod:`~recsim_personas.training.estimate`: ``measure_rates``, ``estimate_experiment``.
 
-Nothing is imported here, so ``import recsim_personas.training`` stays cheap (torch and peft load only
+Names load on first use, so ``import recsim_personas.training`` stays cheap (torch and peft load only
 when training starts).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from recsim_personas.lazy import lazy_exports
+
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "TrainResult": "adapter_folder",
+    "LoraTrainConfig": "config",
+    "evaluate_rows": "evaluation",
+    "ExperimentResult": "experiment",
+    "run_experiment": "experiment",
+    "ExperimentConfig": "experiment_config",
+    "train_adapter": "lora",
+    "plan_experiment": "plan",
+    "build_test_rows": "rows",
+    "build_training_rows": "rows",
+    "evaluation_rows": "run_inputs",
+    "train_adapters": "train_all",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
