@@ -35,18 +35,17 @@ its memories; what no cache can share), so the floor is ``R / (2 * params * S)``
 (d) within 2x of the floor, and (d) >= 10x (a) with the M_s prompt.
 
 The CPU is often shared: the JSON records the load average before and after the run.
-Writes ``results/agent_throughput.json`` (``config``, ``git``, ``versions``, ``hardware``,
-``metrics``, ``checks``).
+Writes ``--out`` (default ``results/agent_throughput.json``) through
+:mod:`recsim_personas.benchmarking`. Past results: the README's "Agent throughput" section and
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -54,9 +53,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 N_ADAPTERS = 4
 
 
@@ -186,7 +184,7 @@ def timed(fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_argparser(__file__, __doc__)
     parser.add_argument("--model", default=None, help="hub id or local path (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--template", default="paper", help="prompt preset (paper, compact)")
     parser.add_argument("--memory-mode", default="ms", choices=["ms", "msml"])
@@ -200,14 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", default="auto",
         help="torch threads, or auto: 2 on an idle machine, 1 when the 1-minute load average is above "
-             "1.5 (with the 2 cores shared, 2 threads ran 2-3x slower than 1: OpenMP barriers wait for "
-             "descheduled threads)",
+             "1.5 (on shared cores OpenMP barriers wait for descheduled threads; docs/benchmarks.md)",
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 speed/tolerance measurement")
     parser.add_argument("--synthetic", action="store_true", help="synthetic prompts even if memories work")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, not a result)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "agent_throughput.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "agent_throughput", argv)
     if args.quick:
         args.users, args.items_per_user, args.paper_ratings, args.full_ratings = 2, 4, 1, 2
         args.no_bf16 = True
@@ -217,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.agents.llm import load_causal_lm, load_tokenizer
     from recsim_personas.agents.scoring import RatingScorer
 
-    load_before = os.getloadavg()
+    load_before = results_file.load_before
     if args.threads == "auto":
         args.threads = 2 if load_before[0] <= 1.5 else 1
         print(f"threads: {args.threads} (auto; 1-minute load average {load_before[0]:.1f})")
@@ -357,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             [prompts[warm[j]] for j in rows], name).probs
     diff_d = float(np.abs(rd_warm.probs - ref_d).max())
     tol = 1e-3 if dtype_name == "float32" else 5e-2
-    checks.append({"name": "b_equals_c", "max_abs_diff": diff_bc, "tolerance": tol, "passed": diff_bc < tol})
-    checks.append({"name": "d_equals_per_adapter_peft", "max_abs_diff": diff_d, "tolerance": tol,
-                   "passed": diff_d < tol})
+    checks.append({"check": "b_equals_c", "max_abs_diff": diff_bc, "tolerance": tol, "passed": bool(diff_bc < tol)})
+    checks.append({"check": "d_equals_per_adapter_peft", "max_abs_diff": diff_d, "tolerance": tol,
+                   "passed": bool(diff_d < tol)})
     metrics["adapters_vs_base_max_abs_diff"] = float(np.abs(rd_warm.probs - rc_warm.probs).max())
     metrics["outside_mass_mean_base"] = float(np.concatenate([rc_cold.outside_mass, rc_warm.outside_mass]).mean())
 
@@ -390,10 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                        for m in results},
         "d_fraction_of_floor": results["d"]["ratings_per_cpu_s_per_thread"] / floor,
     }
-    checks.append({"name": "d_within_2x_of_floor", "value": metrics["d_fraction_of_floor"], "target": 0.5,
-                   "passed": metrics["d_fraction_of_floor"] >= 0.5})
-    checks.append({"name": "d_at_least_10x_a", "value": ratio_a["d"], "target": 10.0,
-                   "passed": ratio_a["d"] >= 10.0 and args.memory_mode == "ms"})
+    checks.append({"check": "d_within_2x_of_floor", "value": metrics["d_fraction_of_floor"], "target": 0.5,
+                   "passed": bool(metrics["d_fraction_of_floor"] >= 0.5)})
+    checks.append({"check": "d_at_least_10x_a", "value": ratio_a["d"], "target": 10.0,
+                   "passed": bool(ratio_a["d"] >= 10.0 and args.memory_mode == "ms")})
     metrics["peak_rss_mb"] = peak_rss_mb()
     metrics["load_average_before"] = list(load_before)
     metrics["load_average_after"] = list(os.getloadavg())
@@ -416,25 +413,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'FLOP floor counting the levels tokens too':52s} {floor_answer:10.3f}")
     print(f"matmul {dtype_name}: {rate:.1f} GFLOP/s; params {params / 1e6:.1f} M; suffix {s_tokens:.0f} tokens/rating")
     for c in checks:
-        print(f"check {c['name']}: {'PASS' if c['passed'] else 'FAIL'} {c}")
+        print(f"check {c['check']}: {'PASS' if c['passed'] else 'FAIL'} {c}")
     print(f"CPU-time estimates: {metrics['cpu_time_estimates']}")
     print(f"load average before {load_before}, after {os.getloadavg()}")
 
-    env = environment_info()
-    doc = {
-        "config": {**vars(args), "prompt_source": source, "dtype": dtype_name,
-                   "scale": {"min": scale.min, "max": scale.max, "step": scale.step},
-                   "command": "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/agent_throughput.py "
-                              + " ".join(argv if argv is not None else sys.argv[1:])},
-        "git": git_info(),
-        "versions": env["versions"],
-        "hardware": {**env["hardware"], "torch_threads": torch.get_num_threads()},
-        "metrics": metrics,
-        "checks": checks,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, doc)
+    out = results_file.write(
+        config={**vars(args), "prompt_source": source, "dtype": dtype_name,
+                "scale": {"min": scale.min, "max": scale.max, "step": scale.step}},
+        metrics=metrics, checks=checks,
+    )
     print(f"wrote {out}")
     return 0
 

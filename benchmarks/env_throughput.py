@@ -60,30 +60,16 @@ earlier metrics in the file; each agent's block records when and at which commit
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cpu_info() -> dict[str, Any]:
-    """CPU model and flags from ``lscpu``."""
-    import subprocess
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {"model": fields.get("Model name", "").strip(), "flags": fields.get("Flags", "").split()}
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 class _SingleRunner:
@@ -207,7 +193,7 @@ def _unshared_tokens(agent: Any, envs: Any) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_argparser(__file__, __doc__)
     parser.add_argument("--agents", default="bias,lm",
                         help="any of bias, mf (the cheap agents), lm (default: bias,lm)")
     parser.add_argument("--n", default="1,8,32", help="vector env sizes (default: 1,8,32)")
@@ -223,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=None, help="trained run folder (default: embedded population)")
     parser.add_argument("--dtype", default="auto", help="LM dtype (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--json", default=str(ROOT / "results" / "env_throughput.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "env_throughput", argv)
 
     from recsim_personas.agents.bias_agent import BiasUserAgent
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.artifacts import git_info
     from recsim_personas.envs.config import PersonaRecConfig
     from recsim_personas.envs.persona_rec import PersonaRecEnv
     from recsim_personas.envs.population import build_agent, load_population
@@ -384,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_info(), "command": command}
     for name in agents:
         metrics.setdefault(name, {}).update(stamp)
-    previous = Path(args.json)
+    previous = results_file.path
     if previous.is_file():
         import json
 
@@ -395,19 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("bias", "mf", "lm"):
             if name not in agents and name in old:
                 metrics[name] = old[name]
-    env_info = environment_info()
-    doc = {
-        "config": {"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps, "cold": args.cold,
-                   "lm_exit": args.lm_exit, "lm_rounds": args.lm_rounds,
-                   "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict(),
-                   "command": command},
-        "git": git_info(),
-        "versions": env_info["versions"],
-        "hardware": {**env_info["hardware"], "cpu": _cpu_info(),
-                     "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
-        "metrics": metrics,
-    }
-    atomic_write_json(args.json, doc)
+    path = results_file.write(
+        config={"agents": agents, "n": sizes, "seconds": args.seconds, "lm_steps": lm_steps, "cold": args.cold,
+                "lm_exit": args.lm_exit, "lm_rounds": args.lm_rounds,
+                "run_dir": args.run_dir, "dtype": args.dtype, "env_options": PersonaRecConfig().to_dict()},
+        metrics=metrics,
+    )
 
     from rich.console import Console
     from rich.table import Table
@@ -419,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     for agent_name, cfg, sps, note in rows:
         table.add_row(agent_name, cfg, f"{sps:,.2f}" if sps < 100 else f"{sps:,.0f}", note)
     Console(width=120).print(table)
-    print(f"wrote {args.json}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -15,33 +15,32 @@ rolls out ``--episodes`` sessions of a random policy in the env (``exit="agent"`
 ``--horizon``) with each calibration and reports the measured session lengths and exit rates.
 
 What to read: a useful exit model leaves sooner after bad items than after good ones (the "bottom -
-top" column > 0). Writes ``results/exit_calibration.json`` and prints a table.
+top" column > 0). Writes ``--out`` (default ``results/exit_calibration.json``) through
+:mod:`recsim_personas.benchmarking` and prints a table.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_argparser(__file__, __doc__)
     parser.add_argument("--users", type=int, default=24, help="users asked the scripted sessions (default 24)")
     parser.add_argument("--episodes", type=int, default=16, help="rollout sessions per calibration (default 16)")
     parser.add_argument("--horizon", type=int, default=20, help="rollout horizon (default 20)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=str(ROOT / "results" / "exit_calibration.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "exit_calibration", argv)
 
     import gymnasium as gym
     import torch
@@ -53,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD, LMUserAgent
     from recsim_personas.agents.protocol import SessionEvent
     from recsim_personas.agents.scoring import RatingScorer
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.envs.population import default_population
 
     if args.threads:
@@ -120,21 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{rollouts[calibration]['exit_rate']:.0%}")
     Console(width=140).print(table)
 
-    env = environment_info()
-    doc = {
-        "benchmark": "exit_calibration",
-        "command": "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/exit_calibration.py",
-        "config": {"users": len(users), "episodes": args.episodes, "horizon": args.horizon, "seed": args.seed,
-                   "exit_hazard": list(DEFAULT_EXIT_HAZARD), "items": items, "population": repr(population),
-                   "torch_threads": torch.get_num_threads()},
-        "git": git_info(),
-        **env,
-        "metrics": {"scripted_mean_p_leave": scripted, "scripted_seconds": scripted_seconds,
-                    "bottom_minus_top": {c: scripted[c][bottom] - scripted[c][top] for c in agents},
-                    "rollouts": rollouts},
-    }
-    atomic_write_json(Path(args.json), doc)
-    print(f"wrote {args.json}")
+    path = results_file.write(
+        config={"users": len(users), "episodes": args.episodes, "horizon": args.horizon, "seed": args.seed,
+                "exit_hazard": list(DEFAULT_EXIT_HAZARD), "items": items, "population": repr(population),
+                "torch_threads": torch.get_num_threads()},
+        metrics={"scripted_mean_p_leave": scripted, "scripted_seconds": scripted_seconds,
+                 "bottom_minus_top": {c: scripted[c][bottom] - scripted[c][top] for c in agents},
+                 "rollouts": rollouts},
+    )
+    print(f"wrote {path}")
     return 0
 
 

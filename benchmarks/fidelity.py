@@ -30,14 +30,14 @@ Budgets (what is cut is printed and stored in the JSON):
     One user per persona, 2 train rows and 1 test row each, one optimizer step per adapter: checks
     the whole path, numbers mean nothing.
 
-Writes ``results/fidelity-<budget>.json`` (``config``, ``cuts``, ``plan``, ``git``, ``versions``,
-``hardware``, ``metrics``: the rows, per persona, the baselines, the training curves' summary and the
-time of every stage) and prints the table in Markdown for the README.
+Writes ``--out`` (default ``results/fidelity-<budget>.json``) through
+:mod:`recsim_personas.benchmarking`: ``config`` with the ``cuts`` and the ``plan``, ``metrics`` with
+the rows, per persona, the baselines, the training curves' summary, the time of every stage and the
+table in Markdown, which it also prints for the README.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -46,6 +46,8 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -59,11 +61,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "full": {"train_preset": "paper"},
 }
 #: Per-token wall seconds used by ``--dry-run`` unless ``--measure`` re-measures them: SmolLM2-135M,
-#: float32, cpu preset, measured with ``--measure`` on the project's idle 2-core AMD EPYC VM (2 torch
-#: threads): 10.4 ms per training token, 2.6 ms per scored token. With 1 thread: 15.5 / 4.4 ms. On the
-#: same machine busy with other jobs (load average about 4), 2 threads cost 146 / 20 ms (OpenMP
-#: threads spin when the cores are oversubscribed) and 1 thread 16.5 / 4.9 ms: pass ``--threads 1``
-#: on a shared machine.
+#: float32, cpu preset, idle 2-core machine, 2 torch threads (the measurements on idle and busy
+#: machines, and why ``--threads 1`` on a shared one: docs/benchmarks.md).
 DEFAULT_RATES = {"train_s_per_token": 0.0104, "eval_s_per_token": 0.0026}
 BASELINES = ("global-mean", "bias", "biased-mf")
 
@@ -112,8 +111,7 @@ def fit_baselines(split: Any, test: Any, scale: Any) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_argparser(__file__, __doc__, out="fidelity-{budget}.json")
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="cpu", help="how much to run (default: cpu)")
     parser.add_argument("--dry-run", action="store_true",
                         help="build (or reuse) the memory stages, print the plan and the estimated time, stop")
@@ -121,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --dry-run: measure the per-token costs on this machine now (about a minute)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="ML-1M folder (ratings.dat, movies.dat)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/fidelity-<budget>)")
-    parser.add_argument("--out", type=Path, default=None, help="results JSON (default: results/fidelity-<budget>.json)")
     parser.add_argument("--model", default=None, help="base LM (default: packaged SmolLM2-135M-Instruct)")
     parser.add_argument("--eval-mode", choices=("score", "generate"), default="score",
                         help="score (default) or generate (the paper's 4 sampled tokens + regex)")
@@ -129,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch intra-op threads (default: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "fidelity", argv)
 
     import torch
 
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import PAPER_SPLIT, Split
     from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
@@ -140,15 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         ExperimentConfig,
         plan_experiment,
         run_experiment,
-        test_rows,
     )
+    from recsim_personas.training.run_inputs import evaluation_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
     budget = dict(BUDGETS[args.budget])
     config = ExperimentConfig(model=args.model, eval_mode=args.eval_mode, **budget)
     run_dir = args.run_dir or ROOT / "runs" / f"fidelity-{args.budget}"
-    out = args.out or ROOT / "results" / f"fidelity-{args.budget}.json"
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -206,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_experiment(run_dir, dataset, config, model=model, tokenizer=tokenizer,
                             progress=not args.quiet, log=lambda line: print(line, flush=True))
     timings["experiment"] = round(time.perf_counter() - t0, 1)
-    evaluated = test_rows(run_dir, config)
+    evaluated = evaluation_rows(run_dir, config)
     baselines = fit_baselines(split, evaluated, dataset.scale)
     timings["total"] = round(time.perf_counter() - t_all, 1)
 
@@ -239,25 +235,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{timings['experiment']:.0f} s); estimate was {estimate['total'] / 60:.0f} min")
     curves = {k: {"rows": t.n_rows, "steps": t.steps, "first_loss": t.first_loss, "final_loss": t.final_loss,
                   "seconds": t.wall_seconds, "tokens": t.train_tokens} for k, t in result.train.items()}
-    env = environment_info()
-    doc = {
-        "benchmark": "fidelity",
-        "command": f".venv/bin/python benchmarks/fidelity.py --budget {args.budget}",
-        "config": {"budget": args.budget, "experiment": config.to_dict(), "lora": tcfg.to_dict(),
-                   "split": PAPER_SPLIT.to_dict(), "memory": MemoryPipelineConfig.paper().to_dict(),
-                   "data_dir": str(args.data_dir), "run_dir": str(run_dir),
-                   "torch_threads": torch.get_num_threads()},
-        "cuts": plan.cuts,
-        "plan": {"adapters": plan.adapters, "evaluations": plan.evaluations, "tokens": plan.tokens,
-                 "estimate_seconds": estimate, "rates": rates},
-        "git": git_info(),
-        **env,
-        "metrics": {"rows": rows, "per_persona": result.persona_points, "baselines": baselines,
-                    "train": curves, "timings": {**timings, "memory_stages": stage_seconds},
-                    "averaging": "per rating; headline = expectation of the rating distribution"},
-        "table_markdown": table_md,
-    }
-    atomic_write_json(out, doc)
+    out = results_file.write(
+        config={"budget": args.budget, "experiment": config.to_dict(), "lora": tcfg.to_dict(),
+                "split": PAPER_SPLIT.to_dict(), "memory": MemoryPipelineConfig.paper().to_dict(),
+                "data_dir": str(args.data_dir), "run_dir": str(run_dir),
+                "torch_threads": torch.get_num_threads(), "cuts": plan.cuts,
+                "plan": {"adapters": plan.adapters, "evaluations": plan.evaluations, "tokens": plan.tokens,
+                         "estimate_seconds": estimate, "rates": rates}},
+        metrics={"rows": rows, "per_persona": result.persona_points, "baselines": baselines,
+                 "train": curves, "timings": {**timings, "memory_stages": stage_seconds},
+                 "averaging": "per rating; headline = expectation of the rating distribution",
+                 "table_markdown": table_md},
+    )
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 

@@ -20,17 +20,19 @@ when those numbers match the test rows' (the model then cannot learn a shortcut 
   test rows, the row's own rating left out.
 
 Also: the train rows whose item the user's profile names (dropped by ``named_items="drop"``).
-Writes ``results/leakage.json``.
+Writes ``--out`` (default ``results/leakage.json``) through :mod:`recsim_personas.benchmarking`; the
+table of the last run is in the README ("Simulated users that carry each user's taste").
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-1m-users-1-2999"
@@ -58,13 +60,12 @@ def _averages(pool: pd.DataFrame, rows: pd.DataFrame, leave_one_out: bool) -> np
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_argparser(__file__, __doc__, raw=True)
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "full"))
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
-    parser.add_argument("--out", default=str(ROOT / "results" / "leakage.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "leakage", argv)
 
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import Split
     from recsim_personas.memory.pipeline import run_item_catalog
@@ -95,14 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 for u, i in zip(train["user_id"], train["item_id"], strict=True))
     named_test = sum(profile_names_item(store.profile(int(u)), catalog.info(int(i)))
                      for u, i in zip(test["user_id"], test["item_id"], strict=True))
-    doc = {
-        "config": {"run_dir": str(run), "data_dir": args.data_dir, "users": int(train["user_id"].nunique()),
-                   "train_rows": len(train), "test_rows": len(test), "pool_rows": len(full_pool)},
-        "git": git_info(), **environment_info(),
-        "metrics": {"averages": results, "profile_named_train_rows": int(named),
-                    "profile_named_test_rows": int(named_test)},
-    }
-    atomic_write_json(args.out, doc)
+    path = results_file.write(
+        config={"run_dir": str(run), "data_dir": args.data_dir, "users": int(train["user_id"].nunique()),
+                "train_rows": len(train), "test_rows": len(test), "pool_rows": len(full_pool)},
+        metrics={"averages": results, "profile_named_train_rows": int(named),
+                 "profile_named_test_rows": int(named_test)},
+    )
     print("| item average shown | rows | no average | = label | RMSE vs label | Pearson |")
     print("|---|---|---|---|---|---|")
     for name, parts in results.items():
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.get('pearson', float('nan')):.3f} |")
     print(f"\ntrain rows whose item the profile names: {named:,} of {len(train):,} "
           f"({100 * named / len(train):.1f}%; dropped from training); test rows: {named_test:,}")
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
     return 0
 
 

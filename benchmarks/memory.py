@@ -9,10 +9,10 @@ Protocol: the paper's split (:data:`PAPER_SPLIT`: 200 users with 100-200 ratings
 60:40), template distillation (batches of 10, 2,000-word limit), all-MiniLM-L6-v2 embeddings from the
 offline package, KMeans++ with K = 4 (the elbow's own choice is reported too).
 
-The run starts from an empty run folder and an empty embedding cache (so every stage's time is a cold
-time), then builds again to show that unchanged stages are skipped. It prints the time per stage and
-a persona table, and writes ``results/memory-ml1m.json`` with ``config``, ``git``, ``versions``,
-``hardware``, ``metrics`` and ``checks``. Checks (issue 3, "Done when"): profiles for all 200 users,
+The run starts from an empty run folder (``--run-dir``, default a fresh temporary folder) and an
+empty embedding cache (so every stage's time is a cold time), then builds again to show that
+unchanged stages are skipped. It prints the time per stage and a persona table, and writes ``--out``
+(default ``results/memory-ml1m.json``) through :mod:`recsim_personas.benchmarking`. Checks (issue 3, "Done when"): profiles for all 200 users,
 one M_l per train interaction, 4 personas with descriptions and the three plots, a re-run that skips
 every stage, and the two retrieval leakage rules (a training row never retrieves its own interaction;
 test-time retrieval returns only the user's train memories). Exit code 1 if a check fails.
@@ -24,7 +24,6 @@ the same user, and the user's train mean (MAE per rating).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,31 +36,32 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import pandas as pd
 
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_argparser(__file__, __doc__, out="memory-ml1m.json")
     parser.add_argument("--data-dir", default=str(SHARED_DATA / "ml-1m-users-1-2999"))
-    parser.add_argument("--out", default=None, help="run folder (default: a fresh temporary folder)")
+    parser.add_argument("--run-dir", default=None, help="run folder (default: a fresh temporary folder)")
     parser.add_argument("--embedder", default="minilm")
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--json", default=str(ROOT / "results" / "memory-ml1m.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "memory", argv)
 
     tmp = tempfile.TemporaryDirectory(prefix="memory-bench-")
     # A fresh embedding cache, so the embed stage's time is a cold time.
     os.environ["RECSIM_PERSONAS_CACHE"] = str(Path(tmp.name) / "cache")
-    out = Path(args.out) if args.out else Path(tmp.name) / "run"
+    out = Path(args.run_dir) if args.run_dir else Path(tmp.name) / "run"
 
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.data.registry import load_dataset
     from recsim_personas.data.splits import PAPER_SPLIT
     from recsim_personas.memory.personas import PersonaConfig
     from recsim_personas.memory.pipeline import STAGES, MemoryPipelineConfig, build_memories
 
-    load_before = os.getloadavg()
+    load_before = results_file.load_before
     t0 = time.perf_counter()
     dataset = load_dataset("ml-1m", args.data_dir)
     load_seconds = time.perf_counter() - t0
@@ -147,17 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     for c in checks:
         print(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['check']}")
 
-    env = environment_info()
-    doc = {
-        "name": "memory-ml1m",
-        "command": "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py",
-        "config": {"dataset": "ml-1m-users-1-2999", "split": PAPER_SPLIT.to_dict(), "pipeline": config.to_dict()},
-        "git": git_info(),
-        "versions": env["versions"],
-        # The machine is shared: its load average says how comparable the timings are.
-        "hardware": {**env["hardware"], "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
-                     "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
-        "metrics": {
+    path = results_file.write(
+        config={"dataset": "ml-1m-users-1-2999", "split": PAPER_SPLIT.to_dict(), "pipeline": config.to_dict()},
+        metrics={
             "seconds": {"load": round(load_seconds, 3),
                         **{s: run.timings[s].seconds for s in STAGES},
                         "total": round(build_seconds, 3), "rerun_all_cached": round(rerun_seconds, 3),
@@ -179,11 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                           "own_interaction_hits_in_train_rows": own, "non_train_hits_in_test_rows": foreign,
                           "mae_per_rating": {k: round(v, 4) for k, v in mae.items()}},
         },
-        "checks": checks,
-    }
-    atomic_write_json(args.json, doc)
-    print(f"\nwrote {args.json}")
-    if args.out is None:
+        checks=checks,
+    )
+    print(f"\nwrote {path}")
+    if args.run_dir is None:
         tmp.cleanup()
     return 0 if all(c["passed"] for c in checks) else 1
 

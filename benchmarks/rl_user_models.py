@@ -19,37 +19,24 @@ results) and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model and flags from ``lscpu``."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {"model": fields.get("Model name", "").strip(), "flags": fields.get("Flags", "").split()}
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_argparser(__file__, __doc__, out="rl-user-models.json", raw=True)
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "rl-user-models.json")
     args = p.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "rl_user_models", argv)
 
     from recsim_personas.agents.mf_agent import LatentFactorUserAgent
     from recsim_personas.envs.config import PersonaRecConfig
@@ -57,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.envs.population import build_agent, load_population
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
     from recsim_personas.envs.vector import PersonaRecVectorEnv
-    from recsim_personas.eval.report import results_document, write_results_json
 
     population = load_population(PersonaRecConfig())
     activity = dict(zip(population.user_ids.tolist(), population.activity_levels.tolist(), strict=True))
@@ -100,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['oracle_margin_over_popularity']:+.1%}", flush=True)
     config = {**vars(args), "out": str(args.out), "population": population.name,
               "metric": "mean episode return, 95% CI", "oracle_candidates": "all"}
-    doc = results_document(config, rows)
-    doc["hardware"] = {**doc["hardware"], "cpu": cpu_info(),
-                       "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    print(f"wrote {write_results_json(args.out, doc)}")
+    print(f"wrote {results_file.write(config=config, metrics={}, results=rows)}")
     return 0
 
 

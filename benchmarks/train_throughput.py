@@ -17,13 +17,12 @@ is computed once). The FLOP floor: a training token costs about ``6 x non-embedd
 (2 forward, about twice that backward), divided by the matmul rate of the same dtype measured in the
 same process before and after the steps (the better of the two). Target: at least 25% of the floor.
 
-Writes ``results/train_throughput.json`` (``config``, ``git``, ``versions``, ``hardware`` with the CPU
-model and flags, ``metrics``) and prints a Markdown table for the README.
+Writes ``--out`` (default ``results/train_throughput.json``) through
+:mod:`recsim_personas.benchmarking` and prints a Markdown table for the README.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 def training_rows(tokenizer, n_users: int):
@@ -63,22 +62,22 @@ def training_rows(tokenizer, n_users: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_argparser(__file__, __doc__, raw=True)
     parser.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="auto", help="auto (measured choice), float32 or bfloat16")
     parser.add_argument("--batch-sizes", default="8,16", help="rows per optimizer step, comma-separated")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per batch size (first untimed)")
     parser.add_argument("--users", type=int, default=8, help="users of ml-latest-small whose rows are used")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))
     args = parser.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "train_throughput", argv)
 
     import torch
 
     from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
     from recsim_personas.agents.flops import count_parameters, matmul_rate
     from recsim_personas.agents.llm import load_causal_lm, resolve_dtype
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.hardware import cpu_info
     from recsim_personas.training.config import LoraTrainConfig
     from recsim_personas.training.lora import train_adapter
 
@@ -117,27 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch {batch}: {tps:.0f} tokens/s, floor {floor_tps:.0f} ({100 * tps / floor_tps:.0f}%), "
               f"{seconds / max(1, len(timed)):.1f} s/step, {tokens_per_step:.0f} tokens/step", flush=True)
 
-    env = environment_info()
-    doc = {
-        "config": {"model": args.model or "SmolLM2-135M-Instruct", "dtype": dtype_name, "dtype_arg": args.dtype,
-                   "cpu_auto_dtype": cpu_auto_dtype(), "lora_preset": "cpu", "steps": args.steps,
-                   "users": args.users, "rows": len(rows), "threads": torch.get_num_threads(),
-                   "non_embedding_params": non_embedding, "flops_per_token": 6 * non_embedding,
-                   "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])},
-        "git": git_info(), **env,
-        "load_average": list(os.getloadavg()),
-        "metrics": {"batches": results, "target_fraction_of_floor": 0.25},
-    }
-    atomic_write_json(args.out, doc)
-    hw = env["hardware"]
-    print(f"\n{hw['cpu_model']}, bf16 flags: {', '.join(hw['cpu_bf16_flags']) or 'none'}; dtype {dtype_name} "
+    path = results_file.write(
+        config={"model": args.model or "SmolLM2-135M-Instruct", "dtype": dtype_name, "dtype_arg": args.dtype,
+                "cpu_auto_dtype": cpu_auto_dtype(), "lora_preset": "cpu", "steps": args.steps,
+                "users": args.users, "rows": len(rows), "threads": torch.get_num_threads(),
+                "non_embedding_params": non_embedding, "flops_per_token": 6 * non_embedding},
+        metrics={"batches": results, "target_fraction_of_floor": 0.25},
+    )
+    cpu = cpu_info()
+    print(f"\n{cpu['model']}, bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}; dtype {dtype_name} "
           f"({torch.get_num_threads()} threads)\n")
     print("| rows / step | tokens / step | s / step | tokens/s | matmul GFLOP/s | floor tokens/s | of floor |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['batch_size']} | {r['tokens_per_step']:.0f} | {r['seconds_per_step']:.2f} | {r['tokens_per_s']:.0f} "
               f"| {r['matmul_gflops']:.0f} | {r['floor_tokens_per_s']:.0f} | {100 * r['fraction_of_floor']:.0f}% |")
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -21,7 +21,6 @@ What it does, in the order a user would copy it:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -31,22 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model and flags from ``lscpu`` (empty values where it is missing)."""
-    import subprocess
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {
-        "model": fields.get("Model name", "").strip(),
-        "flags": fields.get("Flags", "").split(),
-    }
+from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
 def item_scoring_policy(item_features: np.ndarray) -> tuple[type, dict[str, Any]]:
@@ -107,7 +91,7 @@ class LearningCurve:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_argparser(__file__, __doc__, out="rl-maskable-ppo.json", raw=True)
     p.add_argument("--budget-s", type=float, default=540.0, help="training wall time (default 540 s)")
     p.add_argument("--max-steps", type=int, default=50_000_000, help="training steps at most")
     p.add_argument("--num-envs", type=int, default=128, help="sessions stepped together")
@@ -115,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "rl-maskable-ppo.json")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic population, a few hundred steps")
     p.add_argument("--replot", type=Path, default=None, metavar="JSON", help="only redraw the plots of a results file")
     args = p.parse_args(argv)
+    results_file = ResultsFile(out_path(args), "train_maskable_ppo", argv, script="examples/train_maskable_ppo.py")
     if args.replot is not None:
         import json
 
@@ -134,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     from recsim_personas.envs.evaluation import evaluate_policy
     from recsim_personas.envs.sb3 import SB3VecEnv
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
-    from recsim_personas.eval.report import results_document, write_results_json
 
     torch.set_num_threads(args.threads)
     options: dict[str, Any] = {"horizon": args.horizon, "cheap_agent": "mf"}
@@ -201,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                       "learning_rate": 1e-3, "ent_coef": 0.003, "net_arch": policy_kwargs["net_arch"],
                       "reward_normalisation": "VecNormalize(norm_reward=True)"},
               "population": population.name, "agent": repr(agent)}
-    doc = results_document(config, rows, verdict=verdict, learning_curve=curve.points)
-    doc["hardware"] = {**doc["hardware"], "cpu": cpu_info(), "torch_threads": torch.get_num_threads(),
-                       "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    path = write_results_json(args.out, doc)
-    plots = plot(curve.points, rows, args.out.with_suffix(""), args.episodes)
+    path = results_file.write(config=config, metrics={}, results=rows,
+                              sections={"verdict": verdict, "learning_curve": curve.points})
+    plots = plot(curve.points, rows, path.with_suffix(""), args.episodes)
     print(f"wrote {path}, {', '.join(str(x) for x in plots)}")
     return 0
 

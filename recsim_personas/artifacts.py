@@ -119,16 +119,18 @@ def atomic_write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def file_digest(path: str | Path) -> str | None:
-    """SHA-256 (first 16 hex digits) of a file's bytes; ``None`` if it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
+def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 (first 16 hex digits) of a file's bytes; ``None`` if it does not exist."""
+    path = Path(path)
+    return _sha256(path)[:16] if path.is_file() else None
 
 
 def file_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -136,11 +138,7 @@ def file_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def stable_hash(obj: Any) -> str:

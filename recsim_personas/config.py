@@ -17,7 +17,17 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    Self,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
@@ -30,6 +40,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "read_yaml",
+    "refuse_unknown_keys",
 ]
 
 T = TypeVar("T")
@@ -241,12 +252,25 @@ def config_to_dict(obj: Any) -> dict[str, Any]:
 
 
 
+def refuse_unknown_keys(cls: type, data: dict[str, Any], what: str) -> None:
+    """Raise ``unknown <what> key(s) 'x' (did you mean 'y'?); valid keys: ...`` for keys not fields of ``cls``."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    bad = unknown_keys(data, names)
+    if bad:
+        raise ConfigError(f"unknown {what} key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
+
+
 class Config:
     """Base of every config dataclass: load, save, validate and document in one way.
 
     A subclass is a ``@dataclass`` (frozen or not) whose fields have defaults and, optionally,
-    ``field(metadata={"help": ...})``; cross-field checks go in ``__post_init__``.
+    ``field(metadata={"help": ...})``; cross-field checks go in ``__post_init__``. A subclass that
+    sets :attr:`config_name` gets unknown keys refused first, in one line that names it:
+    ``unknown split config key(s) 'n_user' (did you mean 'n_users'?); valid keys: ...``.
     """
+
+    #: The config's name in the one-line unknown-key message (``None``: listed with the other problems).
+    config_name: ClassVar[str | None] = None
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> Self:
@@ -254,6 +278,8 @@ class Config:
         name = source or cls.__name__
         if not isinstance(data, dict):
             raise ConfigError(f"{name}: expected a mapping of field names to values, got {type(data).__name__}")
+        if cls.config_name is not None:
+            refuse_unknown_keys(cls, data, cls.config_name)
         return build_dataclass(cls, data, source=name)
 
     @classmethod

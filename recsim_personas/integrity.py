@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from recsim_personas.adapter_names import ADAPTER_FILES, ADAPTER_INFO
 from recsim_personas.artifacts import RunFolder
 from recsim_personas.errors import DataError, RecsimWarning
 
@@ -48,7 +49,7 @@ MEMORY_FILES: tuple[str, ...] = (
     "embeddings/item_ids.npy", "personas.parquet",
 )
 _MEMORY_STAGES = ("split", "distill", "embed", "personas")
-_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "recsim_adapter.json")
+_ADAPTER_FILES = (*ADAPTER_FILES, ADAPTER_INFO)
 
 
 class RunRepairWarning(RecsimWarning):

@@ -72,7 +72,7 @@ def test_simulate_passes_the_server_to_the_environment(tmp_path, monkeypatch):
 def test_evaluate_and_reproduce_take_the_server_into_their_configs(tmp_path, monkeypatch):
     from recsim_personas.cli.main import build_parser
     from recsim_personas.cli.train import experiment_config_from_args
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.stages import experiment_config, simulation_config
 
     url = "http://127.0.0.1:8000/v1"

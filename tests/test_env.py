@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import build_small_run, tiny_lm_agent
 from gymnasium.utils.env_checker import check_env
 
 import recsim_personas.envs
@@ -26,23 +27,11 @@ from recsim_personas.envs.persona_rec import PersonaRecEnv
 from recsim_personas.envs.population import (
     UserPopulation,
     population_from_run_dir,
-    synthetic_population,
 )
 from recsim_personas.errors import ConfigError, EnvError
 
-
-@pytest.fixture(scope="module")
-def population() -> UserPopulation:
-    return synthetic_population(n_users=40, n_items=150, seed=0)
-
-
-@pytest.fixture(scope="module")
-def agent(population: UserPopulation) -> BiasUserAgent:
-    return BiasUserAgent.fit(
-        population.train,
-        population.scale,
-        activity_levels=dict(zip(population.user_ids.tolist(), population.activity_levels.tolist())),
-    )
+pytestmark = [pytest.mark.synthetic_population(n_users=40, n_items=150, seed=0),
+              pytest.mark.bias_agent(activity_levels=True)]
 
 
 def make(population, agent, **kw) -> PersonaRecEnv:
@@ -517,52 +506,9 @@ def test_module_doctests_run():
 
 
 # -- the language-model agent -----------------------------------------------------------------------------------
-def build_small_run(root: Path) -> Path:
-    """A real run folder: 8 users of ml-latest-small, template profiles, hashing embeddings, 2 personas."""
-    from recsim_personas.data.registry import load_dataset
-    from recsim_personas.data.splits import SplitConfig
-    from recsim_personas.memory.personas import PersonaConfig
-    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RECSIM_PERSONAS_CACHE", str(root.parent / "cache"))
-    try:
-        build_memories(
-            load_dataset("ml-latest-small"),
-            SplitConfig(min_interactions=30, max_interactions=70, n_users=8, seed=0),
-            MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=4, n_init=2)),
-            root,
-            progress=False,
-        )
-    finally:
-        mp.undo()
-    return root
-
-
-def tiny_lm_agent(tokenizer, population: UserPopulation):
-    """LMUserAgent over a 2-layer random llama with one random LoRA adapter per persona."""
-    from conftest import build_tiny_llama
-    from peft import LoraConfig, get_peft_model
-
-    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
-    from recsim_personas.agents.scoring import RatingScorer
-
-    model = build_tiny_llama(tokenizer)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, lora, adapter_name="persona_0__ms")
-    for k in range(1, population.n_personas):
-        peft_model.add_adapter(f"persona_{k}__ms", lora)
-    peft_model.eval()
-    scorer = RatingScorer(peft_model, tokenizer, population.scale)
-    return LMUserAgent(
-        scorer, population.store, population.catalog,
-        adapter_for=adapter_naming(population.store, "persona", "ms"),
-    )
-
-
 @pytest.fixture(scope="module")
-def lm_population(tmp_path_factory) -> UserPopulation:
-    return population_from_run_dir(build_small_run(tmp_path_factory.mktemp("lm") / "run"))
+def lm_population(small_run_dir) -> UserPopulation:
+    return population_from_run_dir(small_run_dir)
 
 
 @pytest.mark.integration

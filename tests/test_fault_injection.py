@@ -511,8 +511,8 @@ def _csv_with_0xff(tmp_path):
 
 
 def test_csv_encoding_error_names_offset_and_the_cli_option(tmp_path):
+    from recsim_personas.data.custom_csv import load_csv
     from recsim_personas.data.dataset import RatingScale
-    from recsim_personas.data.tabular import load_csv
     from recsim_personas.errors import DataError
 
     path = _csv_with_0xff(tmp_path)

@@ -14,12 +14,14 @@ from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, DataError, ModelError, RecsimWarning
 from recsim_personas.training import lora
 from recsim_personas.training.config import PRESETS, LoraTrainConfig
+from recsim_personas.training.forward import forward_full, forward_shared
 from recsim_personas.training.lora import (
     ADAPTER_INFO,
     end_of_turn_text,
     load_adapters,
     train_adapter,
 )
+from recsim_personas.training.tokens import TrainTokenizer
 
 STARS = RatingScale(1, 5, 1)
 
@@ -81,13 +83,13 @@ def _config(**kw) -> LoraTrainConfig:
 
 
 def _answer_loss(model, tok, rows) -> float:
-    toks = lora._Tokens(tok)
+    toks = TrainTokenizer(tok)
     parsed = [toks.row(p, s, t) for p, s, t in zip(rows.prefix, rows.suffix, rows.target, strict=True)]
     model.eval()
     with torch.no_grad():
         total, n = 0.0, 0
         for r in parsed:
-            loss, k, _ = lora._forward_full(model, [r], torch.device("cpu"), tok.pad_token_id)
+            loss, k, _ = forward_full(model, [r], torch.device("cpu"), tok.pad_token_id)
             total, n = total + float(loss), n + k
     return total / n
 
@@ -132,14 +134,14 @@ def test_saved_adapter_reloads_to_identical_outputs(lm, tmp_path, monkeypatch):
     model, tok = lm
     probe = torch.tensor([[11, 250, 3000, 42, 7]])
     live: dict[str, torch.Tensor] = {}
-    publish = lora._publish_adapter
+    publish = lora.publish_adapter
 
     def record_then_publish(peft_model, out_dir):
         with torch.no_grad():
             live["logits"] = peft_model(input_ids=probe).logits.clone()
         publish(peft_model, out_dir)
 
-    monkeypatch.setattr(lora, "_publish_adapter", record_then_publish)
+    monkeypatch.setattr(lora, "publish_adapter", record_then_publish)
     train_adapter(model, tok, _rows(tok), _config(max_steps=5), tmp_path / "a", name="persona_0__ms",
                   progress=False)
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_INFO} <= {
@@ -210,7 +212,7 @@ def test_shared_prefix_pass_equals_full_sequences(lm):
     from peft import LoraConfig, get_peft_model
 
     model, tok = lm
-    toks = lora._Tokens(tok)
+    toks = TrainTokenizer(tok)
     rows = _rows(tok, n_users=1, per_user=4)
     parsed = [toks.row(p, s, t) for p, s, t in zip(rows.prefix, rows.suffix, rows.target, strict=True)]
     assert len({tuple(r.prefix) for r in parsed}) == 1 and parsed[0].prefix
@@ -218,11 +220,11 @@ def test_shared_prefix_pass_equals_full_sequences(lm):
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                   init_lora_weights=False))
     params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
-    shared, n1, _ = lora._forward_shared(peft_model, parsed, torch.device("cpu"))
+    shared, n1, _ = forward_shared(peft_model, parsed, torch.device("cpu"))
     shared.backward()
     g_shared = {n: p.grad.clone() for n, p in params.items()}
     peft_model.zero_grad()
-    full, n2, _ = lora._forward_full(peft_model, parsed, torch.device("cpu"), tok.pad_token_id)
+    full, n2, _ = forward_full(peft_model, parsed, torch.device("cpu"), tok.pad_token_id)
     full.backward()
     assert n1 == n2 == 8  # answer digit + end-of-turn, 4 rows
     torch.testing.assert_close(shared, full, atol=1e-4, rtol=1e-5)
@@ -234,7 +236,7 @@ def test_answer_tokens_are_the_target_and_end_of_turn(smollm2_tokenizer):
     tok = smollm2_tokenizer
     assert end_of_turn_text(tok) == "<|im_end|>"
     rows = _rows(tok, n_users=1, per_user=1)
-    row = lora._Tokens(tok).row(rows.prefix[0], rows.suffix[0], rows.target[0])
+    row = TrainTokenizer(tok).row(rows.prefix[0], rows.suffix[0], rows.target[0])
     assert tok.decode(row.body[-row.n_answer:]) == rows.target[0] + "<|im_end|>"
     assert tok.decode(row.prefix + row.body[:-row.n_answer]) == rows.prefix[0] + rows.suffix[0]
 

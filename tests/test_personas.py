@@ -11,15 +11,12 @@ import pytest
 
 from recsim_personas.errors import ConfigError, DataError
 from recsim_personas.memory.embeddings import HashingEmbedder
-from recsim_personas.memory.personas import (
-    PAPER_PERSONAS,
-    PersonaClusters,
-    PersonaConfig,
+from recsim_personas.memory.persona_words import (
     content_words,
     distinctive_words,
-    elbow_k,
     over_represented_words,
 )
+from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaClusters, PersonaConfig, elbow_k
 
 TOPICS = {
     0: "zombies gore slasher screams",

@@ -19,19 +19,11 @@ from recsim_personas.envs.policies import (
     RandomPolicy,
     make_policy,
 )
-from recsim_personas.envs.population import UserPopulation, synthetic_population
+from recsim_personas.envs.population import UserPopulation
 from recsim_personas.envs.vector import PersonaRecVectorEnv
 from recsim_personas.errors import ConfigError
 
-
-@pytest.fixture(scope="module")
-def population() -> UserPopulation:
-    return synthetic_population(n_users=40, n_items=150, seed=2)
-
-
-@pytest.fixture(scope="module")
-def agent(population: UserPopulation) -> BiasUserAgent:
-    return BiasUserAgent.fit(population.train, population.scale)
+pytestmark = pytest.mark.synthetic_population(n_users=40, n_items=150, seed=2)
 
 
 @pytest.fixture(scope="module")

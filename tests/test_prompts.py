@@ -174,7 +174,7 @@ def test_unknown_preset_and_template_round_trip():
         build_rating_prompt("paper", "p", _item(), [])
     for preset in PROMPT_PRESETS.values():
         assert PromptTemplate.from_dict(preset.to_dict()) == preset
-    with pytest.raises(ConfigError, match=re.escape("memory_titel: unknown key. Did you mean 'memory_title'?")):
+    with pytest.raises(ConfigError, match=re.escape("'memory_titel' (did you mean 'memory_title'?)")):
         PromptTemplate.from_dict({**PROMPT_PRESETS["paper"].to_dict(), "memory_titel": "x"})
     with pytest.raises(ConfigError, match="item-dependent sections"):
         PROMPT_PRESETS["paper"].replace(ms_head=["task", "movie"])

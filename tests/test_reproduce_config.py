@@ -9,12 +9,8 @@ import pytest
 
 from recsim_personas.config import apply_overrides, config_to_dict
 from recsim_personas.errors import ConfigError
-from recsim_personas.reproduce.config import (
-    PRESETS,
-    ReproduceConfig,
-    load_reproduce_config,
-    preset_path,
-)
+from recsim_personas.reproduce.config import PRESETS, ReproduceConfig, preset_path
+from recsim_personas.reproduce.loading import load_reproduce_config
 
 
 def test_every_preset_file_names_its_command_in_the_header() -> None:
@@ -191,3 +187,16 @@ def test_demo_rescores_one_agent_for_the_fidelity_report_and_checks_the_rows(tmp
     bad = load_reproduce_config("demo", overrides=["training.memory_modes=[ms]", "evaluation.fidelity_rows=[10]"])
     with pytest.raises(ConfigError, match=re.escape("evaluation.fidelity_rows [10] are not Table-1 rows")):
         _fidelity_rows(tmp_path, None, bad, _experiment_config(bad), False, print)
+
+
+def test_split_section_is_the_library_split_config_with_the_papers_defaults() -> None:
+    from recsim_personas.config import Config
+    from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig
+    from recsim_personas.reproduce.config import SplitSection
+    from recsim_personas.reproduce.stages import split_config
+
+    config = load_reproduce_config("demo")
+    assert isinstance(config, Config) and isinstance(config.split, SplitConfig)
+    assert type(split_config(config)) is SplitConfig and split_config(config).n_users == 4
+    assert SplitSection().to_split_config() == PAPER_SPLIT
+    assert ReproduceConfig.from_dict(config.to_dict()) == config

@@ -23,10 +23,7 @@ from recsim_personas.envs.vector import PersonaRecVectorEnv
 from recsim_personas.errors import ConfigError
 from tests.tolerances import FP32_EPS
 
-
-@pytest.fixture(scope="module")
-def population():
-    return synthetic_population(n_users=30, n_items=90, seed=0)
+pytestmark = pytest.mark.synthetic_population(n_users=30, n_items=90, seed=0)
 
 
 @pytest.fixture(scope="module")

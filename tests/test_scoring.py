@@ -339,7 +339,7 @@ def test_bad_settings_and_empty_input(tiny_lm):
     cfg = ScoringConfig(max_batch=3, top_k=50, prefix_cache=False)
     assert ScoringConfig.from_dict(cfg.to_dict()) == cfg
     assert RatingScorer.from_config(model, tok, STARS, cfg).config == cfg
-    with pytest.raises(ConfigError, match=re.escape("max_bach: unknown key. Did you mean 'max_batch'?")):
+    with pytest.raises(ConfigError, match=re.escape("'max_bach' (did you mean 'max_batch'?)")):
         ScoringConfig.from_dict({"max_bach": 2})
     with pytest.raises(ConfigError, match="max_batch must be an integer >= 1, got 0"):
         ScoringConfig(max_batch=0)

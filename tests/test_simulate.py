@@ -10,12 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsim_personas.agents.bias_agent import BiasUserAgent
 from recsim_personas.cli.main import main
 from recsim_personas.envs.population import (
-    UserPopulation,
     population_from_run_dir,
-    synthetic_population,
 )
 from recsim_personas.envs.simulate import (
     SIM_METRICS,
@@ -26,15 +23,7 @@ from recsim_personas.envs.simulate import (
 from recsim_personas.errors import ConfigError
 from recsim_personas.eval.intervals import mean_ci
 
-
-@pytest.fixture(scope="module")
-def population() -> UserPopulation:
-    return synthetic_population(n_users=40, n_items=150, seed=3)
-
-
-@pytest.fixture(scope="module")
-def agent(population: UserPopulation) -> BiasUserAgent:
-    return BiasUserAgent.fit(population.train, population.scale)
+pytestmark = pytest.mark.synthetic_population(n_users=40, n_items=150, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -52,27 +41,9 @@ def report(population, agent):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(small_run_dir) -> Path:
     """A small real run folder (8 users of ml-latest-small, template profiles, hashing embeddings)."""
-    from recsim_personas.data.registry import load_dataset
-    from recsim_personas.data.splits import SplitConfig
-    from recsim_personas.memory.personas import PersonaConfig
-    from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories
-
-    root = tmp_path_factory.mktemp("sim") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RECSIM_PERSONAS_CACHE", str(root.parent / "cache"))
-    try:
-        build_memories(
-            load_dataset("ml-latest-small"),
-            SplitConfig(min_interactions=30, max_interactions=70, n_users=8, seed=0),
-            MemoryPipelineConfig(embedder="hashing:64", personas=PersonaConfig(k=2, k_max=4, n_init=2)),
-            root,
-            progress=False,
-        )
-    finally:
-        mp.undo()
-    return root
+    return small_run_dir
 
 
 def test_mean_ci_and_spearman_match_hand_computed_values():

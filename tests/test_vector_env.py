@@ -11,24 +11,11 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import recsim_personas.envs  # noqa: F401  (registers PersonaRec-v0)
-from recsim_personas.agents.bias_agent import BiasUserAgent
-from recsim_personas.envs.population import UserPopulation, synthetic_population
 from recsim_personas.envs.vector import PersonaRecVectorEnv, reserve_prefix_cache
 from recsim_personas.errors import EnvError
 
-
-@pytest.fixture(scope="module")
-def population() -> UserPopulation:
-    return synthetic_population(n_users=30, n_items=120, seed=1)
-
-
-@pytest.fixture(scope="module")
-def agent(population: UserPopulation) -> BiasUserAgent:
-    return BiasUserAgent.fit(
-        population.train,
-        population.scale,
-        activity_levels=dict(zip(population.user_ids.tolist(), population.activity_levels.tolist())),
-    )
+pytestmark = [pytest.mark.synthetic_population(n_users=30, n_items=120, seed=1),
+              pytest.mark.bias_agent(activity_levels=True)]
 
 
 class CountingAgent:

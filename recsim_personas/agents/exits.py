@@ -50,6 +50,8 @@ def _field(default: Any, text: str) -> Any:
 class ExitRuleConfig(Config):
     """Parameters of the patience exit rule (see the module docstring for the rule itself)."""
 
+    config_name = "exit rule"
+
     initial_patience: tuple[float, float, float] = _field(
         (3.0, 5.0, 8.0), "Patience at the start of a session for activity level low, mid, high.")
     unsatisfying_below: float = _field(3.0, "A rating strictly below this is unsatisfying (stars).")

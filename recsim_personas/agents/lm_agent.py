@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recsim_personas.adapter_names import adapter_name, persona_adapter_name
 from recsim_personas.agents.prompts import (
     EXIT_OPTIONS,
     PromptMemory,
@@ -94,8 +95,8 @@ def adapter_naming(
     if kind == "base":
         return lambda user_id: None
     if kind == "persona":
-        return lambda user_id: f"persona_{store.persona(int(user_id))}__{memory_mode}"
-    name = f"{kind}__{memory_mode}"
+        return lambda user_id: persona_adapter_name(store.persona(int(user_id)), memory_mode)
+    name = adapter_name(kind, memory_mode)
     return lambda user_id: name
 
 

@@ -32,6 +32,8 @@ class PromptTemplate(Config):
     ``{activity} {scale_min} {scale_max} {session} {stay} {leave}``.
     """
 
+    config_name = "prompt template"
+
     name: str
     version: str
     attribution: str

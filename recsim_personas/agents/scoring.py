@@ -97,6 +97,8 @@ class ScoringConfig(SamplingSettings):
         True
     """
 
+    config_name = "scoring"
+
     max_batch: int = 16
     prefix_cache: bool = True
     cache_entries: int = 256

@@ -80,6 +80,8 @@ class ServedConfig(SamplingSettings):
         0
     """
 
+    config_name = "served scorer"
+
     max_in_flight: int = 8
     """Requests in flight at once."""
     prompts_per_request: int = 16

@@ -8,44 +8,29 @@ Every model has ``fit(train)``, ``recommend(user_id, k, exclude_seen=True, candi
 
 from __future__ import annotations
 
-from recsim_personas.baselines.bias import BiasPredictor
-from recsim_personas.baselines.means import GlobalMean, ItemMean, UserMean
-from recsim_personas.baselines.mf import BiasedMF
-from recsim_personas.baselines.protocol import (
-    BasePredictor,
-    BaseRecommender,
-    RatingPredictor,
-    Recommender,
-)
-from recsim_personas.baselines.rankers import ALSRanker, PopularityRanker, RandomRanker
-from recsim_personas.baselines.registry import (
-    BASELINES,
-    PREDICTORS,
-    RANKERS,
-    BaselineSpec,
-    baseline_names,
-    get_baseline_spec,
-    make_baseline,
-)
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "BASELINES",
-    "PREDICTORS",
-    "RANKERS",
-    "ALSRanker",
-    "BasePredictor",
-    "BaseRecommender",
-    "BaselineSpec",
-    "BiasPredictor",
-    "BiasedMF",
-    "GlobalMean",
-    "ItemMean",
-    "PopularityRanker",
-    "RandomRanker",
-    "RatingPredictor",
-    "Recommender",
-    "UserMean",
-    "baseline_names",
-    "get_baseline_spec",
-    "make_baseline",
-]
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "BiasPredictor": "bias",
+    "GlobalMean": "means",
+    "ItemMean": "means",
+    "UserMean": "means",
+    "BiasedMF": "mf",
+    "BasePredictor": "protocol",
+    "BaseRecommender": "protocol",
+    "RatingPredictor": "protocol",
+    "Recommender": "protocol",
+    "ALSRanker": "rankers",
+    "PopularityRanker": "rankers",
+    "RandomRanker": "rankers",
+    "BASELINES": "registry",
+    "BaselineSpec": "registry",
+    "PREDICTORS": "registry",
+    "RANKERS": "registry",
+    "baseline_names": "registry",
+    "get_baseline_spec": "registry",
+    "make_baseline": "registry",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

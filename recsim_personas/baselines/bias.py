@@ -19,13 +19,12 @@ reads ``global_mean_``, :meth:`user_bias` and :meth:`item_bias`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recsim_personas.baselines.params import BiasParams
 from recsim_personas.baselines.protocol import BasePredictor
-from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -61,12 +60,6 @@ def fit_biases(
     return mu, b_u, b_i
 
 
-def _check_reg(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
-
-
 class BiasPredictor(BasePredictor):
     """Regularised user + item bias predictor (see the module docstring).
 
@@ -78,23 +71,8 @@ class BiasPredictor(BasePredictor):
     """
 
     name = "bias"
-
-    def __init__(
-        self,
-        reg_user: float = 15.0,
-        reg_item: float = 10.0,
-        n_iter: int = 10,
-        scale: RatingScale | None = None,
-    ) -> None:
-        super().__init__(scale)
-        self.reg_user = _check_reg("reg_user", reg_user)
-        self.reg_item = _check_reg("reg_item", reg_item)
-        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-            raise ConfigError(f"n_iter must be an integer >= 1, got {n_iter!r}")
-        self.n_iter = n_iter
-
-    def get_params(self) -> dict[str, Any]:
-        return {"reg_user": self.reg_user, "reg_item": self.reg_item, "n_iter": self.n_iter}
+    params_type = BiasParams
+    params: BiasParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         self.global_mean_, self.user_bias_, self.item_bias_ = fit_biases(
@@ -103,9 +81,9 @@ class BiasPredictor(BasePredictor):
             r,
             len(self.user_ids_),
             len(self.item_ids_),
-            reg_user=self.reg_user,
-            reg_item=self.reg_item,
-            n_iter=self.n_iter,
+            reg_user=self.params.reg_user,
+            reg_item=self.params.reg_item,
+            n_iter=self.params.n_iter,
         )
 
     def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

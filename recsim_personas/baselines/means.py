@@ -9,21 +9,14 @@ ratings equal to the global mean: ``(sum + damping * mu) / (n + damping)``; 0 gi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Literal
 
 import numpy as np
 
+from recsim_personas.baselines.params import DampingParams
 from recsim_personas.baselines.protocol import BasePredictor
-from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError
 
 __all__ = ["GlobalMean", "ItemMean", "UserMean"]
-
-
-def _check_damping(damping: float) -> float:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or damping < 0:
-        raise ConfigError(f"damping must be a number >= 0, got {damping!r}")
-    return float(damping)
 
 
 def _damped_means(idx: np.ndarray, r: np.ndarray, n: int, mu: float, damping: float) -> np.ndarray:
@@ -48,7 +41,30 @@ class GlobalMean(BasePredictor):
         return np.full(len(u), self.global_mean_), np.zeros(len(u), dtype=bool)
 
 
-class UserMean(BasePredictor):
+class _SideMean(BasePredictor):
+    """The damped mean train rating of one side (users or items); the global mean when unknown.
+
+    The means are kept in ``user_mean_`` or ``item_mean_`` (by :attr:`side`).
+    """
+
+    params_type = DampingParams
+    params: DampingParams
+    side: ClassVar[Literal["user", "item"]]
+
+    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
+        self.global_mean_ = float(r.mean())
+        idx, ids = (u, self.user_ids_) if self.side == "user" else (i, self.item_ids_)
+        means = _damped_means(idx, r, len(ids), self.global_mean_, self.params.damping)
+        setattr(self, f"{self.side}_mean_", means)
+
+    def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = u if self.side == "user" else i
+        unknown = idx < 0
+        means = getattr(self, f"{self.side}_mean_")
+        return np.where(unknown, self.global_mean_, means[idx]), unknown
+
+
+class UserMean(_SideMean):
     """Predicts the user's mean train rating (global mean for unknown users).
 
     Args:
@@ -58,24 +74,10 @@ class UserMean(BasePredictor):
 
     name = "user-mean"
     ranks_items = False
-
-    def __init__(self, damping: float = 0.0, scale: RatingScale | None = None) -> None:
-        super().__init__(scale)
-        self.damping = _check_damping(damping)
-
-    def get_params(self) -> dict[str, Any]:
-        return {"damping": self.damping}
-
-    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
-        self.global_mean_ = float(r.mean())
-        self.user_mean_ = _damped_means(u, r, len(self.user_ids_), self.global_mean_, self.damping)
-
-    def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        unknown = u < 0
-        return np.where(unknown, self.global_mean_, self.user_mean_[u]), unknown
+    side = "user"
 
 
-class ItemMean(BasePredictor):
+class ItemMean(_SideMean):
     """Predicts the item's mean train rating (global mean for unknown items).
 
     Ranking by it favours items with a single high rating unless ``damping`` is set.
@@ -86,18 +88,4 @@ class ItemMean(BasePredictor):
     """
 
     name = "item-mean"
-
-    def __init__(self, damping: float = 0.0, scale: RatingScale | None = None) -> None:
-        super().__init__(scale)
-        self.damping = _check_damping(damping)
-
-    def get_params(self) -> dict[str, Any]:
-        return {"damping": self.damping}
-
-    def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
-        self.global_mean_ = float(r.mean())
-        self.item_mean_ = _damped_means(i, r, len(self.item_ids_), self.global_mean_, self.damping)
-
-    def _predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        unknown = i < 0
-        return np.where(unknown, self.global_mean_, self.item_mean_[i]), unknown
+    side = "item"

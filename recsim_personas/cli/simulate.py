@@ -1,5 +1,11 @@
 """``recsim-personas simulate``: baseline policies in PersonaRec-v0, next to their offline metrics.
 
+Runs recommendation policies (random, popularity, ALS, an oracle that asks the simulator, an
+epsilon-greedy bandit) against the simulated users of PersonaRec-v0 and reports simulated rating,
+like rate, session length, exit rate and return with 95% CIs, next to each policy's offline
+precision/recall/NDCG@k on the test split, and the Spearman correlation of the two orderings. Table
++ PNG + JSON.
+
 Examples::
 
     recsim-personas simulate                                        # embedded default, mf agent
@@ -29,31 +35,12 @@ def _policies(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _candidates(text: str) -> int | None:
-    if text.strip().lower() in ("all", "none"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of candidates or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 candidate, got {value}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` command."""
-    p = sub.add_parser(
-        "simulate",
-        help="run baseline policies in PersonaRec-v0; compare with their offline metrics",
-        description=(
-            "Runs recommendation policies (random, popularity, ALS, an oracle that asks the "
-            "simulator, an epsilon-greedy bandit) against the simulated users of PersonaRec-v0 and "
-            "reports simulated rating, like rate, session length, exit rate and return with 95% "
-            "CIs, next to each policy's offline precision/recall/NDCG@k on the test split, and the "
-            "Spearman correlation of the two orderings. Table + PNG + JSON."
-        ),
-    )
+    from recsim_personas.cli.options import add_command, add_count_option
+
+    p = add_command(sub, "simulate", run,
+                    help="run baseline policies in PersonaRec-v0; compare with their offline metrics")
     g = p.add_argument_group("simulation")
     g.add_argument("--policies", type=_policies, default=("random", "popularity", "als", "oracle"),
                    metavar="A,B,...", help="policies: random, popularity, als, oracle, bandit "
@@ -64,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sessions stepped together in the vector env (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of users, env and policies (default: 0)")
     g.add_argument("--k", type=int, default=10, help="list length of offline metrics (default: 10)")
-    g.add_argument("--oracle-candidates", type=_candidates, default=200, metavar="N|all",
-                   help="items the oracle scores per step (default: 200; 'all' = whole catalogue)")
+    add_count_option(g, "--oracle-candidates", "candidate", words=("none",), default=200,
+                     help="items the oracle scores per step (default: 200; 'all' = whole catalogue)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="folder for simulate.json and simulate.png (default: <run-dir>/results, "
                    "else runs/simulate)")
@@ -89,7 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--exit", default="agent", choices=("agent", "rule", "none"))
     e.add_argument("--rating", default="sample", choices=("sample", "expectation"))
     e.add_argument("--seen-items", default="penalty", choices=("penalty", "mask", "allow"))
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,36 +83,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from recsim_personas.cli.common import check_models, check_server
+    from recsim_personas.cli.options import config_from_args
     from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
 
     check_server(args.server)  # a server that is down: one line now, not after the population loads
 
-    env = {
-        "agent": args.agent,
-        "cheap_agent": "mf",
-        "run_dir": args.run_dir,
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "memory_mode": args.memory_mode,
-        "model": args.model,
-        "server": args.server,
-        "slate_size": args.slate_size,
-        "reward": args.reward,
-        "exit": args.exit,
-        "rating": args.rating,
-        "seen_items": args.seen_items,
-    }
-    config = SimulationConfig(
-        policies=args.policies,
-        episodes=args.episodes,
-        horizon=args.horizon,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        k=args.k,
-        oracle_candidates=args.oracle_candidates,
-        env=env,
-    )
+    # The PersonaRec-v0 options (in simulate.json in this order); the rest are SimulationConfig's fields.
+    env_options = ("run_dir", "dataset", "data_dir", "memory_mode", "model", "server", "slate_size", "reward",
+                   "exit", "rating", "seen_items")
+    env = {"agent": args.agent, "cheap_agent": "mf", **{name: getattr(args, name) for name in env_options}}
+    config = config_from_args(SimulationConfig, args, env=env)
     out = Path(args.out) if args.out else (Path(args.run_dir) / "results" if args.run_dir else Path("runs/simulate"))
     check_output_dir(out, "--out")  # before the sessions run, not after
     check_models([(args.model, "--model")])

@@ -1,5 +1,10 @@
 """``recsim-personas train``: fine-tune the persona and single LoRA adapters of a run folder.
 
+LoRA fine-tuning of a frozen small LM on the run folder's train ratings (prompt = the user's
+profile, the item and, in msml mode, the retrieved memory; target = the rating). One adapter per
+persona and two single adapters (sub-sampled to the smallest and largest persona dataset), per
+memory mode. Resumable; finished adapters are reused.
+
 Examples::
 
     recsim-personas memory --out runs/ml1m --dataset ml-1m --data-dir ~/data/ml-1m
@@ -21,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from recsim_personas.adapter_names import adapter_name
 
 __all__ = [
     "add_experiment_arguments",
@@ -58,18 +65,6 @@ def _per_user(text: str) -> int | float | None:
     raise argparse.ArgumentTypeError(f"expected a count >= 1 or a fraction in (0, 1), got {text!r}")
 
 
-def _users(text: str) -> int | None:
-    if text.strip().lower() in ("all", "none"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of users or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 user, got {value}")
-    return value
-
-
 def _setting(text: str) -> tuple[str, Any]:
     import yaml
 
@@ -86,6 +81,7 @@ def _setting(text: str) -> tuple[str, Any]:
 def add_experiment_arguments(parser: argparse.ArgumentParser, *, evaluate: bool = False) -> None:
     """Options shared by ``train`` and ``evaluate``: run folder, dataset, model, what to run."""
     from recsim_personas.cli.common import add_dataset_arguments
+    from recsim_personas.cli.options import add_count_option
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `recsim-personas memory`")
     add_dataset_arguments(parser)
@@ -113,12 +109,13 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, evaluate: bool 
     m.add_argument("--k", type=int, default=1, help="memories retrieved per prompt in msml mode (default: 1)")
     m.add_argument("--delta", type=float, default=0.0, help="minimum memory similarity (default: 0)")
     b = parser.add_argument_group("budget")
-    b.add_argument("--users", type=_users, default=None, metavar="N|all",
-                   help="use at most N users (seeded, proportional per persona) (default: all)")
+    add_count_option(b, "--users", "user", words=("none",),
+                     help="use at most N users (seeded, proportional per persona) (default: all)")
     b.add_argument("--train-rows-per-user", type=_per_user, default=None, metavar="N|F|all",
                    help="at most N train rows per user, or a fraction (default: all)")
-    b.add_argument("--test-rows-per-user", type=_users, default=None, metavar="N|all",
-                   help="at most N test rows per user (default: all)")
+    # The messages speak of users, as they always have.
+    add_count_option(b, "--test-rows-per-user", "user", words=("none",),
+                     help="at most N test rows per user (default: all)")
     b.add_argument("--seed", type=int, default=0, help="seed of row caps and sub-sampling (default: 0)")
     if evaluate:
         e = parser.add_argument_group("evaluation")
@@ -178,19 +175,11 @@ def load_run_dataset(args: argparse.Namespace) -> Any:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
-    p = sub.add_parser(
-        "train",
-        help="fine-tune persona and single LoRA adapters on a run folder",
-        description=(
-            "LoRA fine-tuning of a frozen small LM on the run folder's train ratings (prompt = the "
-            "user's profile, the item and, in msml mode, the retrieved memory; target = the rating). "
-            "One adapter per persona and two single adapters (sub-sampled to the smallest and largest "
-            "persona dataset), per memory mode. Resumable; finished adapters are reused."
-        ),
-    )
+    from recsim_personas.cli.options import add_command
+
+    p = add_command(sub, "train", run, help="fine-tune persona and single LoRA adapters on a run folder")
     add_experiment_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print what would be trained and stop")
-    p.set_defaults(func=run)
 
 
 def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
@@ -200,7 +189,7 @@ def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
     settings = adapter_inputs(config)
     print(f"{'adapter':<22} {'rows':>6} {'users':>5} {'steps':>5} {'epochs':>6}  state")
     for a in plan.adapters:
-        name = f"{a['name']}__{a['mode']}"
+        name = adapter_name(a['name'], a['mode'])
         # "done" only when recorded with these memories and settings, intact: the real run reuses it.
         done = adapter_up_to_date(run_dir, name, settings)
         print(f"{name:<22} {a['rows']:>6} {a['users']:>5} {a['steps']:>5} {a['epochs']:>6.2f}  "
@@ -234,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     dataset = load_run_dataset(args)
     with RunFolder(args.run_dir).lock("recsim-personas train"):
-        names = [f"{a['name']}__{a['mode']}" for a in plan.adapters]
+        names = [adapter_name(a['name'], a['mode']) for a in plan.adapters]
         verify_run_folder(args.run_dir, adapters=names, repair=("adapters",),
                           check=("memory", "adapters"))  # a damaged adapter is retrained
         results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,

@@ -18,36 +18,27 @@ without permission.
 
 from __future__ import annotations
 
-from recsim_personas.data.dataset import (
-    INTERACTION_COLUMNS,
-    ITEM_TEXT_COLUMNS,
-    LoadReport,
-    RatingDataset,
-    RatingScale,
-)
-from recsim_personas.data.download import download_dataset
-from recsim_personas.data.enrichment import enrich_items, load_enrichment
-from recsim_personas.data.item_catalog import ItemCatalog, ItemInfo
-from recsim_personas.data.movielens import load_ml1m, load_ml100k, load_ml_latest_small
-from recsim_personas.data.registry import DATASET_NAMES, DEFAULT_DATASET, load_dataset
-from recsim_personas.data.tabular import load_csv
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "DATASET_NAMES",
-    "DEFAULT_DATASET",
-    "INTERACTION_COLUMNS",
-    "ITEM_TEXT_COLUMNS",
-    "ItemCatalog",
-    "ItemInfo",
-    "LoadReport",
-    "RatingDataset",
-    "RatingScale",
-    "download_dataset",
-    "enrich_items",
-    "load_csv",
-    "load_dataset",
-    "load_enrichment",
-    "load_ml1m",
-    "load_ml100k",
-    "load_ml_latest_small",
-]
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "load_csv": "custom_csv",
+    "INTERACTION_COLUMNS": "dataset",
+    "ITEM_TEXT_COLUMNS": "dataset",
+    "LoadReport": "dataset",
+    "RatingDataset": "dataset",
+    "RatingScale": "dataset",
+    "download_dataset": "download",
+    "enrich_items": "enrichment",
+    "load_enrichment": "enrichment",
+    "ItemCatalog": "item_catalog",
+    "ItemInfo": "item_catalog",
+    "load_ml100k": "movielens",
+    "load_ml1m": "movielens",
+    "load_ml_latest_small": "movielens",
+    "DATASET_NAMES": "registry",
+    "DEFAULT_DATASET": "registry",
+    "load_dataset": "registry",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -35,7 +35,13 @@ ITEM_TEXT_COLUMNS: tuple[str, ...] = ("description", "director", "cast")
 
 @dataclass(frozen=True)
 class RatingScale:
-    """An explicit rating scale: ``min`` to ``max`` in steps of ``step`` (1-5 by 1, 0.5-5 by 0.5)."""
+    """An explicit rating scale: ``min`` to ``max`` in steps of ``step`` (1-5 by 1, 0.5-5 by 0.5).
+
+    Attributes:
+        min: The lowest level.
+        max: The highest level.
+        step: The distance between neighbouring levels.
+    """
 
     min: float
     max: float

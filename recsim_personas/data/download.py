@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsim_personas.errors import DataError
+from recsim_personas.errors import DataError, did_you_mean
 
 __all__ = [
     "ARCHIVES",
@@ -116,11 +116,9 @@ def cached_dataset_dir(name: str, cache_dir: str | os.PathLike[str] | None = Non
 
 def _spec(name: str) -> ArchiveSpec:
     if name not in ARCHIVES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(ARCHIVES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"unknown dataset {name!r}; downloadable: {', '.join(ARCHIVES)}.{hint}")
+        raise DataError(
+            f"unknown dataset {name!r}; downloadable: {', '.join(ARCHIVES)}.{did_you_mean(name, ARCHIVES)}"
+        )
     return ARCHIVES[name]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.data.dataset import ITEM_TEXT_COLUMNS, LoadReport, RatingDataset
-from recsim_personas.data.tabular import read_file_table
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.data.files import check_column_mapping, header_names, read_file_table
+from recsim_personas.errors import DataError, did_you_mean
 
 __all__ = ["PLACEHOLDER_TEXTS", "clean_text", "enrich_items", "load_enrichment"]
 
@@ -92,17 +91,11 @@ def load_enrichment(
     """
     path = Path(path)
     if columns is None:
-        header = _header_names(path, sep, encoding)
+        header = header_names(path, sep=sep, encoding=encoding)
         if id_column not in header:
-            close = difflib.get_close_matches(id_column, header, n=1)
-            hint = (
-                f" Did you mean {close[0]!r}? (pass id_column=...)"
-                if close
-                else " (pass id_column=...)"
-            )
             raise DataError(
                 f"{path}: line 1 (header), field {id_column!r}: id column missing; the header has "
-                f"{', '.join(map(repr, header))}.{hint}"
+                f"{', '.join(map(repr, header))}.{did_you_mean(id_column, header)} (pass id_column=...)"
             )
         columns = {c: c for c in ITEM_TEXT_COLUMNS if c in header}
         if not columns:
@@ -110,27 +103,10 @@ def load_enrichment(
                 f"{path}: line 1 (header): none of the columns {', '.join(ITEM_TEXT_COLUMNS)}; "
                 "pass columns={'description': '<column>', ...}"
             )
-    for key in columns:
-        if key not in ITEM_TEXT_COLUMNS:
-            close = difflib.get_close_matches(key, ITEM_TEXT_COLUMNS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"enrichment columns: unknown key {key!r}; expected {', '.join(ITEM_TEXT_COLUMNS)}.{hint}"
-            )
+    check_column_mapping(columns, ITEM_TEXT_COLUMNS, "enrichment columns")
     kinds = {id_column: "int", **{v: "str" for v in columns.values()}}
     table = read_file_table(path, columns=kinds, sep=sep, encoding=encoding)
-    ids = table.frame[id_column]
-    first_mask = ~ids.duplicated(keep="first").to_numpy()
-    dup = ids.notna().to_numpy() & ~first_mask
-    if dup.any():
-        first = dict(zip(ids[first_mask].tolist(), table.lines[first_mask].tolist(), strict=True))
-        table.flag(
-            dup,
-            id_column,
-            lambda pos: (
-                f"duplicate item id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})"
-            ),
-        )
+    table.flag_duplicate_ids(id_column, what="item id")
     table.int_columns = (id_column,)
     frame = table.resolve(skip_bad_rows=skip_bad_rows, report=report)
     out = pd.DataFrame(index=pd.Index(frame[id_column].to_numpy(np.int64), name="item_id"))
@@ -142,25 +118,6 @@ def load_enrichment(
         else:
             out[key] = pd.Series([None] * len(out), index=out.index, dtype=object)
     return out
-
-
-def _header_names(path: Path, sep: str, encoding: str) -> list[str]:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        except FileNotFoundError:
-            raise DataError(f"file not found: {path}") from None
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    import csv
-
-    try:
-        with open(path, encoding=encoding, errors="replace", newline="") as fh:
-            return [c.strip() for c in next(csv.reader(fh, delimiter=sep), [])]
-    except FileNotFoundError:
-        raise DataError(f"file not found: {path}") from None
 
 
 def enrich_items(

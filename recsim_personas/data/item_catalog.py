@@ -20,7 +20,7 @@ import pandas as pd
 from recsim_personas.data.dataset import RatingDataset
 from recsim_personas.errors import DataError
 
-__all__ = ["PAPER_MAX_CAST", "ItemCatalog", "ItemInfo"]
+__all__ = ["PAPER_MAX_CAST", "ItemCatalog", "ItemInfo", "text_or_none", "title_with_year"]
 
 #: The paper's examples list the first 15 names of IMDb's top cast (its Big Lebowski line stops
 #: at John Turturro, the 15th of 18 names on the page), so summaries keep at most 15 by default.
@@ -49,12 +49,23 @@ class ItemInfo:
     genres: tuple[str, ...]
     avg_rating: float | None
     n_ratings: int
-    description: str | None
-    director: str | None
-    cast: str | None
+    description: str | None = None
+    director: str | None = None
+    cast: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The title with its year, as lists show it: ``"Big Lebowski, The (1998)"``."""
+        return title_with_year(self.title, self.year)
 
 
-def _text_or_none(value: object) -> str | None:
+def title_with_year(title: str, year: int | None) -> str:
+    """``"Title (1998)"``, or the bare title without a year: the one way items are named in text."""
+    return f"{title} ({year})" if year is not None else title
+
+
+def text_or_none(value: object) -> str | None:
+    """A table cell as stripped text; ``None`` for a missing (None, NaN, NA) or blank cell."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return None
     text = str(value).strip()
@@ -141,9 +152,9 @@ class ItemCatalog:
             genres=tuple(genres) if isinstance(genres, (tuple, list)) else (),
             avg_rating=None if pd.isna(mean) else float(mean),
             n_ratings=int(self._count.loc[key]),
-            description=_text_or_none(row.get("description")),
-            director=_text_or_none(row.get("director")),
-            cast=_text_or_none(row.get("cast")),
+            description=text_or_none(row.get("description")),
+            director=text_or_none(row.get("director")),
+            cast=text_or_none(row.get("cast")),
         )
 
     def describe(self, item_id: int) -> str:

@@ -27,7 +27,8 @@ from recsim_personas.data.dataset import (
     make_items_frame,
     split_title_year,
 )
-from recsim_personas.data.tabular import Table, check_interactions, finish_interactions, read_table
+from recsim_personas.data.delimited import read_table
+from recsim_personas.data.interactions import ratings_dataset
 from recsim_personas.errors import DataError
 
 __all__ = [
@@ -118,6 +119,9 @@ ML1M_OCCUPATIONS: dict[int, str] = {
 
 _RATING_NAMES = ("user_id", "item_id", "rating", "timestamp")
 _RATING_KINDS = {"user_id": "int", "item_id": "int", "rating": "float", "timestamp": "int"}
+# The fields of each release's user file, in file order, and how each is parsed.
+_ML100K_USERS = {"user_id": "int", "age": "int", "gender": "str", "occupation": "str", "zip_code": "str"}
+_ML1M_USERS = {"user_id": "int", "gender": "str", "age": "int", "occupation": "int", "zip_code": "str"}
 
 
 def resolve_data_dir(path: str | os.PathLike[str], name: str) -> Path:
@@ -139,31 +143,12 @@ def resolve_data_dir(path: str | os.PathLike[str], name: str) -> Path:
     )
 
 
-def _check_unique_ids(table: Table, column: str, file_column: str | None = None) -> None:
-    ids = table.frame[column]
-    first_mask = ~ids.duplicated(keep="first").to_numpy()
-    dup = ids.notna().to_numpy() & ~first_mask
-    if dup.any():
-        first = dict(zip(ids[first_mask].tolist(), table.lines[first_mask].tolist(), strict=True))
-        table.flag(
-            dup,
-            file_column or column,
-            lambda pos: f"duplicate id {int(ids.iloc[pos])} (first at line {first[ids.iloc[pos]]})",
-        )
-
-
 def _genre_tuples(lists: pd.Series) -> list[tuple[str, ...]]:
     out = []
     for genres in lists:
         kept = tuple(g for g in genres if g and g not in _NO_GENRE)
         out.append(kept)
     return out
-
-
-def _users_index_only(interactions: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        index=pd.Index(np.unique(interactions["user_id"].to_numpy()), name="user_id")
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +179,7 @@ def load_ml_latest_small(
         quoted=True,
         columns={"movieId": "int", "title": "str", "genres": "str"},
     )
-    _check_unique_ids(movies, "movieId")
+    movies.flag_duplicate_ids("movieId")
     mframe = movies.resolve(skip_bad_rows=skip_bad_rows, report=report)
     title, year = split_title_year(mframe["title"])
     genres = _genre_tuples(mframe["genres"].fillna("").str.split("|"))
@@ -207,7 +192,7 @@ def load_ml_latest_small(
             quoted=True,
             columns={"movieId": "int", "imdbId": "str", "tmdbId": "str"},
         )
-        _check_unique_ids(links, "movieId")
+        links.flag_duplicate_ids("movieId")
         lframe = links.resolve(skip_bad_rows=skip_bad_rows, report=report).set_index("movieId")
         lframe = lframe.reindex(mframe["movieId"].to_numpy())
         extra["imdb_id"] = (
@@ -226,30 +211,16 @@ def load_ml_latest_small(
         columns={"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"},
     )
     ratings.frame.columns = list(_RATING_NAMES)
-    check_interactions(
+    return ratings_dataset(
         ratings,
-        HALF_STAR_SCALE,
-        fields={
-            "user_id": "userId",
-            "item_id": "movieId",
-            "rating": "rating",
-            "timestamp": "timestamp",
-        },
-        item_ids=items.index,
-        item_file="movies.csv",
-    )
-    ratings.int_columns = ("user_id", "item_id", "timestamp")
-    interactions = finish_interactions(
-        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
-    )
-    return RatingDataset(
         name="ml-latest-small",
-        interactions=interactions,
-        items=items,
-        users=_users_index_only(interactions),
         scale=HALF_STAR_SCALE,
         source={"path": str(folder), "format": "ml-latest-small"},
         report=report,
+        skip_bad_rows=skip_bad_rows,
+        items=items,
+        item_file="movies.csv",
+        fields={"user_id": "userId", "item_id": "movieId"},
     )
 
 
@@ -276,7 +247,7 @@ def _ml100k_genres(folder: Path, skip_bad_rows: bool, report: LoadReport) -> lis
     table = read_table(
         path, sep="|", names=("genre", "index"), columns={"genre": "str", "index": "int"}
     )
-    _check_unique_ids(table, "index")
+    table.flag_duplicate_ids("index")
     frame = table.resolve(skip_bad_rows=skip_bad_rows, report=report).sort_values("index")
     expected = np.arange(len(frame))
     if not np.array_equal(frame["index"].to_numpy(), expected):
@@ -311,7 +282,7 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
     items_t = read_table(
         folder / "u.item", sep="|", names=item_names, columns=item_kinds, encoding="latin-1"
     )
-    _check_unique_ids(items_t, "item_id")
+    items_t.flag_duplicate_ids("item_id")
     flags = items_t.frame[flag_cols].to_numpy(dtype=np.float64)
     bad_flag = ~np.isin(flags, (0.0, 1.0)) & ~np.isnan(flags)
     if bad_flag.any():
@@ -339,42 +310,15 @@ def load_ml100k(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) ->
     )
 
     users_t = read_table(
-        folder / "u.user",
-        sep="|",
-        names=("user_id", "age", "gender", "occupation", "zip_code"),
-        columns={
-            "user_id": "int",
-            "age": "int",
-            "gender": "str",
-            "occupation": "str",
-            "zip_code": "str",
-        },
+        folder / "u.user", sep="|", names=tuple(_ML100K_USERS), columns=_ML100K_USERS,
         encoding="latin-1",
     )
-    _check_unique_ids(users_t, "user_id")
+    users_t.flag_duplicate_ids("user_id")
     uframe = users_t.resolve(skip_bad_rows=skip_bad_rows, report=report)
     users = uframe.set_index("user_id")
 
-    ratings = read_table(folder / "u.data", sep="\t", names=_RATING_NAMES, columns=_RATING_KINDS)
-    check_interactions(
-        ratings,
-        STAR_SCALE,
-        item_ids=items.index,
-        item_file="u.item",
-        user_ids=users.index,
-        user_file="u.user",
-    )
-    interactions = finish_interactions(
-        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
-    )
-    return RatingDataset(
-        name="ml-100k",
-        interactions=interactions,
-        items=items,
-        users=users,
-        scale=STAR_SCALE,
-        source={"path": str(folder), "format": "ml-100k"},
-        report=report,
+    return _star_dataset(
+        "ml-100k", folder / "u.data", "\t", items, "u.item", users, "u.user", skip_bad_rows, report
     )
 
 
@@ -408,7 +352,7 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
         columns={"item_id": "int", "title": "str", "genres": "str"},
         encoding="latin-1",
     )
-    _check_unique_ids(movies, "item_id")
+    movies.flag_duplicate_ids("item_id")
     mframe = movies.resolve(skip_bad_rows=skip_bad_rows, report=report)
     title, year = split_title_year(mframe["title"])
     items = make_items_frame(
@@ -416,19 +360,10 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
     )
 
     users_t = read_table(
-        folder / "users.dat",
-        sep="::",
-        names=("user_id", "gender", "age", "occupation", "zip_code"),
-        columns={
-            "user_id": "int",
-            "gender": "str",
-            "age": "int",
-            "occupation": "int",
-            "zip_code": "str",
-        },
+        folder / "users.dat", sep="::", names=tuple(_ML1M_USERS), columns=_ML1M_USERS,
         encoding="latin-1",
     )
-    _check_unique_ids(users_t, "user_id")
+    users_t.flag_duplicate_ids("user_id")
     age = users_t.frame["age"]
     users_t.flag(
         age.notna().to_numpy() & ~age.isin(list(ML1M_AGE_GROUPS)).to_numpy(),
@@ -454,26 +389,28 @@ def load_ml1m(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> R
         index=pd.Index(uframe["user_id"].to_numpy(), name="user_id"),
     )
 
-    ratings = read_table(
-        folder / "ratings.dat", sep="::", names=_RATING_NAMES, columns=_RATING_KINDS
+    return _star_dataset(
+        "ml-1m", folder / "ratings.dat", "::", items, "movies.dat", users, "users.dat",
+        skip_bad_rows, report,
     )
-    check_interactions(
-        ratings,
-        STAR_SCALE,
-        item_ids=items.index,
-        item_file="movies.dat",
-        user_ids=users.index,
-        user_file="users.dat",
-    )
-    interactions = finish_interactions(
-        ratings.resolve(skip_bad_rows=skip_bad_rows, report=report), ratings.path
-    )
-    return RatingDataset(
-        name="ml-1m",
-        interactions=interactions,
-        items=items,
-        users=users,
-        scale=STAR_SCALE,
-        source={"path": str(folder), "format": "ml-1m"},
-        report=report,
+
+
+def _star_dataset(
+    name: str,
+    ratings_path: Path,
+    sep: str,
+    items: pd.DataFrame,
+    item_file: str,
+    users: pd.DataFrame,
+    user_file: str,
+    skip_bad_rows: bool,
+    report: LoadReport,
+) -> RatingDataset:
+    """The tail of the ml-100k and ml-1m loaders: their header-less ratings file on 1-5 stars."""
+    ratings = read_table(ratings_path, sep=sep, names=_RATING_NAMES, columns=_RATING_KINDS)
+    source = {"path": str(ratings_path.parent), "format": name}
+    return ratings_dataset(
+        ratings, name=name, scale=STAR_SCALE, source=source, report=report,
+        skip_bad_rows=skip_bad_rows, items=items, item_file=item_file, users=users,
+        user_file=user_file,
     )

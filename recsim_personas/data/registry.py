@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from recsim_personas.data.movielens import (
     load_ml100k,
     load_ml_latest_small,
 )
-from recsim_personas.errors import DataError
+from recsim_personas.errors import DataError, did_you_mean
 
 __all__ = ["DATASET_NAMES", "DEFAULT_DATASET", "load_dataset"]
 
@@ -61,8 +60,7 @@ def load_dataset(
             or bad files.
     """
     if name not in _LOADERS:
-        close = difflib.get_close_matches(name, DATASET_NAMES, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, DATASET_NAMES, cutoff=0.5)
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}.{hint}")
     if data_dir is not None:
         dataset = _LOADERS[name](Path(data_dir), skip_bad_rows=skip_bad_rows)

@@ -30,19 +30,19 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet
+from recsim_personas.config import Config
 from recsim_personas.data.dataset import INTERACTION_COLUMNS, RatingDataset, RatingScale
-from recsim_personas.errors import ConfigError, DataError, unknown_keys
+from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
 
 __all__ = [
     "PAPER_SPLIT",
@@ -66,7 +66,7 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Config):
     """How to pick users and split their interactions.
 
     Attributes:
@@ -81,18 +81,30 @@ class SplitConfig:
         seed: Seed of the user sample and of the ``random`` split.
     """
 
-    method: SplitMethod = "temporal"
-    train_fraction: float = 0.6
-    last_n: int = 1
-    min_interactions: int | None = None
-    max_interactions: int | None = None
-    n_users: int | None = None
-    seed: int = 0
+    config_name: ClassVar[str] = "split config"
+
+    method: SplitMethod = field(
+        default="temporal", metadata={"help": "temporal, random or last (see the module docstring)"}
+    )
+    train_fraction: float = field(
+        default=0.6, metadata={"help": "share of each user's rows in train (temporal, random)"}
+    )
+    last_n: int = field(default=1, metadata={"help": "rows per user in test (last)"})
+    min_interactions: int | None = field(
+        default=None, metadata={"help": "keep users with at least this many interactions"}
+    )
+    max_interactions: int | None = field(
+        default=None, metadata={"help": "keep users with at most this many interactions"}
+    )
+    n_users: int | None = field(
+        default=None, metadata={"help": "sample this many of the kept users (None: all)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the user sample and the random split"})
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         if self.method not in SPLIT_METHODS:
-            close = difflib.get_close_matches(str(self.method), SPLIT_METHODS, n=1)
+            close = closest(self.method, SPLIT_METHODS)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(
                 f"method {self.method!r} is not one of {', '.join(SPLIT_METHODS)}{hint}"
@@ -124,6 +136,8 @@ class SplitConfig:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
         if problems:
             raise ConfigError("invalid SplitConfig: " + "; ".join(problems))
+        # One JSON-able type whatever number type came in (numpy scalars included).
+        object.__setattr__(self, "train_fraction", float(self.train_fraction))
 
     @property
     def spec(self) -> str:
@@ -147,9 +161,10 @@ class SplitConfig:
         method, _, arg = str(spec).strip().partition(":")
         method = method.strip().lower()
         if method not in SPLIT_METHODS:
-            close = difflib.get_close_matches(method, SPLIT_METHODS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"split {spec!r}: unknown method {method!r}; use {_SPEC_HELP}.{hint}")
+            raise ConfigError(
+                f"split {spec!r}: unknown method {method!r}; use {_SPEC_HELP}."
+                f"{did_you_mean(method, SPLIT_METHODS)}"
+            )
         arg = arg.strip()
         if arg:
             try:
@@ -163,25 +178,6 @@ class SplitConfig:
                     f"split {spec!r}: {arg!r} is not {want}; use {_SPEC_HELP}"
                 ) from None
         return cls(method=method, **kwargs)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as plain JSON-able values (inverse of :meth:`from_dict`)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["train_fraction"] = float(out["train_fraction"])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SplitConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a split config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        msgs = unknown_keys(data, names)
-        if msgs:
-            raise ConfigError(
-                f"unknown split config key(s) {', '.join(msgs)}; valid keys: {', '.join(names)}"
-            )
-        return cls(**data)
 
     def describe(self) -> str:
         """One line for tables and logs, e.g. ``temporal:0.6, users 100-200, 200 sampled, seed 0``."""
@@ -197,12 +193,8 @@ class SplitConfig:
 
 #: The paper's protocol: 200 users with 100-200 interactions, temporal 60:40 per user, seed 0.
 PAPER_SPLIT = SplitConfig(
-    method="temporal",
-    train_fraction=0.6,
-    min_interactions=100,
-    max_interactions=200,
-    n_users=200,
-    seed=0,
+    method="temporal", train_fraction=0.6, min_interactions=100, max_interactions=200,
+    n_users=200, seed=0,
 )
 
 
@@ -297,13 +289,13 @@ class Split:
         """
         directory = Path(directory)
         cfg_path = directory / "config.json"
-        if not cfg_path.is_file():
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise DataError(
                 f"no split in {directory}: {cfg_path.name} is missing; create one with "
                 "make_split(dataset, config).save(directory)"
-            )
-        try:
-            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+            ) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{cfg_path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         parts = {}

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recsim_personas.adapter_names import persona_adapter_name
 from recsim_personas.agents.exits import activity_levels_from_counts
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import EnvError
@@ -76,7 +77,7 @@ _DEFAULT_VERSION = "2"  # 2: leave-one-out memories, whole-dataset item averages
 
 def adapter_name(persona: int, memory_mode: str) -> str:
     """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``)."""
-    return f"persona_{int(persona)}__{memory_mode}"
+    return persona_adapter_name(persona, memory_mode)
 
 
 @dataclass(eq=False)

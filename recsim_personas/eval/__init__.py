@@ -9,22 +9,17 @@
 
 from __future__ import annotations
 
-from recsim_personas.eval.metrics import (
-    coverage,
-    mae,
-    ndcg_at_k,
-    precision_at_k,
-    recall_at_k,
-    rmse,
-    urr,
-)
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "coverage",
-    "mae",
-    "ndcg_at_k",
-    "precision_at_k",
-    "recall_at_k",
-    "rmse",
-    "urr",
-]
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "coverage": "metrics",
+    "mae": "metrics",
+    "ndcg_at_k": "metrics",
+    "precision_at_k": "metrics",
+    "recall_at_k": "metrics",
+    "rmse": "metrics",
+    "urr": "metrics",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

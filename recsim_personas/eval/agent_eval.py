@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+from recsim_personas.data.checks import first_true
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, DataError
 from recsim_personas.eval.metrics import mae, rmse, urr
@@ -211,9 +212,8 @@ def evaluate_agent(
     rows = test[["user_id", "item_id", "rating"]].sort_values(["user_id", "item_id"], kind="stable")
     rows = rows.reset_index(drop=True)
     ratings = rows["rating"].to_numpy(dtype=np.float64)
-    off = ~scale.contains(ratings)
-    if off.any():
-        j = int(np.argmax(off))
+    j = first_true(~scale.contains(ratings))
+    if j is not None:
         raise DataError(
             f"test rating {ratings[j]} (user {rows['user_id'].iat[j]}, item {rows['item_id'].iat[j]}) is "
             f"not on the agent's scale {scale.min}-{scale.max} step {scale.step}"

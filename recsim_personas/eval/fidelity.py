@@ -249,14 +249,9 @@ def calibration_bins(p_like: np.ndarray, liked: np.ndarray, n_bins: int = 10) ->
 
 def plot_calibration(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, *, title: str) -> Path:
     """Reliability diagram: one line per predictor (``{name: calibration_bins(...)}``), PNG."""
-    import matplotlib
+    from recsim_personas.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recsim_personas.artifacts import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    fig, ax = pyplot().subplots(figsize=(5.6, 4.6))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
     for name, bins in curves.items():
         if not bins:
@@ -274,8 +269,4 @@ def plot_calibration(curves: Mapping[str, Sequence[Mapping[str, float]]], path: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

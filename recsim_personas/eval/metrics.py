@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from recsim_personas.data.checks import first_true
 from recsim_personas.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -64,18 +65,17 @@ def _errors(
             raise DataError(f"{metric}: {len(users)} user ids for {len(pred)} predictions")
     elif average == "user":
         raise ConfigError(f"{metric}: average='user' needs user_ids")
-    bad = ~np.isfinite(pred)
-    if bad.any():
-        row = int(np.argmax(bad))
+    missing = ~np.isfinite(pred)
+    row = first_true(missing)
+    if row is not None:
         who = f" (user_id={users[row]})" if users is not None else ""
         raise DataError(
             f"{metric}: prediction missing at row {row}{who}: got {pred[row]}; "
-            f"{int(bad.sum())} of {len(pred)} predictions are NaN or infinite. Every test rating "
+            f"{int(missing.sum())} of {len(pred)} predictions are NaN or infinite. Every test rating "
             "needs a prediction; use a model with a fallback for unknown users and items"
         )
-    bad = ~np.isfinite(true)
-    if bad.any():
-        row = int(np.argmax(bad))
+    row = first_true(~np.isfinite(true))
+    if row is not None:
         raise DataError(f"{metric}: true rating at row {row} is {true[row]}; fix the test data")
     return pred - true, users
 
@@ -87,10 +87,7 @@ def _per_user(values: np.ndarray, users: np.ndarray) -> np.ndarray:
 
 
 def rmse(
-    predicted: ArrayLike,
-    actual: ArrayLike,
-    *,
-    user_ids: ArrayLike | None = None,
+    predicted: ArrayLike, actual: ArrayLike, *, user_ids: ArrayLike | None = None,
     average: Averaging = "rating",
 ) -> float:
     """Root mean squared error.
@@ -112,10 +109,7 @@ def rmse(
 
 
 def mae(
-    predicted: ArrayLike,
-    actual: ArrayLike,
-    *,
-    user_ids: ArrayLike | None = None,
+    predicted: ArrayLike, actual: ArrayLike, *, user_ids: ArrayLike | None = None,
     average: Averaging = "rating",
 ) -> float:
     """Mean absolute error; arguments and errors as for :func:`rmse`."""

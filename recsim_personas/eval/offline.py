@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from recsim_personas.baselines.protocol import RatingPredictor, Recommender
+from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.data.splits import Split
 from recsim_personas.errors import ConfigError, DataError
@@ -62,7 +63,7 @@ def ranking_metric_names(k: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """Settings of an offline evaluation.
 
     Attributes:
@@ -71,8 +72,12 @@ class EvalConfig:
             default (:func:`default_relevance_threshold`: 4 on 1-5 and on half stars).
     """
 
-    k: int = 10
-    relevance_threshold: float | None = None
+    config_name: ClassVar[str] = "EvalConfig"
+
+    k: int = field(default=10, metadata={"help": "length of the ranked lists"})
+    relevance_threshold: float | None = field(
+        default=None, metadata={"help": "test ratings at or above this are relevant (None: 4 stars)"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -86,20 +91,6 @@ class EvalConfig:
         if self.relevance_threshold is not None:
             return float(self.relevance_threshold)
         return default_relevance_threshold(scale)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise ConfigError(
-                f"unknown EvalConfig key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                f"{', '.join(names)}"
-            )
-        return cls(**data)
 
 
 def evaluate_predictor(model: RatingPredictor, split: Split) -> dict[str, float | int]:

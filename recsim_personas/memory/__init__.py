@@ -7,36 +7,27 @@ per train interaction.
 
 from __future__ import annotations
 
-# -- distillation (profiles, memories, backends) --
-from recsim_personas.memory.backends import BACKENDS, TextBackend, make_backend
-from recsim_personas.memory.distill import (
-    LOG_COLUMNS,
-    MEMORY_COLUMNS,
-    DistillConfig,
-    Distiller,
-    DistillResult,
-    distill_users,
-)
-from recsim_personas.memory.profile import PROFILE_COLUMNS, UserProfile
-from recsim_personas.memory.statistics import TrainStatistics, TraitCuts, UserStatistics
-from recsim_personas.memory.traits import TRAIT_ATTRIBUTION, render_persona, trait_text
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "BACKENDS",
-    "LOG_COLUMNS",
-    "MEMORY_COLUMNS",
-    "PROFILE_COLUMNS",
-    "TRAIT_ATTRIBUTION",
-    "DistillConfig",
-    "DistillResult",
-    "Distiller",
-    "TextBackend",
-    "TrainStatistics",
-    "TraitCuts",
-    "UserProfile",
-    "UserStatistics",
-    "distill_users",
-    "make_backend",
-    "render_persona",
-    "trait_text",
-]
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "TextBackend": "backends.steps",
+    "make_backend": "backends.factory",
+    "Distiller": "distill",
+    "distill_users": "distill",
+    "BACKENDS": "distill_config",
+    "DistillConfig": "distill_config",
+    "DistillResult": "distill_result",
+    "LOG_COLUMNS": "distill_result",
+    "MEMORY_COLUMNS": "distill_result",
+    "PROFILE_COLUMNS": "profile",
+    "UserProfile": "profile",
+    "TrainStatistics": "statistics",
+    "TraitCuts": "statistics",
+    "UserStatistics": "statistics",
+    "TRAIT_ATTRIBUTION": "traits",
+    "render_persona": "traits",
+    "trait_text": "traits",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -1,4 +1,4 @@
-"""The text embedded for an item, as retrieval keys and queries (memory stage and store alike)."""
+"""The text embedded for an item (its label comes from :func:`recsim_personas.data.item_catalog.title_with_year`)."""
 
 from __future__ import annotations
 

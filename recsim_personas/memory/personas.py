@@ -15,17 +15,10 @@ chord joining the first and last points: the K after which adding clusters stops
 fewer than three candidate K, or a straight curve, the smallest K is chosen. The curve is always
 computed and plotted; ``config.k`` (the paper's preset: 4) overrides the choice.
 
-**Distinctive words.** The words of each persona's profile texts are collected: nouns and adjectives
-with spaCy's ``en_core_web_sm`` when spaCy and that model are installed (the paper's method), else a
-POS-free fallback: lowercase word tokens of three or more letters minus an English stopword list.
-``top_words`` is the paper's one-vs-all set difference: the words used by the persona's users and by
-no user of any other persona, ranked by count (ties alphabetically). Because profiles share most
-vocabulary, these are often rare words; ``over_represented`` adds the words most over-represented in
-the persona by document frequency (smoothed log ratio, used by at least two of its users), which
-tends to name genres and tones.
-
-**Plots** (PNG, matplotlib's Agg canvas without pyplot, so no global backend switch): the elbow curve,
-persona sizes, and the distinctive words per persona.
+**Distinctive words** (:mod:`recsim_personas.memory.persona_words`): ``top_words`` is the paper's
+one-vs-all set difference of each persona's content words, ``over_represented`` the words most
+over-represented in the persona. **Plots** (:mod:`recsim_personas.memory.persona_plots`): the elbow
+curve, persona sizes, the distinctive words per persona.
 
 Example:
     >>> clusters = PersonaClusters.fit(user_ids, embeddings, PersonaConfig(k=4))   # doctest: +SKIP
@@ -36,36 +29,34 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import difflib
-import logging
-import math
-import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from recsim_personas.artifacts import atomic_path, atomic_write_json, atomic_write_parquet
-from recsim_personas.errors import ConfigError, DataError, unknown_keys
+from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet
+from recsim_personas.config import Config, refuse_unknown_keys
+from recsim_personas.errors import ConfigError, DataError, closest
+from recsim_personas.memory.persona_words import STOPWORDS as STOPWORDS  # compatibility re-export
+from recsim_personas.memory.persona_words import (
+    content_words,
+    distinctive_words,
+    over_represented_words,
+    word_method,
+)
 
 __all__ = [
     "PAPER_PERSONAS",
-    "STOPWORDS",
     "PersonaClusters",
     "PersonaConfig",
     "PersonaDescription",
-    "content_words",
-    "distinctive_words",
     "elbow_k",
-    "over_represented_words",
 ]
-
-logger = logging.getLogger(__name__)
 
 TextColumn = Literal["profile_text", "taste"]
 _TEXT_COLUMNS = ("profile_text", "taste")
@@ -78,15 +69,12 @@ def _is_int(value: Any) -> bool:
 def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"a {what} must be a mapping, got {type(data).__name__}")
-    names = [f.name for f in fields(cls)]
-    bad = unknown_keys(data, names)
-    if bad:
-        raise ConfigError(f"unknown {what} key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
+    refuse_unknown_keys(cls, data, what)
     return dict(data)
 
 
 @dataclass(frozen=True)
-class PersonaConfig:
+class PersonaConfig(Config):
     """How to cluster profiles into personas and describe them.
 
     Attributes:
@@ -106,6 +94,8 @@ class PersonaConfig:
     top_words: int = 10
     text_column: TextColumn = "profile_text"
 
+    config_name = "persona config"
+
     def __post_init__(self) -> None:
         problems = []
         if self.k is not None and (not _is_int(self.k) or self.k < 1):
@@ -119,20 +109,11 @@ class PersonaConfig:
         if not _is_int(self.top_words) or self.top_words < 1:
             problems.append(f"top_words must be an integer >= 1, got {self.top_words!r}")
         if self.text_column not in _TEXT_COLUMNS:
-            close = difflib.get_close_matches(str(self.text_column), _TEXT_COLUMNS, n=1)
+            close = closest(self.text_column, _TEXT_COLUMNS)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"text_column {self.text_column!r} is not one of {', '.join(_TEXT_COLUMNS)}{hint}")
         if problems:
             raise ConfigError("invalid PersonaConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (inverse of :meth:`from_dict`)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PersonaConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        return cls(**_checked_keys(cls, data, "persona config"))
 
 
 #: The paper's setting: K = 4 personas.
@@ -168,117 +149,6 @@ def elbow_k(ks: Sequence[int], inertias: Sequence[float]) -> int:
     if dist.max() <= 1e-12:
         return int(x[0])
     return int(x[int(np.argmax(dist))])
-
-
-# -- words -------------------------------------------------------------------------------------
-
-#: English stopwords removed by the POS-free fallback (function words, pronouns, auxiliaries, and
-#: a few words every profile uses, such as "movie"/"film", which carry no persona information).
-_STOPWORD_TEXT = """
-a about above after again against all also am an and any are aren as at be because been before being
-below between both but by can cannot could did didn do does doesn doing don down during each even ever
-every few for from further get gets got had hadn has hasn have haven having he her here hers herself
-him himself his how however i if in into is isn it its itself just least less let like ll made make
-makes many may me might more most much must my myself no nor not now of off often on once one only or
-other others ought our ours ourselves out over own quite rather really re same shan she should shouldn
-since so some such than that the their theirs them themselves then there these they this those though
-through to too under until up upon us ve very was wasn we well were weren what when where whether which
-while who whom whose why will with within without won would wouldn yet you your yours yourself
-yourselves movie movies film films
-"""
-STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
-
-_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
-_SPACY: dict[str, Any] = {}
-
-
-def _spacy_nlp() -> Any | None:
-    """spaCy's ``en_core_web_sm`` pipeline, or ``None`` when spaCy or the model is missing."""
-    if "nlp" not in _SPACY:
-        nlp = None
-        try:
-            import spacy
-
-            nlp = spacy.load("en_core_web_sm", disable=["parser", "ner", "lemmatizer"])
-        except ImportError:
-            pass
-        except OSError:  # spaCy without the model
-            logger.warning("spaCy is installed but en_core_web_sm is not; using the POS-free fallback")
-        _SPACY["nlp"] = nlp
-    return _SPACY["nlp"]
-
-
-def word_method() -> str:
-    """Which word extractor :func:`content_words` uses here: ``"spacy"`` or ``"stopword-fallback"``."""
-    return "spacy:en_core_web_sm" if _spacy_nlp() is not None else "stopword-fallback"
-
-
-def content_words(texts: Sequence[str]) -> list[list[str]]:
-    """Nouns and adjectives of each text (spaCy), or its non-stopword words (fallback), lowercase."""
-    nlp = _spacy_nlp()
-    if nlp is not None:
-        return [
-            [t.text.lower() for t in doc if t.pos_ in ("NOUN", "ADJ") and t.is_alpha and len(t.text) > 2]
-            for doc in nlp.pipe([str(t) for t in texts])
-        ]
-    out = []
-    for text in texts:
-        words = (w.removesuffix("'s") for w in _WORD.findall(str(text).lower().replace("\u2019", "'")))
-        out.append([w for w in words if len(w) > 2 and "'" not in w and w not in STOPWORDS])
-    return out
-
-
-def distinctive_words(words_by_persona: dict[int, Counter[str]], top_n: int = 10
-                      ) -> dict[int, list[tuple[str, int]]]:
-    """The paper's one-vs-all set difference: words of a persona that no other persona uses.
-
-    Args:
-        words_by_persona: Word counts of each persona's texts.
-        top_n: Words kept per persona.
-
-    Returns:
-        Per persona, up to ``top_n`` ``(word, count)`` pairs, most frequent first (ties A-Z).
-    """
-    out: dict[int, list[tuple[str, int]]] = {}
-    for p, counts in words_by_persona.items():
-        others: set[str] = set()
-        for q, c in words_by_persona.items():
-            if q != p:
-                others.update(c)
-        unique = [(w, n) for w, n in counts.items() if w not in others]
-        out[p] = sorted(unique, key=lambda wn: (-wn[1], wn[0]))[:top_n]
-    return out
-
-
-def over_represented_words(docs_by_persona: dict[int, list[set[str]]], top_n: int = 10
-                           ) -> dict[int, list[tuple[str, float]]]:
-    """Words whose share of users is highest in a persona relative to the other personas.
-
-    Score: ``log((df_p + 0.5) / (n_p + 1)) - log((df_rest + 0.5) / (n_rest + 1))`` where ``df`` is the
-    number of users whose text uses the word; a word needs ``df_p >= 2`` (or 1 in a one-user persona).
-
-    Returns:
-        Per persona, up to ``top_n`` ``(word, score)`` pairs, highest score first (ties A-Z).
-    """
-    df = {p: Counter(w for doc in docs for w in doc) for p, docs in docs_by_persona.items()}
-    total: Counter[str] = Counter()
-    for c in df.values():
-        total.update(c)
-    n_all = sum(len(d) for d in docs_by_persona.values())
-    out: dict[int, list[tuple[str, float]]] = {}
-    for p, docs in docs_by_persona.items():
-        n_p = len(docs)
-        n_rest = n_all - n_p
-        need = 2 if n_p > 1 else 1
-        scored = []
-        for w, d in df[p].items():
-            if d < need:
-                continue
-            rest = total[w] - d
-            score = math.log((d + 0.5) / (n_p + 1)) - math.log((rest + 0.5) / (n_rest + 1))
-            scored.append((w, round(score, 4)))
-        out[p] = sorted(scored, key=lambda ws: (-ws[1], ws[0]))[:top_n]
-    return out
 
 
 # -- clusters ----------------------------------------------------------------------------------
@@ -574,56 +444,6 @@ class PersonaClusters:
         Returns:
             The written paths (relative to ``relative_to`` when given).
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from recsim_personas.memory.persona_plots import plot_personas
 
-        out_dir = Path(out_dir)
-        written = []
-
-        def save(fig: Any, name: str) -> None:
-            FigureCanvasAgg(fig)
-            path = out_dir / name
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-            written.append(str(path.relative_to(relative_to)) if relative_to else str(path))
-
-        fig = Figure(figsize=(5.5, 3.6))
-        ax = fig.add_subplot()
-        ax.plot(self.ks, self.inertias, marker="o", color="#33658a")
-        ax.axvline(self.elbow, color="#999999", ls="--", lw=1, label=f"elbow K={self.elbow}")
-        if self.k != self.elbow:
-            ax.axvline(self.k, color="#f26419", ls=":", lw=1.5, label=f"used K={self.k}")
-        ax.set(xlabel="K (personas)", ylabel="KMeans inertia", title="Elbow curve of profile embeddings")
-        ax.set_xticks(self.ks)
-        ax.legend()
-        save(fig, "elbow.png")
-
-        fig = Figure(figsize=(5.5, 3.2))
-        ax = fig.add_subplot()
-        sizes = self.sizes
-        bars = ax.bar([f"persona {p}" for p in range(self.k)], sizes, color="#86bbd8")
-        ax.bar_label(bars, labels=[str(s) for s in sizes])
-        ax.margins(y=0.12)
-        ax.set(ylabel="users", title=f"Persona sizes ({len(self.user_ids)} users, K={self.k})")
-        save(fig, "persona_sizes.png")
-
-        cols = min(self.k, 4)
-        rows = math.ceil(self.k / cols)
-        fig = Figure(figsize=(3.6 * cols, 3.0 * rows), layout="constrained")
-        for p in range(self.k):
-            ax = fig.add_subplot(rows, cols, p + 1)
-            desc = self.descriptions[p] if p < len(self.descriptions) else None
-            words = desc.top_words if desc else []
-            label = "distinct words (count)"
-            if desc and not words and desc.over_represented:
-                words, label = [(w, s) for w, s in desc.over_represented], "over-represented (score)"
-            if words:
-                ax.barh([w for w, _ in words][::-1], [v for _, v in words][::-1], color="#2f4858")
-            else:
-                ax.text(0.5, 0.5, "no distinct words", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(f"persona {p} (n={int(self.sizes[p])})", fontsize=9)
-            ax.set_xlabel(label, fontsize=8)
-            ax.tick_params(labelsize=7)
-        fig.suptitle("Top distinctive words per persona (one-vs-all set difference)", fontsize=10)
-        save(fig, "persona_words.png")
-        return written
+        return plot_personas(self, out_dir, relative_to=relative_to)

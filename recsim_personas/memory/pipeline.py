@@ -38,13 +38,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,9 +51,10 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import RunFolder, atomic_write_json, atomic_write_npy, file_digest
+from recsim_personas.config import Config
 from recsim_personas.data.dataset import RatingDataset
-from recsim_personas.errors import ConfigError, DataError, unknown_keys
-from recsim_personas.memory.distill import DistillConfig
+from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
+from recsim_personas.memory.distill_config import DistillConfig
 from recsim_personas.memory.embeddings import DEFAULT_EMBEDDER
 from recsim_personas.memory.item_text import item_embedding_text
 from recsim_personas.memory.personas import PAPER_PERSONAS, PersonaConfig
@@ -100,7 +100,7 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 
 @dataclass(frozen=True)
-class MemoryPipelineConfig:
+class MemoryPipelineConfig(Config):
     """Everything the memory stages depend on (the split comes separately).
 
     Attributes:
@@ -125,6 +125,8 @@ class MemoryPipelineConfig:
     personas: PersonaConfig = field(default_factory=PersonaConfig)
     item_stats: Literal["dataset", "train"] = "dataset"
 
+    config_name = "memory pipeline config"
+
     def __post_init__(self) -> None:
         problems = []
         if not isinstance(self.distill, DistillConfig):
@@ -134,7 +136,7 @@ class MemoryPipelineConfig:
         if not isinstance(self.embedder, str) or not self.embedder.strip():
             problems.append(f"embedder must be a non-empty spec such as 'minilm', got {self.embedder!r}")
         if self.item_scope not in _ITEM_SCOPES:
-            close = difflib.get_close_matches(str(self.item_scope), _ITEM_SCOPES, n=1)
+            close = closest(self.item_scope, _ITEM_SCOPES)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"item_scope {self.item_scope!r} is not one of {', '.join(_ITEM_SCOPES)}{hint}")
         if self.item_stats not in ("dataset", "train"):
@@ -146,33 +148,6 @@ class MemoryPipelineConfig:
     def paper(cls, **overrides: Any) -> MemoryPipelineConfig:
         """The paper's setting with the offline defaults: batches of 10, 2,000 words, K = 4."""
         return cls(**{"personas": PAPER_PERSONAS, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (inverse of :meth:`from_dict`)."""
-        return {
-            "distill": self.distill.to_dict(),
-            "embedder": self.embedder,
-            "embedding_base_url": self.embedding_base_url,
-            "item_scope": self.item_scope,
-            "personas": self.personas.to_dict(),
-            "item_stats": self.item_stats,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryPipelineConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a memory pipeline config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        bad = unknown_keys(data, names)
-        if bad:
-            raise ConfigError(f"unknown memory pipeline config key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
-        values = dict(data)
-        if isinstance(values.get("distill"), dict):
-            values["distill"] = DistillConfig.from_dict(values["distill"])
-        if isinstance(values.get("personas"), dict):
-            values["personas"] = PersonaConfig.from_dict(values["personas"])
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -232,9 +207,7 @@ def parse_stages(stages: Sequence[str] | str | None) -> list[str]:
         raise ConfigError(f"no stage given; choose from {', '.join(STAGES[1:])}")
     for name in names:
         if name not in STAGES:
-            close = difflib.get_close_matches(name, STAGES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}.{hint}")
+            raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}.{did_you_mean(name, STAGES)}")
     return sorted({"split", *names}, key=STAGES.index)
 
 
@@ -271,129 +244,15 @@ def build_memories(
             train interaction.
         BackendError: A distillation or embedding backend failed (finished users are checkpointed).
     """
-    from recsim_personas.data.splits import Split, SplitConfig
-
     config = config or MemoryPipelineConfig()
     if not isinstance(config, MemoryPipelineConfig):
         raise ConfigError(f"config must be a MemoryPipelineConfig, got {type(config).__name__}")
     selected = parse_stages(stages)
     last = max(STAGES.index(s) for s in selected)
-    run = MemoryRun(run_dir)
-    fingerprint = dataset.fingerprint()
-    if isinstance(split, Split):
-        if split.dataset_fingerprint and split.dataset_fingerprint != fingerprint:
-            raise DataError(
-                f"the split was made from dataset {split.dataset_name!r} (fingerprint "
-                f"{split.dataset_fingerprint}), not from {dataset.name!r} ({fingerprint}); make it "
-                "with make_split(dataset, config)"
-            )
-        split_inputs = {"dataset": fingerprint, "split": split.config.to_dict(),
-                        "rows": [_frame_digest(split.train), _frame_digest(split.test)]}
-    elif isinstance(split, SplitConfig):
-        split_inputs = {"dataset": fingerprint, "split": split.to_dict()}
-    else:
-        raise ConfigError(f"split must be a Split or SplitConfig, got {type(split).__name__}")
-    run.set_manifest_fields(config=config.to_dict(),
-                            dataset={"name": dataset.name, "fingerprint": fingerprint})
-    items_digest = _frame_digest(dataset.items)
-    state: dict[str, Any] = {}
-
-    def split_obj() -> Split:
-        if "split" not in state:
-            state["split"] = Split.load(run / "split")
-        return state["split"]
-
-    def catalog() -> Any:
-        if "catalog" not in state:
-            from recsim_personas.data.item_catalog import ItemCatalog
-            from recsim_personas.memory.statistics import rating_pool
-
-            sp = split_obj()
-            state["catalog"] = ItemCatalog(dataset, rating_pool(dataset, sp.train, sp.test, config.item_stats))
-        return state["catalog"]
-
-    def digest(*names: str) -> list[str | None]:
-        return [file_digest(run / n) for n in names]
-
-    def inputs_for(stage: str) -> dict[str, Any]:
-        split_files = digest("split/train.parquet", "split/test.parquet")
-        if stage == "split":
-            return split_inputs
-        if stage == "distill":
-            return {"split": split_files, "items": items_digest, "distill": config.distill.output_dict(),
-                    "versions": _distill_versions(), **_stats_inputs(config, fingerprint)}
-        if stage == "embed":
-            return {"profiles": digest("profiles.parquet"), "split": split_files, "items": items_digest,
-                    "embedder": {"spec": config.embedder, "base_url": config.embedding_base_url},
-                    "item_scope": config.item_scope, "item_text": ITEM_TEXT_VERSION,
-                    **_stats_inputs(config, fingerprint)}
-        return {"profiles": digest("profiles.parquet"), "split": split_files,
-                "embeddings": digest("embeddings/profiles.npy", "embeddings/profile_user_ids.npy"),
-                "personas": config.personas.to_dict(), "word_method": _word_method()}
-
-    def build_split() -> dict[str, Any]:
-        made = split if isinstance(split, Split) else _make_split(dataset, split)
-        made.save(run / "split")
-        state.pop("split", None)
-        state.pop("catalog", None)
-        return {"users": len(made.users), "train_rows": len(made.train), "test_rows": len(made.test)}
-
-    def build_distill() -> dict[str, Any]:
-        from recsim_personas.memory.distill import distill_users
-
-        sp = split_obj()
-        ckpt = run / _CHECKPOINTS
-        result = distill_users(dataset, catalog(), sp.train, None, config.distill, progress=progress,
-                               checkpoint_dir=ckpt)
-        _check_distill(result.profiles, result.memories, sp)
-        result.save(run.path)
-        shutil.rmtree(ckpt, ignore_errors=True)
-        return {"users": len(result.profiles), "memories": len(result.memories),
-                "rejected": len(result.log), "usage": _jsonable(result.usage)}
-
-    def build_embed() -> dict[str, Any]:
-        from recsim_personas.memory.embeddings import make_embedder
-
-        sp = split_obj()
-        net = config.distill
-        embedder = make_embedder(
-            config.embedder, base_url=config.embedding_base_url, progress=progress,
-            network={"timeout": net.timeout, "max_retries": net.request_retries,
-                     "retry_after_max": net.retry_after_max},
-        )
-        profiles = pd.read_parquet(run / "profiles.parquet").sort_values("user_id", kind="stable")
-        p_vecs = embedder.embed(profiles["profile_text"].astype(str).tolist())
-        if config.item_scope == "catalog":
-            item_ids = np.asarray(sorted(int(i) for i in catalog().item_ids), dtype=np.int64)
-        else:
-            item_ids = np.unique(np.r_[sp.train["item_id"].to_numpy(), sp.test["item_id"].to_numpy()]).astype(np.int64)
-        cat = catalog()
-        i_vecs = embedder.embed([item_embedding_text(cat, int(i)) for i in item_ids])
-        atomic_write_npy(run / "embeddings/profiles.npy", p_vecs.astype(np.float32))
-        atomic_write_npy(run / "embeddings/profile_user_ids.npy", profiles["user_id"].to_numpy(np.int64))
-        atomic_write_npy(run / "embeddings/items.npy", i_vecs.astype(np.float32))
-        atomic_write_npy(run / "embeddings/item_ids.npy", item_ids)
-        detail: dict[str, Any] = {"embedder": embedder.name, "dim": int(p_vecs.shape[1]),
-                                  "profiles": len(p_vecs), "items": len(i_vecs)}
-        if hasattr(embedder, "hits"):
-            detail.update(cache_hits=int(embedder.hits), cache_misses=int(embedder.misses))
-        return detail
-
-    def build_personas() -> dict[str, Any]:
-        from recsim_personas.memory.personas import PersonaClusters
-
-        users = np.load(run / "embeddings/profile_user_ids.npy")
-        vecs = np.load(run / "embeddings/profiles.npy")
-        clusters = PersonaClusters.fit(users, vecs, config.personas)
-        clusters.describe(pd.read_parquet(run / "profiles.parquet"), split_obj().train)
-        clusters.save(run.path)
-        return {"k": clusters.k, "k_source": clusters.k_source, "elbow_k": clusters.elbow,
-                "sizes": clusters.sizes.tolist()}
-
-    builders = {"split": build_split, "distill": build_distill, "embed": build_embed,
-                "personas": build_personas}
+    build = _Build(dataset, split, config, MemoryRun(run_dir), progress)
+    run = build.run
     for stage in STAGES[: last + 1]:
-        inputs = inputs_for(stage)
+        inputs = build.inputs_for(stage)
         if run.is_done(stage, inputs):
             rec = run.stage_record(stage) or {}
             timing = StageTiming(stage, False, 0.0, dict(rec.get("detail", {})))
@@ -406,7 +265,7 @@ def build_memories(
         else:
             run.forget(stage)
             t0 = time.perf_counter()
-            detail = builders[stage]() or {}
+            detail = getattr(build, f"build_{stage}")() or {}
             seconds = round(time.perf_counter() - t0, 3)
             run.mark_done(stage, inputs, list(STAGE_OUTPUTS[stage]), extra={"seconds": seconds, "detail": detail})
             timing = StageTiming(stage, True, seconds, detail)
@@ -414,6 +273,142 @@ def build_memories(
         if on_stage is not None:
             on_stage(timing)
     return run
+
+
+class _Build:
+    """One :func:`build_memories` call: each stage's inputs and its builder (``build_<stage>``)."""
+
+    def __init__(self, dataset: RatingDataset, split: Split | SplitConfig, config: MemoryPipelineConfig,
+                 run: MemoryRun, progress: bool) -> None:
+        self.dataset, self.split, self.config, self.run, self.progress = dataset, split, config, run, progress
+        self.fingerprint = dataset.fingerprint()
+        self.split_inputs = self._split_inputs()
+        run.set_manifest_fields(config=config.to_dict(),
+                                dataset={"name": dataset.name, "fingerprint": self.fingerprint})
+        self.items_digest = _frame_digest(dataset.items)
+        self._state: dict[str, Any] = {}
+
+    def _split_inputs(self) -> dict[str, Any]:
+        from recsim_personas.data.splits import Split, SplitConfig
+
+        split, dataset, fingerprint = self.split, self.dataset, self.fingerprint
+        if isinstance(split, Split):
+            if split.dataset_fingerprint and split.dataset_fingerprint != fingerprint:
+                raise DataError(
+                    f"the split was made from dataset {split.dataset_name!r} (fingerprint "
+                    f"{split.dataset_fingerprint}), not from {dataset.name!r} ({fingerprint}); make it "
+                    "with make_split(dataset, config)"
+                )
+            return {"dataset": fingerprint, "split": split.config.to_dict(),
+                    "rows": [_frame_digest(split.train), _frame_digest(split.test)]}
+        if isinstance(split, SplitConfig):
+            return {"dataset": fingerprint, "split": split.to_dict()}
+        raise ConfigError(f"split must be a Split or SplitConfig, got {type(split).__name__}")
+
+    # -- what the stages read --------------------------------------------------------------------
+    def split_obj(self) -> Split:
+        from recsim_personas.data.splits import Split
+
+        if "split" not in self._state:
+            self._state["split"] = Split.load(self.run / "split")
+        return self._state["split"]
+
+    def catalog(self) -> Any:
+        if "catalog" not in self._state:
+            from recsim_personas.data.item_catalog import ItemCatalog
+            from recsim_personas.memory.statistics import rating_pool
+
+            sp = self.split_obj()
+            pool = rating_pool(self.dataset, sp.train, sp.test, self.config.item_stats)
+            self._state["catalog"] = ItemCatalog(self.dataset, pool)
+        return self._state["catalog"]
+
+    def _digest(self, *names: str) -> list[str | None]:
+        return [file_digest(self.run / n) for n in names]
+
+    def inputs_for(self, stage: str) -> dict[str, Any]:
+        """What ``stage``'s outputs depend on (its manifest record is valid while these match)."""
+        config = self.config
+        split_files = self._digest("split/train.parquet", "split/test.parquet")
+        if stage == "split":
+            return self.split_inputs
+        if stage == "distill":
+            return {"split": split_files, "items": self.items_digest, "distill": config.distill.output_dict(),
+                    "versions": _distill_versions(), **_stats_inputs(config, self.fingerprint)}
+        if stage == "embed":
+            return {"profiles": self._digest("profiles.parquet"), "split": split_files, "items": self.items_digest,
+                    "embedder": {"spec": config.embedder, "base_url": config.embedding_base_url},
+                    "item_scope": config.item_scope, "item_text": ITEM_TEXT_VERSION,
+                    **_stats_inputs(config, self.fingerprint)}
+        return {"profiles": self._digest("profiles.parquet"), "split": split_files,
+                "embeddings": self._digest("embeddings/profiles.npy", "embeddings/profile_user_ids.npy"),
+                "personas": config.personas.to_dict(), "word_method": _word_method()}
+
+    # -- the stages ------------------------------------------------------------------------------
+    def build_split(self) -> dict[str, Any]:
+        from recsim_personas.data.splits import Split
+
+        made = self.split if isinstance(self.split, Split) else _make_split(self.dataset, self.split)
+        made.save(self.run / "split")
+        self._state.pop("split", None)
+        self._state.pop("catalog", None)
+        return {"users": len(made.users), "train_rows": len(made.train), "test_rows": len(made.test)}
+
+    def build_distill(self) -> dict[str, Any]:
+        from recsim_personas.memory.distill import distill_users
+
+        sp = self.split_obj()
+        ckpt = self.run / _CHECKPOINTS
+        result = distill_users(self.dataset, self.catalog(), sp.train, None, self.config.distill,
+                               progress=self.progress, checkpoint_dir=ckpt)
+        _check_distill(result.profiles, result.memories, sp)
+        result.save(self.run.path)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return {"users": len(result.profiles), "memories": len(result.memories),
+                "rejected": len(result.log), "usage": _jsonable(result.usage)}
+
+    def build_embed(self) -> dict[str, Any]:
+        from recsim_personas.memory.embeddings import make_embedder
+
+        config, run, net = self.config, self.run, self.config.distill
+        embedder = make_embedder(
+            config.embedder, base_url=config.embedding_base_url, progress=self.progress,
+            network={"timeout": net.timeout, "max_retries": net.request_retries,
+                     "retry_after_max": net.retry_after_max},
+        )
+        profiles = pd.read_parquet(run / "profiles.parquet").sort_values("user_id", kind="stable")
+        p_vecs = embedder.embed(profiles["profile_text"].astype(str).tolist())
+        item_ids = self._item_ids()
+        cat = self.catalog()
+        i_vecs = embedder.embed([item_embedding_text(cat, int(i)) for i in item_ids])
+        atomic_write_npy(run / "embeddings/profiles.npy", p_vecs.astype(np.float32))
+        atomic_write_npy(run / "embeddings/profile_user_ids.npy", profiles["user_id"].to_numpy(np.int64))
+        atomic_write_npy(run / "embeddings/items.npy", i_vecs.astype(np.float32))
+        atomic_write_npy(run / "embeddings/item_ids.npy", item_ids)
+        detail: dict[str, Any] = {"embedder": embedder.name, "dim": int(p_vecs.shape[1]),
+                                  "profiles": len(p_vecs), "items": len(i_vecs)}
+        if hasattr(embedder, "hits"):
+            detail.update(cache_hits=int(embedder.hits), cache_misses=int(embedder.misses))
+        return detail
+
+    def _item_ids(self) -> np.ndarray:
+        """The items to embed: the catalogue's, or those of the split's train and test rows."""
+        if self.config.item_scope == "catalog":
+            return np.asarray(sorted(int(i) for i in self.catalog().item_ids), dtype=np.int64)
+        sp = self.split_obj()
+        return np.unique(np.r_[sp.train["item_id"].to_numpy(), sp.test["item_id"].to_numpy()]).astype(np.int64)
+
+    def build_personas(self) -> dict[str, Any]:
+        from recsim_personas.memory.personas import PersonaClusters
+
+        run = self.run
+        users = np.load(run / "embeddings/profile_user_ids.npy")
+        vecs = np.load(run / "embeddings/profiles.npy")
+        clusters = PersonaClusters.fit(users, vecs, self.config.personas)
+        clusters.describe(pd.read_parquet(run / "profiles.parquet"), self.split_obj().train)
+        clusters.save(run.path)
+        return {"k": clusters.k, "k_source": clusters.k_source, "elbow_k": clusters.elbow,
+                "sizes": clusters.sizes.tolist()}
 
 
 def _make_split(dataset: RatingDataset, config: SplitConfig) -> Split:
@@ -424,14 +419,14 @@ def _make_split(dataset: RatingDataset, config: SplitConfig) -> Split:
 
 def _distill_versions() -> dict[str, str]:
     from recsim_personas.memory.backends.template import TEMPLATE_VERSION
-    from recsim_personas.memory.distill import CHECKPOINT_VERSION
+    from recsim_personas.memory.distill_checkpoint import CHECKPOINT_VERSION
     from recsim_personas.memory.prompts import PROMPT_VERSION
 
     return {"template": TEMPLATE_VERSION, "prompts": PROMPT_VERSION, "distill": CHECKPOINT_VERSION}
 
 
 def _word_method() -> str:
-    from recsim_personas.memory.personas import word_method
+    from recsim_personas.memory.persona_words import word_method
 
     return word_method()
 

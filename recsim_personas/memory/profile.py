@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from recsim_personas.errors import DataError
@@ -66,17 +66,7 @@ class UserProfile:
 
     def to_row(self) -> dict[str, Any]:
         """One row of ``profiles.parquet`` (columns :data:`PROFILE_COLUMNS`)."""
-        return {
-            "user_id": self.user_id,
-            "activity": self.activity,
-            "conformity": self.conformity,
-            "diversity": self.diversity,
-            "activity_level": self.activity_level,
-            "conformity_level": self.conformity_level,
-            "diversity_level": self.diversity_level,
-            "taste": self.taste,
-            "profile_text": self.profile_text,
-        }
+        return {column: getattr(self, column) for column in PROFILE_COLUMNS}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> UserProfile:
@@ -88,13 +78,6 @@ class UserProfile:
         missing = [c for c in PROFILE_COLUMNS if c != "profile_text" and c not in row]
         if missing:
             raise DataError(f"profile row is missing column(s) {missing}; expected {PROFILE_COLUMNS}")
-        return cls(
-            user_id=int(row["user_id"]),
-            activity_level=int(row["activity_level"]),
-            conformity_level=int(row["conformity_level"]),
-            diversity_level=int(row["diversity_level"]),
-            taste=str(row["taste"]),
-            activity=str(row["activity"]),
-            conformity=str(row["conformity"]),
-            diversity=str(row["diversity"]),
-        )
+        # The ids and levels are integers, the trait texts and the taste strings.
+        return cls(**{f.name: (int if f.name == "user_id" or f.name.endswith("_level") else str)(row[f.name])
+                      for f in fields(cls)})

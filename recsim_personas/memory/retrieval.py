@@ -28,14 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, closest, did_you_mean
 
 __all__ = ["MemoryHit", "MemoryIndex", "faiss_device", "id_hint"]
 
@@ -62,8 +61,7 @@ def faiss_device(device: str = "auto") -> str:
         ConfigError: ``device="cuda"`` but faiss-gpu or a GPU is missing, or an unknown device.
     """
     if device not in ("auto", "cpu", "cuda"):
-        close = difflib.get_close_matches(str(device), ["auto", "cpu", "cuda"], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(device, ("auto", "cpu", "cuda"))
         raise ConfigError(f"retrieval device {device!r} is not auto, cpu or cuda.{hint}")
     if device == "cpu":
         return "cpu"
@@ -89,7 +87,7 @@ def id_hint(value: Any, known: Sequence[int] | np.ndarray) -> str:
     ids = [int(k) for k in known]
     if not ids:
         return ""
-    close = difflib.get_close_matches(str(value), [str(k) for k in ids], n=3, cutoff=0.5)
+    close = closest(value, ids, n=3, cutoff=0.5)
     if not close:
         try:
             v = int(value)
@@ -119,7 +117,7 @@ class MemoryIndex:
 
     def __init__(self, user_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray,
                  vectors: np.ndarray, *, device: str = "auto") -> None:
-        from recsim_personas.memory.embeddings import l2_normalize
+        from recsim_personas.memory.embedder import l2_normalize
 
         users = np.asarray(user_ids, dtype=np.int64)
         items = np.asarray(item_ids, dtype=np.int64)
@@ -251,7 +249,7 @@ class MemoryIndex:
             excl = list(exclude_items)
             if len(excl) != len(users):
                 raise DataError(f"exclude_items has {len(excl)} entries for {len(users)} queries")
-        from recsim_personas.memory.embeddings import l2_normalize
+        from recsim_personas.memory.embedder import l2_normalize
 
         q = l2_normalize(q) if len(q) else q
         results: list[list[MemoryHit]] = [[] for _ in range(len(users))]

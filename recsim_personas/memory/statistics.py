@@ -39,14 +39,15 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import pandas as pd
 
-from recsim_personas.data.dataset import RatingDataset
+from recsim_personas.config import Config
+from recsim_personas.data.dataset import ITEM_TEXT_COLUMNS, RatingDataset
+from recsim_personas.data.item_catalog import ItemInfo, title_with_year
 from recsim_personas.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_TRAIT_QUANTILES",
     "ITEM_STATS_SOURCES",
     "ExampleItem",
-    "ItemFacts",
     "Lean",
     "TrainStatistics",
     "TraitCuts",
@@ -99,26 +100,12 @@ class ExampleItem:
 
     @property
     def label(self) -> str:
-        return f"{self.title} ({self.year})" if self.year is not None else self.title
+        return title_with_year(self.title, self.year)
 
 
-@dataclass(frozen=True)
-class ItemFacts:
-    """What prompts and explanations say about an item (train-only average rating)."""
-
-    item_id: int
-    title: str
-    year: int | None
-    genres: tuple[str, ...]
-    avg_rating: float | None
-    n_ratings: int
-    description: str | None = None
-    director: str | None = None
-    cast: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.title} ({self.year})" if self.year is not None else self.title
+#: What prompts and explanations say about an item: the data layer's one item-facts type (kept under
+#: its old name here for compatibility).
+ItemFacts = ItemInfo
 
 
 @dataclass(frozen=True)
@@ -148,7 +135,7 @@ class UserStatistics:
 
 
 @dataclass(frozen=True)
-class TraitCuts:
+class TraitCuts(Config):
     """Cut points mapping statistics to trait levels 0 (low) / 1 (mid) / 2 (high).
 
     ``activity``: rating count ``< activity[0]`` is low, ``< activity[1]`` mid, else high.
@@ -160,6 +147,8 @@ class TraitCuts:
     activity: tuple[float, float]
     deviation: tuple[float, float]
     entropy: tuple[float, float]
+
+    config_name = "trait cut"
 
     def __post_init__(self) -> None:
         for name in ("activity", "deviation", "entropy"):
@@ -183,15 +172,6 @@ class TraitCuts:
         diversity = self._bin(stats.genre_entropy, self.entropy)
         return activity, conformity, diversity
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {k: list(getattr(self, k)) for k in ("activity", "deviation", "entropy")}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TraitCuts:
-        unknown = set(data) - {"activity", "deviation", "entropy"}
-        if unknown:
-            raise ConfigError(f"unknown trait cut key(s) {sorted(unknown)}")
-        return cls(**{k: tuple(v) for k, v in data.items()})
 
 
 _T = TypeVar("_T")
@@ -222,7 +202,7 @@ def rating_pool(
 
 
 def leave_one_out(facts: _T, rating: float) -> _T:
-    """``facts`` (an ``ItemFacts`` / ``ItemInfo``) with one rating taken out of its average and count.
+    """``facts`` (an ``ItemInfo``) with one rating taken out of its average and count.
 
     The rating must be one of those the average was computed over (a train rating of the item):
     the result is the average of the item's *other* ratings, ``None`` when there are none.
@@ -244,9 +224,7 @@ def leave_one_out(facts: _T, rating: float) -> _T:
 
 
 def _optional_text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return None
-    text = str(value).strip()
+    text = "" if value is None or pd.isna(value) else str(value).strip()
     return text or None
 
 
@@ -353,7 +331,7 @@ class TrainStatistics:
         self._item_decade = np.array(
             [dcol[y // 10 * 10] if y is not None else -1 for y in self._years], dtype=np.int64
         )
-        self._facts: dict[int, ItemFacts] = {}
+        self._facts: dict[int, ItemInfo] = {}
         self._cuts: TraitCuts | None = None
 
     # -- users -----------------------------------------------------------------------------------
@@ -464,7 +442,7 @@ class TrainStatistics:
             avg_rating=facts.avg_rating,
         )
 
-    def item_facts_without(self, item_id: int, rating: float) -> ItemFacts:
+    def item_facts_without(self, item_id: int, rating: float) -> ItemInfo:
         """:meth:`item_facts` with ``rating`` (a train rating of the item) left out of the average.
 
         What an explanation of that rating may quote: the average of everyone else's ratings.
@@ -472,7 +450,7 @@ class TrainStatistics:
         return leave_one_out(self.item_facts(item_id), rating)
 
     # -- items -----------------------------------------------------------------------------------
-    def item_facts(self, item_id: int) -> ItemFacts:
+    def item_facts(self, item_id: int) -> ItemInfo:
         """Facts about a train item (catalog values when a catalog was given)."""
         item_id = int(item_id)
         facts = self._facts.get(item_id)
@@ -484,35 +462,26 @@ class TrainStatistics:
             raise DataError(f"item id {item_id} is not in the train split") from None
         avg: float | None = float(self.item_avg[row])
         n_ratings = int(self.item_n[row])
-        description = director = cast = None
+        texts: dict[str, str | None] = dict.fromkeys(ITEM_TEXT_COLUMNS)
         if self.catalog is not None:
             info = self.catalog.info(item_id)
             avg = None if info.avg_rating is None else float(info.avg_rating)
             n_ratings = int(getattr(info, "n_ratings", n_ratings))
-            description = _optional_text(getattr(info, "description", None))
-            director = _optional_text(getattr(info, "director", None))
-            cast = _optional_text(getattr(info, "cast", None))
+            texts = {name: _optional_text(getattr(info, name, None)) for name in ITEM_TEXT_COLUMNS}
         else:
             items = self.dataset.items
-            for name in ("description", "director", "cast"):
-                if name in items.columns:
-                    value = _optional_text(items.at[item_id, name])
-                    if name == "description":
-                        description = value
-                    elif name == "director":
-                        director = value
-                    else:
-                        cast = value
-        facts = ItemFacts(
+            texts = {name: _optional_text(items.at[item_id, name]) if name in items.columns else None
+                     for name in ITEM_TEXT_COLUMNS}
+        facts = ItemInfo(
             item_id=item_id,
             title=self._titles[row],
             year=self._years[row],
             genres=self._genres[row],
             avg_rating=avg,
             n_ratings=n_ratings,
-            description=description,
-            director=director,
-            cast=cast,
+            description=texts["description"],
+            director=texts["director"],
+            cast=texts["cast"],
         )
         self._facts[item_id] = facts
         return facts

@@ -1,4 +1,4 @@
-"""The social-trait texts of a user profile and the paper's PERSONA paragraph (M_s).
+"""The paper's PERSONA paragraph (M_s), built from the social-trait texts of a user profile.
 
 The three traits (activity, conformity, diversity) and their descriptions come from Agent4Rec
 (Zhang et al., "On Generative Agents in Recommendation", SIGIR 2024; code:
@@ -23,10 +23,9 @@ Two wording choices, both documented rather than silent:
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, did_you_mean
 
 __all__ = [
     "ACTIVITY_TRAITS",
@@ -118,9 +117,7 @@ def trait_text(trait: str, level: int) -> str:
         ConfigError: an unknown trait name (with a did-you-mean) or a level outside 0..2.
     """
     if trait not in TRAITS:
-        close = difflib.get_close_matches(str(trait), list(TRAITS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown trait {trait!r}; use one of {sorted(TRAITS)}.{hint}")
+        raise ConfigError(f"unknown trait {trait!r}; use one of {sorted(TRAITS)}.{did_you_mean(trait, TRAITS)}")
     if not isinstance(level, int) or isinstance(level, bool) or level not in (0, 1, 2):
         raise ConfigError(f"{trait} level must be 0 (low), 1 (mid) or 2 (high), got {level!r}")
     return TRAITS[trait][level]

@@ -1,23 +1,26 @@
 """The reproduction config: one YAML file per preset under ``configs/``, validated as a whole.
 
-Every section is a frozen dataclass; :func:`load_reproduce_config` builds the tree from YAML plus
+Every section is a frozen :class:`~recsim_personas.config.Config` dataclass. Where a section has
+the fields of a library config it *is* that config: ``split`` is the library's
+:class:`~recsim_personas.data.splits.SplitConfig` (with the paper's protocol as its defaults). The
+other sections gather, under the keys the presets use, options that the library spreads over
+several configs (``model`` and ``training`` both feed ``ExperimentConfig``; ``memory`` feeds
+``DistillConfig``, ``PersonaConfig`` and ``MemoryPipelineConfig``); :mod:`.stages` builds those
+library configs from them. :func:`load_reproduce_config` builds the tree from YAML plus
 ``key=value`` overrides and then checks what can be checked without heavy work (dataset folders,
-model paths, cross-field rules), reporting all problems in one :class:`ConfigError`.
+model paths, every stage's own rules), reporting all problems in one :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
-import os
-import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from recsim_personas.config import apply_overrides, build_dataclass, read_yaml
-from recsim_personas.errors import ConfigError
+from recsim_personas.config import Config
+from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig
+from recsim_personas.errors import ConfigError, did_you_mean
 
 __all__ = [
     "PRESETS",
@@ -29,54 +32,46 @@ __all__ = [
     "SimulationSection",
     "SplitSection",
     "TrainingSection",
-    "embedder_problem",
-    "load_reproduce_config",
-    "model_problem",
     "preset_path",
 ]
 
 PRESETS = ("demo", "cpu", "full", "paper")
-DATASETS = ("ml-latest-small", "ml-100k", "ml-1m")
+DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 
 
 @dataclass(frozen=True)
-class DatasetSection:
+class DatasetSection(Config):
     """Which ratings to use: ``name`` (``ml-latest-small`` is embedded), ``data_dir`` for the others."""
 
-    name: Literal["ml-latest-small", "ml-100k", "ml-1m"] = "ml-latest-small"
+    name: DatasetName = "ml-latest-small"
     data_dir: str | None = None
     enrichment: str | None = None
 
 
 @dataclass(frozen=True)
-class SplitSection:
-    """The paper's protocol: users with 100-200 ratings, N sampled, oldest 60% of each to train."""
+class SplitSection(SplitConfig, Config):
+    """``split``: the library's :class:`SplitConfig`, defaulting to the paper's protocol (users with
+    100-200 ratings, 200 sampled, the oldest 60% of each to train)."""
 
-    method: Literal["temporal", "random", "last"] = "temporal"
-    train_fraction: float = 0.6
-    last_n: int = 1
-    min_interactions: int | None = 100
-    max_interactions: int | None = 200
-    n_users: int | None = 200
-    seed: int = 0
+    min_interactions: int | None = PAPER_SPLIT.min_interactions
+    max_interactions: int | None = PAPER_SPLIT.max_interactions
+    n_users: int | None = PAPER_SPLIT.n_users
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-        if self.n_users is not None and self.n_users < 1:
-            raise ConfigError(f"n_users must be >= 1 or null (all), got {self.n_users}")
-        if (
-            self.min_interactions is not None
-            and self.max_interactions is not None
-            and self.min_interactions > self.max_interactions
-        ):
-            raise ConfigError(
-                f"min_interactions ({self.min_interactions}) > max_interactions ({self.max_interactions})"
-            )
+        low, high = self.min_interactions, self.max_interactions
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            # The wording this config has always reported (SplitConfig says "exceeds").
+            raise ConfigError(f"min_interactions ({low}) > max_interactions ({high})")
+        super().__post_init__()
+
+    def to_split_config(self) -> SplitConfig:
+        """The same settings as a plain :class:`SplitConfig` (what a run folder records)."""
+        return SplitConfig(**{f.name: getattr(self, f.name) for f in fields(SplitConfig)})
 
 
 @dataclass(frozen=True)
-class MemorySection:
+class MemorySection(Config):
     """Distillation backend, embeddings, personas and retrieval."""
 
     backend: Literal["template", "openai", "hf"] = "template"
@@ -98,14 +93,12 @@ class MemorySection:
     item_stats: Literal["dataset", "train"] = "dataset"
 
     def __post_init__(self) -> None:
+        # The options named as in DistillConfig (batch_size, retry_after_max, ...) are checked by it
+        # (``stage_configs``); these are the ones this section names its own way.
         if self.request_timeout <= 0:
             raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.request_attempts < 1:
             raise ConfigError(f"request_attempts must be >= 1, got {self.request_attempts}")
-        if self.retry_after_max < 0:
-            raise ConfigError(f"retry_after_max must be >= 0 seconds, got {self.retry_after_max}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.personas is not None and self.personas < 1:
             raise ConfigError(f"personas must be >= 1 or null (elbow), got {self.personas}")
         if self.backend == "openai" and not self.model:
@@ -113,7 +106,7 @@ class MemorySection:
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(Config):
     """The small language model: ``name`` null = SmolLM2-135M-Instruct shipped offline."""
 
     name: str | None = None
@@ -129,7 +122,7 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
-class TrainingSection:
+class TrainingSection(Config):
     """LoRA fine-tuning: a preset of ``LoraTrainConfig`` plus field overrides."""
 
     preset: Literal["cpu", "paper"] = "cpu"
@@ -148,7 +141,7 @@ class TrainingSection:
 
 
 @dataclass(frozen=True)
-class EvaluationSection:
+class EvaluationSection(Config):
     """How the agents are scored on the test split."""
 
     mode: Literal["score", "generate"] = "score"
@@ -164,7 +157,7 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
-class SimulationSection:
+class SimulationSection(Config):
     """The baseline policies in simulation (PersonaRec-v0) after the fidelity table."""
 
     enabled: bool = True
@@ -178,7 +171,7 @@ class SimulationSection:
 
 
 @dataclass(frozen=True)
-class ReproduceConfig:
+class ReproduceConfig(Config):
     """Everything ``recsim-personas reproduce`` runs: split, memories, training, evaluation, simulation."""
 
     preset: Literal["demo", "cpu", "full", "paper", "custom"] = "custom"
@@ -196,166 +189,8 @@ class ReproduceConfig:
 def preset_path(preset: str) -> Path:
     """The YAML file of a preset: ``configs/<preset>.yaml`` in a checkout, else the packaged copy."""
     if preset not in PRESETS:
-        hint = difflib.get_close_matches(preset, PRESETS, n=1)
         raise ConfigError(
-            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
-            + (f". Did you mean {hint[0]!r}?" if hint else "")
+            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.{did_you_mean(preset, PRESETS)}"
         )
     packaged = importlib.resources.files("recsim_personas.reproduce") / "configs" / f"{preset}.yaml"
     return Path(str(packaged))
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-#: Embedder specs that name no hub model (see ``make_embedder``).
-_EMBEDDER_SPECS = ("minilm", "hashing", "openai", "sentence-transformers", "st")
-
-
-def embedder_problem(spec: str | None, what: str = "memory.embedder") -> str | None:
-    """Why the embedder ``spec`` cannot be loaded offline (a hub id not cached, a missing folder)."""
-    if not isinstance(spec, str) or spec.split(":")[0] in _EMBEDDER_SPECS:
-        return None
-    return model_problem(spec, what)
-
-
-def model_problem(name: str | None, what: str) -> str | None:
-    """Why ``name`` cannot be loaded, checked without loading it (None when it looks loadable).
-
-    A hub id is checked against the local Hugging Face cache first; when it is not cached and the
-    hub is unreachable this returns the error at once (instead of the hub client's retries), and
-    ``HF_HUB_OFFLINE=1`` is set for the process so that no later load waits on the network.
-    """
-    if name is None:
-        return None
-    path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") != 1
-    if looks_local:
-        if not path.exists():
-            return f"{what}: model path {name!r} does not exist (give a local folder or a hub id like org/name)"
-        if path.is_dir() and not (path / "config.json").exists() and not list(path.glob("*.gguf")):
-            return f"{what}: {name!r} holds no config.json or .gguf: not a transformers model folder"
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-    except Exception:  # any hub-client failure just means "not cached"
-        cached = None
-    if isinstance(cached, str):
-        return None
-    if not _hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        return (
-            f"{what}: hub model {name!r} is not in the local Hugging Face cache and the hub is "
-            "unreachable (no network); pass a local folder instead"
-        )
-    return None
-
-
-def _section(data: dict, name: str) -> dict:
-    value = data.get(name)
-    return value if isinstance(value, dict) else {}
-
-
-def _validate(data: dict) -> list[str]:
-    """Checks that need the filesystem, the hub or other modules; run on the raw mapping so that
-    they are reported even when the typed build found errors too."""
-    errors: list[str] = []
-    ds = _section(data, "dataset")
-    name, data_dir, enrichment = ds.get("name", "ml-latest-small"), ds.get("data_dir"), ds.get("enrichment")
-    if name in DATASETS and name != "ml-latest-small" and data_dir is None:
-        from recsim_personas.data.download import cached_dataset_dir
-
-        try:
-            cached = cached_dataset_dir(name)
-        except Exception:  # the cache lookup itself failing means "not downloaded"
-            cached = None
-        if cached is None or not Path(cached).exists():
-            errors.append(
-                f"dataset.data_dir: {name} is not embedded; set dataset.data_dir=DIR or run "
-                f"`recsim-personas data download {name}`"
-            )
-    if isinstance(data_dir, str) and not Path(data_dir).expanduser().is_dir():
-        errors.append(f"dataset.data_dir: folder {data_dir!r} does not exist")
-    if isinstance(enrichment, str) and not Path(enrichment).expanduser().is_file():
-        errors.append(f"dataset.enrichment: file {enrichment!r} does not exist")
-    model_name = _section(data, "model").get("name")
-    if isinstance(model_name, str):
-        problem = model_problem(model_name, "model.name")
-        if problem:
-            errors.append(problem)
-    memory = _section(data, "memory")
-    if memory.get("backend") == "hf" and isinstance(memory.get("model"), str):
-        problem = model_problem(memory["model"], "memory.model")
-        if problem:
-            errors.append(problem)
-    problem = embedder_problem(memory.get("embedder"))
-    if problem:
-        errors.append(problem)
-    overrides = _section(data, "training").get("overrides")
-    if isinstance(overrides, dict) and overrides:
-        from recsim_personas.training.config import LoraTrainConfig
-
-        known = sorted(LoraTrainConfig.__dataclass_fields__)
-        for key in overrides:
-            if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
-                errors.append(
-                    f"training.overrides.{key}: unknown LoRA setting"
-                    + (f". Did you mean {hint[0]!r}?" if hint else "")
-                )
-        if not errors:
-            try:
-                preset = _section(data, "training").get("preset", "cpu")
-                LoraTrainConfig.preset(str(preset), **overrides)
-            except ConfigError as exc:
-                errors.append(f"training.overrides: {exc}")
-    if _section(data, "model").get("device") == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            errors.append("model.device: cuda requested but no CUDA device is available; use auto")
-    return errors
-
-
-def load_reproduce_config(
-    preset: str | None = None,
-    config_path: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    extra: dict | None = None,
-) -> ReproduceConfig:
-    """Read a preset (or a YAML file), apply overrides, validate everything, report all errors at once."""
-    path = Path(config_path) if config_path is not None else preset_path(preset or "demo")
-    data = read_yaml(path)
-    if extra:
-        data = apply_overrides(data, [f"{k}={v}" for k, v in extra.items() if v is not None])
-    data = apply_overrides(data, overrides)
-    errors = _validate(data)
-    try:
-        config = build_dataclass(ReproduceConfig, data, source=str(path))
-    except ConfigError as exc:
-        # Report the typed errors and the filesystem / model errors together.
-        if not errors:
-            raise
-        rest = str(exc).partition("\n")[2]
-        n_typed = rest.count("\n  - ") + (1 if rest.strip() else 0)
-        lines = rest.splitlines() + [f"  - {e}" for e in errors]
-        raise ConfigError(f"{path}: {n_typed + len(errors)} error(s):\n" + "\n".join(lines)) from None
-    if errors:
-        lines = "\n".join(f"  - {e}" for e in errors)
-        raise ConfigError(f"{path}: {len(errors)} error(s):\n{lines}")
-    from recsim_personas.reproduce.stages import stage_configs
-
-    try:
-        stage_configs(config)  # simulation, evaluation, training: every stage's own checks, now
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return config

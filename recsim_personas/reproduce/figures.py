@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recsim_personas.artifacts import atomic_path
+from recsim_personas.figures import pyplot, save_png
 
 __all__ = ["plot_persona_error_vs_size", "plot_persona_words"]
 
@@ -19,11 +19,7 @@ def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Pat
         points: dicts with ``persona``, ``train_rows``, ``rmse``, ``mae``, ``memory`` ("ms"/"msml").
         path: PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     for metric, ax in zip(("rmse", "mae"), axes):
         for memory, marker in (("ms", "o"), ("msml", "s")):
@@ -42,21 +38,12 @@ def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Pat
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("Per-persona error against train-set size (cf. paper Figure 3)")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, tight=True)
 
 
 def plot_persona_words(personas: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Figure 2: each persona's top distinctive words (``top_words``: list of [word, count])."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = max(1, len(personas))
     # At least ~6.5 inches wide so the title fits even with one persona.
     fig, axes = plt.subplots(1, n, figsize=(max(6.5, 3.2 * n), 3.8), squeeze=False)
@@ -74,9 +61,4 @@ def plot_persona_words(personas: Sequence[dict[str, Any]], path: str | Path) -> 
             ax.set_yticks([])
         ax.set_title(f"persona {persona.get('persona', '?')} (n={persona.get('size', '?')})", fontsize=9)
     fig.suptitle("Top-10 distinctive words per persona (cf. paper Figure 2)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, tight=True)

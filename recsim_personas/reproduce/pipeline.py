@@ -28,7 +28,6 @@ from recsim_personas.artifacts import (
     git_info,
     stable_hash,
 )
-from recsim_personas.config import config_to_dict
 from recsim_personas.reproduce.config import ReproduceConfig
 from recsim_personas.reproduce.stages import (
     adapter_inputs,
@@ -199,14 +198,15 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     from recsim_personas.memory.pipeline import build_memories
     from recsim_personas.reproduce.figures import plot_persona_error_vs_size, plot_persona_words
     from recsim_personas.reproduce.table1 import ROW_KEYS, render_table1, write_table1
-    from recsim_personas.training.experiment import run_experiment, test_rows
+    from recsim_personas.training.experiment import run_experiment
+    from recsim_personas.training.run_inputs import evaluation_rows
 
     out = run.path
     # A damaged file of any stage is removed here, so that stage (and what depends on it) rebuilds.
     adapters_dir = out / "adapters"
     existing = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
     verify_run_folder(out, adapters=existing, repair=("memory", "adapters", "results"))
-    atomic_write_json(out / "reproduce_config.json", config_to_dict(config))
+    atomic_write_json(out / "reproduce_config.json", config.to_dict())
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -234,7 +234,7 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     from recsim_personas.memory.statistics import rating_pool
 
     pool = rating_pool(dataset, split.train, split.test, run_item_stats(out))
-    baselines = _classic_baselines(run, split, test_rows(out, exp_config), config.seed, pool)
+    baselines = _classic_baselines(run, split, evaluation_rows(out, exp_config), config.seed, pool)
     seconds["baselines"] = time.perf_counter() - t0
 
     from recsim_personas.reproduce.fidelity_report import fidelity_report
@@ -256,7 +256,7 @@ def _reproduce(config: ReproduceConfig, run: RunFolder, *, progress: bool, log: 
     model_name = config.model.name or "SmolLM2-135M-Instruct"
     table = render_table1(rows, baselines, model_name=model_name)
     meta = {
-        "config": config_to_dict(config),
+        "config": config.to_dict(),
         "experiment": exp_config.to_dict(),
         "git": git_info(),
         **environment_info(),

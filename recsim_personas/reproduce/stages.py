@@ -20,69 +20,49 @@ __all__ = [
 ]
 
 
+def _same_named(section: Any, *names: str) -> dict[str, Any]:
+    """``{name: section.<name>}``: the options a section shares, by name and meaning, with a library config."""
+    return {name: getattr(section, name) for name in names}
+
+
 def memory_config(config: ReproduceConfig) -> Any:
+    """``memory`` (with the top-level seed) as the library's ``MemoryPipelineConfig``."""
     from recsim_personas.memory.distill import DistillConfig
     from recsim_personas.memory.personas import PersonaConfig
     from recsim_personas.memory.pipeline import MemoryPipelineConfig
 
     mem = config.memory
-    return MemoryPipelineConfig(
-        distill=DistillConfig(
-            backend=mem.backend,
-            model=mem.model,
-            base_url=mem.base_url,
-            batch_size=mem.batch_size,
-            max_words=mem.max_words,
-            seed=config.seed,
-            timeout=mem.request_timeout,
-            request_retries=mem.request_attempts - 1,
-            retry_after_max=mem.retry_after_max,
-        ),
-        embedder=mem.embedder,
-        personas=PersonaConfig(k=mem.personas, seed=config.seed),
-        item_stats=mem.item_stats,
+    distill = DistillConfig(
+        **_same_named(mem, "backend", "model", "base_url", "batch_size", "max_words", "retry_after_max"),
+        seed=config.seed, timeout=mem.request_timeout, request_retries=mem.request_attempts - 1,
     )
+    return MemoryPipelineConfig(distill=distill, personas=PersonaConfig(k=mem.personas, seed=config.seed),
+                                **_same_named(mem, "embedder", "item_stats"))
 
 
 def split_config(config: ReproduceConfig) -> Any:
-    from recsim_personas.data.splits import SplitConfig
-
-    s = config.split
-    return SplitConfig(
-        method=s.method,
-        train_fraction=s.train_fraction,
-        last_n=s.last_n,
-        min_interactions=s.min_interactions,
-        max_interactions=s.max_interactions,
-        n_users=s.n_users,
-        seed=s.seed,
-    )
+    """``split`` as a plain ``SplitConfig`` (the section is one, with the paper's defaults)."""
+    return config.split.to_split_config()
 
 
 def experiment_config(config: ReproduceConfig) -> Any:
+    """``model``, ``training``, ``evaluation`` and the retrieval options of ``memory`` as an ``ExperimentConfig``."""
     from recsim_personas.training.experiment import ExperimentConfig
 
+    training, evaluation = config.training, config.evaluation
     return ExperimentConfig(
-        model=config.model.name,
-        device=config.model.device,
-        train_preset=config.training.preset,
-        train_overrides=dict(config.training.overrides),
-        memory_modes=tuple(config.training.memory_modes),
-        adapters=tuple(config.training.adapters),
-        base_rows=config.evaluation.base_model_rows,
-        max_users=config.training.max_users,
-        train_rows_per_user=config.training.train_rows_per_user,
-        test_rows_per_user=config.evaluation.test_rows_per_user,
-        eval_mode=config.evaluation.mode,
-        template=config.evaluation.template,
-        k=config.memory.retrieval_k,
-        delta=config.memory.delta,
-        seed=config.seed,
-        server=config.model.server,
+        model=config.model.name, device=config.model.device, seed=config.seed,
+        train_preset=training.preset, train_overrides=dict(training.overrides),
+        memory_modes=tuple(training.memory_modes), adapters=tuple(training.adapters),
+        base_rows=evaluation.base_model_rows, eval_mode=evaluation.mode,
+        k=config.memory.retrieval_k, delta=config.memory.delta, server=config.model.server,
+        **_same_named(training, "max_users", "train_rows_per_user"),
+        **_same_named(evaluation, "test_rows_per_user", "template"),
     )
 
 
 def simulation_config(config: ReproduceConfig) -> Any:
+    """``simulation`` as the library's ``SimulationConfig`` (PersonaRec-v0 on the run folder)."""
     from recsim_personas.envs.simulate import SimulationConfig
 
     sim = config.simulation
@@ -94,13 +74,8 @@ def simulation_config(config: ReproduceConfig) -> Any:
         env["data_dir"] = config.dataset.data_dir
     episodes = sim.episodes if isinstance(sim.episodes, int) else 1
     return SimulationConfig(
-        policies=tuple(sim.policies),
-        episodes=sim.episodes,
-        horizon=sim.horizon,
-        n_envs=max(1, min(episodes, 32)),
-        seed=config.seed,
-        oracle_candidates=sim.oracle_candidates,
-        env=env,
+        n_envs=max(1, min(episodes, 32)), seed=config.seed, env=env,
+        **_same_named(sim, "policies", "episodes", "horizon", "oracle_candidates"),
     )
 
 

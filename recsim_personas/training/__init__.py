@@ -1,17 +1,41 @@
 """LoRA fine-tuning of the simulated users and the Table-1 experiment.
 
 - :mod:`~recsim_personas.training.rows`: ``build_training_rows`` / ``build_test_rows`` (prompt + target
-  per interaction, retrieval never returns the row itself), ``cap_per_user``, ``subsample_to_size``.
+  per interaction, retrieval never returns the row itself); :mod:`~recsim_personas.training.sampling`:
+  ``cap_per_user``, ``subsample_to_size``.
 - :mod:`~recsim_personas.training.config`: ``LoraTrainConfig`` with the ``paper`` and ``cpu`` presets.
 - :mod:`~recsim_personas.training.lora`: ``train_adapter`` (answer-token loss, shared user prefix,
-  resumable checkpoints, ``save_pretrained`` output), ``load_adapters``, ``load_train_result``.
-- :mod:`~recsim_personas.training.experiment`: ``ExperimentConfig``, ``plan_experiment``,
-  ``train_adapters``, ``evaluate_rows``, ``run_experiment`` (rows 3-10 of the paper's Table 1).
+  resumable checkpoints, ``save_pretrained`` output), built on ``tokens``, ``schedule``, ``forward``,
+  ``checkpoint``, ``peft_setup``; ``adapter_folder``: ``TrainResult``, ``load_train_result``,
+  ``read_adapter_info``.
+- :mod:`~recsim_personas.training.experiment`: ``run_experiment`` (rows 3-10 of the paper's Table 1)
+  over ``experiment_config`` (``ExperimentConfig``), ``plan`` (``plan_experiment``), ``run_inputs``
+  (``evaluation_rows``, ``select_users``), ``run_paths``, ``train_all`` (``train_adapters``),
+  ``evaluation`` (``evaluate_rows``) and ``table`` (``experiment_table``, ``finished_adapters``).
+- :mod:`~recsim_personas.training.estimate`: ``measure_rates``, ``estimate_experiment``.
 
-Nothing is imported here, so ``import recsim_personas.training`` stays cheap (torch and peft load only
+Names load on first use, so ``import recsim_personas.training`` stays cheap (torch and peft load only
 when training starts).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from recsim_personas.lazy import lazy_exports
+
+#: Each public name and the submodule that is its home (imported on first use).
+_WHERE: dict[str, str] = {
+    "TrainResult": "adapter_folder",
+    "LoraTrainConfig": "config",
+    "evaluate_rows": "evaluation",
+    "ExperimentResult": "experiment",
+    "run_experiment": "experiment",
+    "ExperimentConfig": "experiment_config",
+    "train_adapter": "lora",
+    "plan_experiment": "plan",
+    "build_test_rows": "rows",
+    "build_training_rows": "rows",
+    "evaluation_rows": "run_inputs",
+    "train_adapters": "train_all",
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning settings as data: :class:`LoraTrainConfig` and its named presets.
+"""LoRA fine-tuning settings as data: :class:`LoraTrainConfig`, with named presets.
 
 Two presets ship with the library:
 
@@ -24,12 +24,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.config import Config
+from recsim_personas.errors import ConfigError, did_you_mean, not_one_of
 
 __all__ = ["PRESETS", "LoraTrainConfig", "preset_names"]
 
@@ -49,93 +48,58 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class LoraTrainConfig:
+class LoraTrainConfig(Config):
     """How one LoRA adapter is trained on rating rows (the base model stays frozen).
 
     Every field carries help text in ``dataclasses.fields(LoraTrainConfig)[i].metadata["help"]``
-    (the CLI shows it). Build one with :meth:`preset` and keyword overrides, or from a JSON dict with
-    :meth:`from_dict`; :meth:`to_dict` round-trips.
+    (the CLI shows it; :meth:`field_help` lists it). Build one with :meth:`preset` and keyword
+    overrides, or from a JSON dict with :meth:`from_dict`; :meth:`to_dict` round-trips.
     """
 
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj"),
-        metadata=_help(
-            "Names (suffixes) of the linear modules that get LoRA weights, e.g. q_proj,k_proj "
-            "(the paper) or all seven projections of a llama block."
-        ),
-    )
+    config_name: ClassVar[str] = "LoraTrainConfig"
+
+    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj"), metadata=_help(
+        "Names (suffixes) of the linear modules that get LoRA weights, e.g. q_proj,k_proj "
+        "(the paper) or all seven projections of a llama block."))
     r: int = field(default=256, metadata=_help("LoRA rank."))
     alpha: float = field(default=32.0, metadata=_help("LoRA alpha; the update is scaled by alpha/r."))
     dropout: float = field(default=0.1, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
-    top_layers: int | None = field(
-        default=None,
-        metadata=_help(
-            "Put LoRA only in the last N transformer blocks (None: all blocks). The backward pass then "
-            "stops at the lowest adapted block, which makes a training step cheaper."
-        ),
-    )
+    top_layers: int | None = field(default=None, metadata=_help(
+        "Put LoRA only in the last N transformer blocks (None: all blocks). The backward pass then "
+        "stops at the lowest adapted block, which makes a training step cheaper."))
     learning_rate: float = field(default=3e-4, metadata=_help("Peak learning rate of AdamW."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     optimizer: Optimizer = field(default="adamw", metadata=_help("Optimizer (only AdamW, as the paper)."))
-    scheduler: Scheduler = field(
-        default="linear",
-        metadata=_help("Learning-rate schedule after warm-up: constant, linear decay to 0, or cosine."),
-    )
-    warmup_ratio: float = field(
-        default=0.03, metadata=_help("Share of the optimizer steps spent warming up linearly, in [0, 1).")
-    )
-    epochs: float = field(
-        default=2.0, metadata=_help("Passes over the rows (may be fractional); max_steps caps it.")
-    )
-    max_steps: int | None = field(
-        default=None,
-        metadata=_help("Cap on optimizer steps (None: epochs decide). The CPU budget uses it."),
-    )
+    scheduler: Scheduler = field(default="linear", metadata=_help(
+        "Learning-rate schedule after warm-up: constant, linear decay to 0, or cosine."))
+    warmup_ratio: float = field(default=0.03, metadata=_help(
+        "Share of the optimizer steps spent warming up linearly, in [0, 1)."))
+    epochs: float = field(default=2.0, metadata=_help(
+        "Passes over the rows (may be fractional); max_steps caps it."))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "Cap on optimizer steps (None: epochs decide). The CPU budget uses it."))
     batch_size: int = field(default=8, metadata=_help("Rows per forward pass."))
-    grad_accumulation: int = field(
-        default=1, metadata=_help("Forward passes per optimizer step (effective batch = product).")
-    )
-    max_length: int = field(
-        default=1024,
-        metadata=_help(
-            "Longest prompt+answer in tokens; longer rows are skipped and counted (the prompt "
-            "builder truncates memories first, so this should rarely happen)."
-        ),
-    )
-    max_grad_norm: float | None = field(
-        default=1.0, metadata=_help("Gradient-norm clip (None: no clipping).")
-    )
-    prefix_sharing: bool = field(
-        default=True,
-        metadata=_help(
-            "Encode the user prefix (the profile system prompt, identical in all of a user's rows) once "
-            "per group of that user's rows and attend to it from each row's item part. Gradients are "
-            "exact; LoRA dropout masks on the prefix are shared within the group. Several times faster "
-            "when the profile is most of the prompt."
-        ),
-    )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata=_help("Recompute activations in the backward pass: less memory, about 30% slower."),
-    )
-    dtype: DType = field(
-        default="auto",
-        metadata=_help(
-            "dtype of the frozen base weights when the trainer loads the model "
-            "(auto: bfloat16 on CUDA, the measured best on CPU). LoRA weights stay float32."
-        ),
-    )
-    checkpoint_every: int = field(
-        default=50,
-        metadata=_help(
-            "Optimizer steps between resumable checkpoints in <out_dir>/checkpoint (0: only on "
-            "Ctrl-C)."
-        ),
-    )
+    grad_accumulation: int = field(default=1, metadata=_help(
+        "Forward passes per optimizer step (effective batch = product)."))
+    max_length: int = field(default=1024, metadata=_help(
+        "Longest prompt+answer in tokens; longer rows are skipped and counted (the prompt "
+        "builder truncates memories first, so this should rarely happen)."))
+    max_grad_norm: float | None = field(default=1.0, metadata=_help("Gradient-norm clip (None: no clipping)."))
+    prefix_sharing: bool = field(default=True, metadata=_help(
+        "Encode the user prefix (the profile system prompt, identical in all of a user's rows) once "
+        "per group of that user's rows and attend to it from each row's item part. Gradients are "
+        "exact; LoRA dropout masks on the prefix are shared within the group. Several times faster "
+        "when the profile is most of the prompt."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "Recompute activations in the backward pass: less memory, about 30% slower."))
+    dtype: DType = field(default="auto", metadata=_help(
+        "dtype of the frozen base weights when the trainer loads the model "
+        "(auto: bfloat16 on CUDA, the measured best on CPU). LoRA weights stay float32."))
+    checkpoint_every: int = field(default=50, metadata=_help(
+        "Optimizer steps between resumable checkpoints in <out_dir>/checkpoint (0: only on Ctrl-C)."))
     seed: int = field(default=0, metadata=_help("Seed of the LoRA init, data order and dropout."))
 
     def __post_init__(self) -> None:
-        errors: list[str] = []
         # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
         if isinstance(self.target_modules, str):
             object.__setattr__(
@@ -143,6 +107,26 @@ class LoraTrainConfig:
             )
         elif not isinstance(self.target_modules, tuple):
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        errors = self._field_errors()
+        if self.gradient_checkpointing and self.prefix_sharing:
+            # The shared prefix is a key/value cache that the suffix pass attends to; checkpointed
+            # layers run without a cache, so the two cannot be combined.
+            errors.append(
+                "gradient_checkpointing=True needs prefix_sharing=False (checkpointed layers run "
+                "without the key/value cache that prefix sharing relies on)"
+            )
+        if not errors and self.alpha / self.r > 64:
+            # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
+            errors.append(
+                f"alpha/r = {self.alpha / self.r:g} is implausibly large (alpha={self.alpha}, r={self.r}); "
+                "keep alpha/r <= 64"
+            )
+        if errors:
+            raise ConfigError("invalid LoraTrainConfig: " + "; ".join(errors))
+
+    def _field_errors(self) -> list[str]:
+        """What is wrong with single fields (ranges, choices), in field order."""
+        errors: list[str] = []
         if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
             errors.append("target_modules must name at least one module, e.g. ('q_proj', 'k_proj')")
         if len(set(self.target_modules)) != len(self.target_modules):
@@ -172,31 +156,14 @@ class LoraTrainConfig:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             errors.append(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         for name, kind in (("optimizer", Optimizer), ("scheduler", Scheduler), ("dtype", DType)):
-            choices = get_args(kind)
             value = getattr(self, name)
-            if value not in choices:
-                close = difflib.get_close_matches(str(value), choices, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}.{hint}")
+            if value not in get_args(kind):
+                errors.append(not_one_of(name, value, get_args(kind)))
         if self.top_layers is not None and (
             not isinstance(self.top_layers, int) or isinstance(self.top_layers, bool) or self.top_layers < 1
         ):
             errors.append(f"top_layers must be an integer >= 1 or None, got {self.top_layers!r}")
-        if self.gradient_checkpointing and self.prefix_sharing:
-            # The shared prefix is a key/value cache that the suffix pass attends to; checkpointed
-            # layers run without a cache, so the two cannot be combined.
-            errors.append(
-                "gradient_checkpointing=True needs prefix_sharing=False (checkpointed layers run "
-                "without the key/value cache that prefix sharing relies on)"
-            )
-        if not errors and self.alpha / self.r > 64:
-            # Cross-field: a tiny rank with a huge alpha multiplies the update until training diverges.
-            errors.append(
-                f"alpha/r = {self.alpha / self.r:g} is implausibly large (alpha={self.alpha}, r={self.r}); "
-                "keep alpha/r <= 64"
-            )
-        if errors:
-            raise ConfigError("invalid LoraTrainConfig: " + "; ".join(errors))
+        return errors
 
     @property
     def effective_batch_size(self) -> int:
@@ -210,69 +177,24 @@ class LoraTrainConfig:
         steps = max(1, math.ceil(self.epochs * n_rows / self.effective_batch_size)) if n_rows else 0
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
-    def replace(self, **changes: Any) -> LoraTrainConfig:
-        """A copy with ``changes`` applied (unknown names raise :class:`ConfigError`)."""
-        _check_names(changes, "LoraTrainConfig")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["target_modules"] = list(self.target_modules)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoraTrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"LoraTrainConfig.from_dict needs a dict, got {type(data).__name__}")
-        _check_names(data, "LoraTrainConfig")
-        return cls(**data)
-
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LoraTrainConfig:
         """The preset ``name`` (``paper`` or ``cpu``) with field ``overrides`` applied."""
         if name not in PRESETS:
-            close = difflib.get_close_matches(name, list(PRESETS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"unknown LoRA training preset {name!r}; choose one of {', '.join(PRESETS)}.{hint}"
+                f"unknown LoRA training preset {name!r}; choose one of {', '.join(PRESETS)}."
+                + did_you_mean(name, PRESETS)
             )
         return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        """``{field name: help text}`` for every field."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
-def _check_names(data: dict[str, Any], what: str) -> None:
-    known = [f.name for f in dataclasses.fields(LoraTrainConfig)]
-    parts = unknown_keys(data, known)
-    if parts:
-        raise ConfigError(
-            f"unknown {what} field(s): {', '.join(parts)}; known fields: {', '.join(known)}"
-        )
 
 
 #: Named presets. ``paper`` = Appendix A of the paper; ``cpu`` = tuned for SmolLM2-135M on 2 CPU cores.
 PRESETS: dict[str, LoraTrainConfig] = {
     "paper": LoraTrainConfig(),
     "cpu": LoraTrainConfig(
-        target_modules=ALL_LINEAR_LLAMA,
-        r=16,
-        alpha=32.0,
-        dropout=0.05,
-        learning_rate=1e-3,
-        scheduler="linear",
-        warmup_ratio=0.05,
-        epochs=1.0,
-        max_steps=200,
-        batch_size=8,
-        grad_accumulation=1,
-        max_length=1024,
-        dtype="auto",
-        checkpoint_every=25,
+        target_modules=ALL_LINEAR_LLAMA, r=16, alpha=32.0, dropout=0.05, learning_rate=1e-3,
+        scheduler="linear", warmup_ratio=0.05, epochs=1.0, max_steps=200, batch_size=8,
+        grad_accumulation=1, max_length=1024, dtype="auto", checkpoint_every=25,
     ),
 }
 

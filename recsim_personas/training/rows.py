@@ -1,4 +1,4 @@
-"""Fine-tuning rows: one (prompt, target rating) pair per interaction, and per-user sub-sampling.
+"""Fine-tuning rows: one (prompt, target rating) pair per interaction.
 
 A row is what the LoRA trainer sees and what the evaluation scores: the user's rating prompt
 (:func:`recsim_personas.agents.prompts.build_rating_prompt`, the same builder the agent uses at
@@ -36,14 +36,12 @@ No row sees its own label:
   whatever the profile says (the profile is built from train ratings only, so it cannot state a
   test rating).
 
-Sub-sampling (:func:`subsample_to_size`) keeps the same fraction of every user's rows, as the paper
-built theta_single(min) / theta_single(max) "by sampling a fixed percentage of rows at random per
-user" to the size of the smallest / largest persona dataset.
+Per-user caps and sub-sampling live in :mod:`~recsim_personas.training.sampling` (``cap_per_user``
+and ``subsample_to_size`` stay importable from here).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import warnings
@@ -54,17 +52,19 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, DataError
+from recsim_personas.errors import ConfigError, DataError, did_you_mean
+from recsim_personas.training.sampling import cap_per_user as cap_per_user  # compatibility
+from recsim_personas.training.sampling import (
+    subsample_to_size as subsample_to_size,  # compatibility
+)
 
 __all__ = [
     "ROW_COLUMNS",
     "build_rows",
     "build_test_rows",
     "build_training_rows",
-    "cap_per_user",
     "profile_names_item",
     "rows_digest",
-    "subsample_to_size",
 ]
 
 MemoryMode = Literal["ms", "msml"]
@@ -77,9 +77,7 @@ ROW_COLUMNS: tuple[str, ...] = (
 
 def _check_mode(memory_mode: str) -> None:
     if memory_mode not in ("ms", "msml"):
-        close = difflib.get_close_matches(str(memory_mode), ["ms", "msml"], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{hint}")
+        raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {memory_mode!r}.{did_you_mean(memory_mode, ('ms', 'msml'))}")
 
 
 def profile_names_item(profile: str, info: Any) -> bool:
@@ -92,81 +90,6 @@ def profile_names_item(profile: str, info: Any) -> bool:
     if year is not None and f"{title} ({year})" in profile:
         return True
     return re.search(rf"(?<!\w){re.escape(title)}(?!\w)", profile) is not None
-
-
-def cap_per_user(
-    interactions: pd.DataFrame, per_user: int | float | None, *, seed: int = 0
-) -> pd.DataFrame:
-    """Keep at most ``per_user`` rows of each user (int), or that fraction of them (float in (0, 1]).
-
-    Rows are drawn at random per user with ``seed`` (not the oldest or newest: the cap must not bias
-    time); the result keeps the input's row order. ``None`` keeps everything. A fraction keeps
-    ``max(1, round(f * n_user))`` rows, so no user disappears.
-
-    Raises:
-        ConfigError: ``per_user`` is not a positive int, a float in (0, 1], or None.
-    """
-    if per_user is None:
-        return interactions
-    if isinstance(per_user, bool) or not isinstance(per_user, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"per_user must be an int, a float in (0, 1] or None, got {per_user!r}")
-    is_int = isinstance(per_user, (int, np.integer))
-    if (is_int and per_user < 1) or (not is_int and not 0.0 < float(per_user) <= 1.0):
-        raise ConfigError(
-            f"per_user must be an integer >= 1 (rows per user) or a fraction in (0, 1], got {per_user!r}"
-        )
-    rng = np.random.default_rng(seed)
-    keep: list[np.ndarray] = []
-    users = interactions["user_id"].to_numpy()
-    for user in pd.unique(users):
-        idx = np.flatnonzero(users == user)
-        n = min(len(idx), int(per_user)) if is_int else max(1, round(float(per_user) * len(idx)))
-        keep.append(np.sort(rng.choice(idx, size=n, replace=False)) if n < len(idx) else idx)
-    chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-    return interactions.iloc[chosen]
-
-
-def subsample_to_size(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """Sample a fixed fraction of every user's rows so that exactly ``n`` rows remain.
-
-    Each user keeps ``f * n_user`` rows with ``f = n / len(rows)``; the fractional parts are resolved
-    by largest remainder (ties broken by a seeded random order), so the total is exactly ``n`` and no
-    user's share differs from ``f * n_user`` by a full row. Which rows a user keeps is random (seeded).
-    The result keeps the input's row order.
-
-    Args:
-        rows: A frame with a ``user_id`` column (training rows or interactions).
-        n: Target size, ``0 <= n <= len(rows)``.
-        seed: Seed of the draw.
-
-    Raises:
-        ConfigError: ``n`` is negative or exceeds ``len(rows)``.
-    """
-    total = len(rows)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 or n > total:
-        raise ConfigError(
-            f"subsample_to_size: target size must be an integer in [0, {total}] (the rows available), "
-            f"got {n!r}"
-        )
-    if n == total:
-        return rows
-    rng = np.random.default_rng(seed)
-    users = rows["user_id"].to_numpy()
-    uniq, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
-    exact = counts * (n / total)
-    quota = np.floor(exact).astype(np.int64)
-    short = n - int(quota.sum())
-    if short:
-        # Largest remainder; a seeded jitter far below the remainder resolution breaks ties.
-        order = np.lexsort((rng.random(len(uniq)), -(exact - quota)))
-        quota[order[:short]] += 1
-    keep = []
-    for u in range(len(uniq)):
-        idx = np.flatnonzero(inverse == u)
-        if quota[u]:
-            keep.append(rng.choice(idx, size=int(quota[u]), replace=False))
-    chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-    return rows.iloc[chosen].reset_index(drop=True)
 
 
 def build_rows(
@@ -198,79 +121,30 @@ def build_rows(
     Returns:
         A frame with :data:`ROW_COLUMNS`, one row per kept interaction, in input order.
     """
-    from recsim_personas.agents.prompts import (
-        PromptMemory,
-        PromptTruncatedWarning,
-        build_rating_prompt,
-    )
+    from recsim_personas.agents.prompts import PromptTruncatedWarning
 
-    _check_mode(memory_mode)
-    if k < 1:
-        raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
-    missing = [c for c in ("user_id", "item_id", "rating") if c not in interactions.columns]
-    if missing:
-        raise DataError(
-            f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
-        )
-    if named_items not in ("drop", "keep"):
-        raise ConfigError(f"named_items must be 'drop' or 'keep', got {named_items!r}")
+    _check_args(interactions, memory_mode, k, named_items)
     chosen = cap_per_user(interactions, per_user, seed=seed)
     users = chosen["user_id"].to_numpy(dtype=np.int64)
     items = chosen["item_id"].to_numpy(dtype=np.int64)
     ratings = chosen["rating"].to_numpy(dtype=np.float64)
-    off = ~scale.contains(ratings)
-    if off.any():
-        j = int(np.argmax(off))
-        raise DataError(
-            f"rating {ratings[j]} of user {users[j]}, item {items[j]} is not on the scale "
-            f"{scale.min}-{scale.max} step {scale.step}; pass the dataset's scale"
-        )
+    _check_scale(scale, users, items, ratings)
     if memory_mode == "msml":
         found = store.retrieve_batch(
             users, items, k=k, delta=delta, exclude_items=items if exclude_self else None
         )
     else:
         found = [[] for _ in users]
-    info_cache: dict[int, Any] = {}
-
-    def info(item_id: int) -> Any:
-        if item_id not in info_cache:
-            info_cache[item_id] = catalog.info(item_id)
-        return info_cache[item_id]
-
-    from recsim_personas.memory.statistics import leave_one_out as _without
-
-    profiles: dict[int, str] = {}
-    records = []
-    n_truncated = 0
-    n_named = 0
     with warnings.catch_warnings():
         # One summary warning below instead of one per row.
         warnings.simplefilter("ignore", PromptTruncatedWarning)
-        for user, item, rating, memories in zip(users.tolist(), items.tolist(), ratings, found, strict=True):
-            if exclude_self and any(int(m.item_id) == item for m in memories):
-                raise DataError(
-                    f"retrieval returned the row's own item {item} for user {user}: the store ignores "
-                    "exclude_item, which would leak the target rating into the prompt"
-                )
-            if user not in profiles:
-                profiles[user] = store.profile(user)
-            item_info = info(item)
-            if named_items == "drop" and profile_names_item(profiles[user], item_info):
-                n_named += 1
-                continue
-            if leave_one_out:
-                item_info = _without(item_info, float(rating))
-            entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
-            prompt = build_rating_prompt(
-                template, profiles[user], item_info, entries, scale,
-                memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
-            )
-            n_truncated += bool(prompt.truncated)
-            records.append(
-                (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
-                 len(entries), bool(prompt.truncated))
-            )
+        records, n_named = _records(
+            store, catalog, zip(users.tolist(), items.tolist(), ratings, found, strict=True),
+            memory_mode=memory_mode, template=template, scale=scale, tokenizer=tokenizer,
+            max_tokens=max_tokens, exclude_self=exclude_self, leave_one_out=leave_one_out,
+            named_items=named_items,
+        )
+    n_truncated = sum(r[-1] for r in records)
     if n_truncated:
         warnings.warn(
             f"{n_truncated} of {len(records)} {memory_mode} prompts exceeded {max_tokens} tokens and "
@@ -284,21 +158,75 @@ def build_rows(
     return frame
 
 
+def _check_args(interactions: pd.DataFrame, memory_mode: str, k: int, named_items: str) -> None:
+    _check_mode(memory_mode)
+    if k < 1:
+        raise ConfigError(f"k (memories per prompt) must be >= 1, got {k}")
+    missing = [c for c in ("user_id", "item_id", "rating") if c not in interactions.columns]
+    if missing:
+        raise DataError(
+            f"interactions lack column(s) {', '.join(missing)}; pass split.train / split.test frames"
+        )
+    if named_items not in ("drop", "keep"):
+        raise ConfigError(f"named_items must be 'drop' or 'keep', got {named_items!r}")
+
+
+def _check_scale(scale: RatingScale, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+    off = np.flatnonzero(~scale.contains(ratings))
+    if len(off):
+        j = int(off[0])
+        raise DataError(f"rating {ratings[j]} of user {users[j]}, item {items[j]} is not on the scale "
+                        f"{scale.min}-{scale.max} step {scale.step}; pass the dataset's scale")
+
+
+def _records(store: Any, catalog: Any, rows: Any, *, memory_mode: str, template: Any, scale: RatingScale,
+             tokenizer: Any, max_tokens: int | None, exclude_self: bool, leave_one_out: bool,
+             named_items: str) -> tuple[list[tuple[Any, ...]], int]:
+    """One record per kept ``(user, item, rating, memories)`` (in :data:`ROW_COLUMNS` order), and the
+    number of rows dropped because the profile names the item."""
+    from recsim_personas.agents.prompts import PromptMemory, build_rating_prompt
+    from recsim_personas.memory.statistics import leave_one_out as _without
+
+    info_cache: dict[int, Any] = {}
+
+    def info(item_id: int) -> Any:
+        if item_id not in info_cache:
+            info_cache[item_id] = catalog.info(item_id)
+        return info_cache[item_id]
+
+    profiles: dict[int, str] = {}
+    records = []
+    n_named = 0
+    for user, item, rating, memories in rows:
+        if exclude_self and any(int(m.item_id) == item for m in memories):
+            raise DataError(
+                f"retrieval returned the row's own item {item} for user {user}: the store ignores "
+                "exclude_item, which would leak the target rating into the prompt"
+            )
+        if user not in profiles:
+            profiles[user] = store.profile(user)
+        item_info = info(item)
+        if named_items == "drop" and profile_names_item(profiles[user], item_info):
+            n_named += 1
+            continue
+        if leave_one_out:
+            item_info = _without(item_info, float(rating))
+        entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
+        prompt = build_rating_prompt(
+            template, profiles[user], item_info, entries, scale,
+            memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
+        )
+        records.append(
+            (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
+             len(entries), bool(prompt.truncated))
+        )
+    return records, n_named
+
+
 def build_training_rows(
-    store: Any,
-    catalog: Any,
-    train: pd.DataFrame,
-    *,
-    memory_mode: MemoryMode = "ms",
-    template: Any = "paper",
-    scale: RatingScale,
-    tokenizer: Any | None = None,
-    max_tokens: int | None = None,
-    k: int = 1,
-    delta: float = 0.0,
-    per_user: int | float | None = None,
-    seed: int = 0,
-    named_items: NamedItems = "drop",
+    store: Any, catalog: Any, train: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
+    scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
+    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0, named_items: NamedItems = "drop",
 ) -> pd.DataFrame:
     """One fine-tuning row per train interaction: the rating prompt and the rating as target text.
 
@@ -335,19 +263,9 @@ def build_training_rows(
 
 
 def build_test_rows(
-    store: Any,
-    catalog: Any,
-    test: pd.DataFrame,
-    *,
-    memory_mode: MemoryMode = "ms",
-    template: Any = "paper",
-    scale: RatingScale,
-    tokenizer: Any | None = None,
-    max_tokens: int | None = None,
-    k: int = 1,
-    delta: float = 0.0,
-    per_user: int | float | None = None,
-    seed: int = 0,
+    store: Any, catalog: Any, test: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
+    scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
+    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0,
 ) -> pd.DataFrame:
     """Rows for test interactions, built exactly as the agent builds its prompts.
 

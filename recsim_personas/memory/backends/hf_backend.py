@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from recsim_personas.errors import BackendError
-from recsim_personas.memory.backends import StepRequest, StepResponse
+from recsim_personas.memory.backends.steps import StepRequest, StepResponse
 from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
 
 __all__ = ["HFBackend"]
@@ -38,7 +38,7 @@ class HFBackend:
     """Distillation text from a local causal LM (see the module docstring).
 
     Args:
-        config: A :class:`~recsim_personas.memory.distill.DistillConfig` (``model``, ``device``,
+        config: A :class:`~recsim_personas.memory.distill_config.DistillConfig` (``model``, ``device``,
             ``dtype``, ``generation_batch_size``, ``max_new_tokens``, ``temperature``, ``seed``).
         model: A loaded causal LM (skips loading); needs ``tokenizer`` too.
         tokenizer: The tokenizer of ``model``; it must have a chat template.
@@ -52,7 +52,7 @@ class HFBackend:
 
     def __init__(self, config: Any = None, *, model: Any = None, tokenizer: Any = None) -> None:
         if config is None:
-            from recsim_personas.memory.distill import DistillConfig
+            from recsim_personas.memory.distill_config import DistillConfig
 
             config = DistillConfig(backend="hf")
         self.config = config

@@ -34,9 +34,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsim_personas.errors import BackendError, RecsimWarning
-from recsim_personas.memory.backends import StepRequest, StepResponse
 from recsim_personas.memory.backends.cache import RequestCache
-from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages, parse_step_output
+from recsim_personas.memory.backends.steps import StepRequest, StepResponse
+from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
+from recsim_personas.memory.step_output import parse_step_output
 from recsim_personas.retry import Retryable, backoff_delay, one_line, retry_after_seconds
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "PRICES", "BackendRetryWarning", "OpenAIBackend", "UsageCounter"]
@@ -110,7 +111,7 @@ class OpenAIBackend:
     """Distillation text from an OpenAI-compatible chat endpoint (see the module docstring).
 
     Args:
-        config: A :class:`~recsim_personas.memory.distill.DistillConfig` (``model``, ``base_url``,
+        config: A :class:`~recsim_personas.memory.distill_config.DistillConfig` (``model``, ``base_url``,
             ``concurrency``, ``request_retries``, ``backoff_base``, ``backoff_max``, ``timeout``,
             ``temperature``, ``seed``, ``max_new_tokens``, ``json_mode``, ``cache``, ``cache_dir``,
             ``api_key_env``, ``price_per_million``). ``None``: the defaults.
@@ -127,7 +128,7 @@ class OpenAIBackend:
         import os
 
         if config is None:
-            from recsim_personas.memory.distill import DistillConfig
+            from recsim_personas.memory.distill_config import DistillConfig
 
             config = DistillConfig(backend="openai")
         self.config = config

@@ -23,7 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsim_personas.memory.backends import BatchRating, StepContext, StepRequest, StepResponse
+from recsim_personas.memory.backends.steps import (
+    BatchRating,
+    StepContext,
+    StepRequest,
+    StepResponse,
+)
 from recsim_personas.memory.statistics import Lean, UserStatistics
 
 __all__ = [
@@ -66,27 +71,26 @@ def _stars(value: float) -> str:
     return f"{value:.1f}"
 
 
+def _genre_sentence(leans: list[Lean], first_two: str, third: str, none: str) -> str:
+    """``first_two`` naming the top two genres, ``third`` adding a third one; ``none`` when empty."""
+    if not leans:
+        return none
+    sentence = first_two.format(_join([g.name for g in leans[:2]]))
+    if len(leans) > 2:
+        sentence += third.format(leans[2].name)
+    return sentence + "."
+
+
 def _base_taste(stats: UserStatistics, scale_max: float) -> tuple[str, set[str], set[str]]:
     """The statistics part of the taste text, plus the genres it states as liked / disliked."""
     likes = _likes(stats.genre_leans)
     dislikes = _dislikes(stats.genre_leans)
-    parts: list[str] = []
-    if likes:
-        top = [g.name for g in likes[:2]]
-        sentence = f"I especially enjoy {_join(top)} movies"
-        if len(likes) > 2:
-            sentence += f", and I also like {likes[2].name} movies"
-        parts.append(sentence + ".")
-    else:
-        parts.append("No genre stands out as a clear favourite of mine.")
-    if dislikes:
-        worst = [g.name for g in dislikes[:2]]
-        sentence = f"I am not fond of {_join(worst)} movies"
-        if len(dislikes) > 2:
-            sentence += f", and I often rate {dislikes[2].name} movies low"
-        parts.append(sentence + ".")
-    else:
-        parts.append("I rarely dislike a whole genre.")
+    parts = [
+        _genre_sentence(likes, "I especially enjoy {} movies", ", and I also like {} movies",
+                        "No genre stands out as a clear favourite of mine."),
+        _genre_sentence(dislikes, "I am not fond of {} movies", ", and I often rate {} movies low",
+                        "I rarely dislike a whole genre."),
+    ]
     best_decade = next((d for d in stats.decade_leans if d.deviation >= LEAN_THRESHOLD and d.count >= 2), None)
     worst_decade = next(
         (d for d in reversed(stats.decade_leans) if d.deviation <= -LEAN_THRESHOLD and d.count >= 2), None
@@ -217,7 +221,7 @@ def _reflection_note(ctx: StepContext) -> tuple[str, dict[str, Any]] | None:
     if best is None:
         return None
     _, genre, sign, example = best
-    label = example.item.label
+    label = example.item_label
     if sign > 0:
         text = f"However, I have realized that I also enjoy {genre} movies, such as {label}."
     else:

@@ -1,0 +1,189 @@
+"""Evaluating the Table-1 rows: each row's agent on the experiment's test rows, cached per row.
+
+Each row's result (metrics overall and per persona, config, adapter keys, timing) is written to
+``results/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside it, under
+the hash of its inputs (config, test rows, the run keys of its adapters): a re-run reuses a row
+whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsim_personas.artifacts import atomic_write_parquet, stable_hash
+from recsim_personas.training.context import RunContext, load_context
+from recsim_personas.training.experiment_config import TABLE1_ROWS, ExperimentConfig
+from recsim_personas.training.rows import rows_digest
+from recsim_personas.training.run_inputs import test_interactions, users_of
+from recsim_personas.training.run_paths import result_name, result_path, row_adapters
+
+__all__ = ["evaluate_rows"]
+
+
+@dataclass
+class _Row:
+    """A Table-1 row still to evaluate."""
+
+    no: int
+    kind: str
+    mode: str
+    inputs: dict[str, Any]
+    path: Path
+
+
+def evaluate_rows(
+    run_dir: str | Path, dataset: Any, config: ExperimentConfig, *, model: Any = None, tokenizer: Any = None,
+    progress: bool = True, log: Callable[[str], None] | None = None, results_dir: str = "results",
+    _ctx: RunContext | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Evaluate every Table-1 row of the config on the test rows; returns ``{row: results dict}``.
+
+    Each row's result (metrics overall and per persona, config, adapter keys, timing) is cached in
+    ``<results_dir>/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside
+    it (another ``results_dir`` keeps an evaluation on other test rows apart from Table 1's).
+
+    Raises:
+        AdapterError: An adapter the row needs is not trained (run :func:`train_adapters` first).
+    """
+    ctx = _ctx or load_context(run_dir, dataset, config, model, tokenizer)
+    test = test_interactions(ctx.split, config, users_of(ctx.split, ctx.personas, config))
+    test_hash = rows_digest(test.astype(str), columns=("user_id", "item_id", "rating"))
+    needed, keys = _trained_adapters(ctx, config)
+    out: dict[int, dict[str, Any]] = {}
+    todo = []
+    for no in config.rows():
+        kind, mode = TABLE1_ROWS[no]
+        inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx)
+        path = result_path(ctx.run, no, kind, mode, results_dir)
+        cached = _read_result(path, stable_hash(inputs))
+        if cached is None:
+            todo.append(_Row(no, kind, mode, inputs, path))
+            continue
+        out[no] = cached
+        if log is not None:
+            rmse_cached = cached["metrics"]["rmse"]
+            log(f"row {no:>2} ({kind}, {mode}): cached, RMSE "
+                f"{'-' if rmse_cached is None else format(rmse_cached, '.3f')}")
+    if todo:
+        out.update(_evaluate(ctx, config, test, todo, needed, progress=progress, log=log))
+    return out
+
+
+def _trained_adapters(ctx: RunContext, config: ExperimentConfig) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({adapter name: folder}, {adapter name: run key})`` of every adapter the rows need.
+
+    Raises:
+        AdapterError: One of them is not trained.
+    """
+    from recsim_personas.errors import AdapterError
+    from recsim_personas.training.adapter_folder import read_adapter_info
+
+    needed: dict[str, Path] = {}
+    keys: dict[str, str] = {}
+    for no in config.rows():
+        kind, mode = TABLE1_ROWS[no]
+        for name in row_adapters(kind, mode, ctx.personas):
+            folder = ctx.run / "adapters" / name
+            try:
+                keys[name] = read_adapter_info(folder)["run_key"]
+            except AdapterError:
+                raise AdapterError(
+                    f"row {no} needs adapter {name!r}, which is not trained ({folder}); run "
+                    f"`recsim-personas train {ctx.run}` first"
+                ) from None
+            needed[name] = folder
+    return needed, keys
+
+
+def _evaluate(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, todo: list[_Row],
+              needed: dict[str, Path], *, progress: bool, log: Callable[[str], None] | None) -> dict[int, dict[str, Any]]:
+    """Score the rows of ``todo`` with the base model and ``needed`` adapters, in process or served."""
+    from recsim_personas.agents.llm import load_adapters
+
+    out: dict[int, dict[str, Any]] = {}
+    local = config.server is None
+    model = ctx.model
+    if local and needed:
+        model = load_adapters(ctx.model, needed)
+    scorer = _local_scorer(ctx, config, model) if local else _served_scorer(ctx, config, needed)
+    try:
+        for row in todo:
+            out[row.no] = _evaluate_row(ctx, config, test, row, scorer, progress=progress, log=log)
+    finally:
+        if needed and local:
+            # Give the caller its plain base model back (adapters are removed, weights untouched).
+            model.unload()
+        if not local:
+            scorer.close()
+    return out
+
+
+def _local_scorer(ctx: RunContext, config: ExperimentConfig, model: Any) -> Any:
+    from recsim_personas.agents.scoring import RatingScorer
+
+    return RatingScorer(model, ctx.tokenizer, ctx.dataset.scale, max_batch=config.scorer_batch, seed=config.seed)
+
+
+def _served_scorer(ctx: RunContext, config: ExperimentConfig, needed: dict[str, Path]) -> Any:
+    from recsim_personas.agents.llm import served_model_path
+    from recsim_personas.agents.served import ServedConfig, ServedRatingScorer
+
+    scorer = ServedRatingScorer(config.server, ctx.tokenizer, ctx.dataset.scale,
+                                base_model=served_model_path(config.model), config=ServedConfig(seed=config.seed))
+    scorer.check_adapters(list(needed))
+    return scorer
+
+
+def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, row: _Row, scorer: Any, *,
+                  progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """Evaluate one Table-1 row's agent; write and return its results."""
+    from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
+    from recsim_personas.eval.agent_eval import evaluate_agent
+
+    no, kind, mode = row.no, row.kind, row.mode
+    agent = LMUserAgent(
+        scorer, ctx.store, ctx.catalog, memory_mode=mode, k=config.k, delta=config.delta,
+        adapter_for=adapter_naming(ctx.store, kind, mode), template=config.template,
+        mode=config.eval_mode, seed=config.seed,
+    )
+    evaluation = evaluate_agent(
+        agent, test, personas=ctx.personas, name=result_name(no, kind, mode),
+        batch_size=config.eval_batch_size, seed=config.seed, progress=progress,
+        config={"row": no, "adapter": kind, "memory_mode": mode, **config.to_dict()},
+    )
+    scorer.clear_cache()
+    atomic_write_parquet(row.path.with_suffix(".parquet"), evaluation.predictions)
+    evaluation.write_json(row.path, extra={
+        "row": no, "adapter": kind, "memory_mode": mode, "inputs_hash": stable_hash(row.inputs),
+        "adapters": row_adapters(kind, mode, ctx.personas),
+    })
+    if log is not None:
+        log(f"row {no:>2} ({kind}, {mode}): RMSE {evaluation.rmse:.3f}, MAE {evaluation.mae:.3f}, "
+            f"URR {100 * evaluation.urr:.1f}% ({evaluation.seconds:.0f} s)")
+    return json.loads(row.path.read_text(encoding="utf-8"))
+
+
+def _eval_inputs(no: int, kind: str, mode: str, config: ExperimentConfig, test_hash: str,
+                 keys: dict[str, str], ctx: RunContext) -> dict[str, Any]:
+    return {
+        "row": no, "adapter": kind, "mode": mode, "eval_mode": config.eval_mode,
+        "template": config.template, "k": config.k, "delta": config.delta, "seed": config.seed,
+        "test": test_hash, "model": str(getattr(ctx.model.config, "_name_or_path", "")),
+        "adapters": {n: keys[n] for n in row_adapters(kind, mode, ctx.personas)},
+    }
+
+
+def _read_result(path: Path, inputs_hash: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return doc if doc.get("inputs_hash") == inputs_hash else None
