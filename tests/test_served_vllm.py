@@ -167,19 +167,20 @@ def test_leave_stay_choice_agrees(vllm, in_process):
     np.testing.assert_allclose(got, ref, atol=BF16_PROB_ATOL)
 
 
-def _episode(env, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Users, ratings and rewards of a scripted episode (item index = 3 x step + env index) in a
-    vector env reset with seed 7."""
+def _episode(env, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Users, ratings, rated flags and rewards of a scripted episode (item index = 3 x step + env
+    index) in a vector env reset with seed 7 (an item the user had seen is not rated: penalty)."""
     _, info = env.reset(seed=7)
     users = np.array(info["user_id"])
     n_items = env.single_action_space.n
-    ratings, rewards = [], []
+    ratings, rated, rewards = [], [], []
     for t in range(steps):
         actions = (np.arange(env.num_envs) + 3 * t) % n_items
         _, reward, _, _, info = env.step(actions)
         ratings.append(np.array(info["rating"], dtype=np.float64))
+        rated.append(np.array(info["rated"], dtype=bool))
         rewards.append(reward)
-    return users, np.array(ratings), np.array(rewards)
+    return users, np.array(ratings), np.array(rated), np.array(rewards)
 
 
 def test_served_episode_gives_the_in_process_ratings_with_the_same_seed(vllm):
@@ -190,17 +191,18 @@ def test_served_episode_gives_the_in_process_ratings_with_the_same_seed(vllm):
                "exit": "none", "horizon": 4}
     served = gym.make_vec("PersonaRec-v0", num_envs=8, server=vllm.url, **options)
     local = gym.make_vec("PersonaRec-v0", num_envs=8, device="cpu", dtype="float32", **options)
-    (users_s, got, reward_s), (users_l, ref, reward_l) = _episode(served, 4), _episode(local, 4)
+    (users_s, got, rated_s, reward_s), (users_l, ref, rated_l, reward_l) = _episode(served, 4), _episode(local, 4)
     np.testing.assert_array_equal(users_s, users_l)  # the same seed draws the same users
+    np.testing.assert_array_equal(rated_s, rated_l)
     # ml-latest-small's half stars; an expectation E = sum p_i l_i moves by at most
     # max|dp_i| x sum|l_i - c| for any c (sum dp_i = 0): checked against the scale's span instead, tighter.
     bound = BF16_PROB_ATOL * (HALF.max - HALF.min)
-    assert got.shape == (4, 8) and np.isfinite(got).all()
+    assert got.shape == (4, 8) and rated_s.sum() >= 24
     assert np.abs(got - ref).max() <= bound, np.abs(got - ref).max()
-    np.testing.assert_allclose(reward_s, got)  # reward="rating": the rating given
-    np.testing.assert_allclose(reward_l, ref)
+    np.testing.assert_allclose(reward_s[rated_s], got[rated_s])  # reward="rating": the rating given
+    np.testing.assert_allclose(reward_s, reward_l, atol=bound)
     # The check can fail: the ratings spread over the scale by more than the tolerance.
-    assert np.ptp(ref) > bound
+    assert np.ptp(ref[rated_l]) > bound
 
 
 def test_vector_env_of_8_sessions_with_the_agents_exits_runs_to_its_end(vllm):
