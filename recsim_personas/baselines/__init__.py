@@ -10,27 +10,20 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "BiasPredictor": "bias",
-    "GlobalMean": "means",
-    "ItemMean": "means",
-    "UserMean": "means",
-    "BiasedMF": "mf",
-    "BasePredictor": "protocol",
-    "BaseRecommender": "protocol",
-    "RatingPredictor": "protocol",
-    "Recommender": "protocol",
-    "ALSRanker": "rankers",
-    "PopularityRanker": "rankers",
-    "RandomRanker": "rankers",
-    "BASELINES": "registry",
-    "BaselineSpec": "registry",
-    "PREDICTORS": "registry",
-    "RANKERS": "registry",
-    "baseline_names": "registry",
-    "get_baseline_spec": "registry",
-    "make_baseline": "registry",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "bias": ("BiasPredictor",),
+    "means": ("GlobalMean", "ItemMean", "UserMean"),
+    "mf": ("BiasedMF",),
+    "protocol": ("BasePredictor", "BaseRecommender", "RatingPredictor", "Recommender"),
+    "rankers": ("ALSRanker", "PopularityRanker", "RandomRanker"),
+    "registry": (
+        "BASELINES",
+        "BaselineSpec",
+        "PREDICTORS",
+        "RANKERS",
+        "baseline_names",
+        "get_baseline_spec",
+        "make_baseline",
+    ),
+})

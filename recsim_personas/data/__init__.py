@@ -20,25 +20,13 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "load_csv": "custom_csv",
-    "INTERACTION_COLUMNS": "dataset",
-    "ITEM_TEXT_COLUMNS": "dataset",
-    "LoadReport": "dataset",
-    "RatingDataset": "dataset",
-    "RatingScale": "dataset",
-    "download_dataset": "download",
-    "enrich_items": "enrichment",
-    "load_enrichment": "enrichment",
-    "ItemCatalog": "item_catalog",
-    "ItemInfo": "item_catalog",
-    "load_ml100k": "movielens",
-    "load_ml1m": "movielens",
-    "load_ml_latest_small": "movielens",
-    "DATASET_NAMES": "registry",
-    "DEFAULT_DATASET": "registry",
-    "load_dataset": "registry",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "custom_csv": ("load_csv",),
+    "dataset": ("INTERACTION_COLUMNS", "ITEM_TEXT_COLUMNS", "LoadReport", "RatingDataset", "RatingScale"),
+    "download": ("download_dataset",),
+    "enrichment": ("enrich_items", "load_enrichment"),
+    "item_catalog": ("ItemCatalog", "ItemInfo"),
+    "movielens": ("load_ml100k", "load_ml1m", "load_ml_latest_small"),
+    "registry": ("DATASET_NAMES", "DEFAULT_DATASET", "load_dataset"),
+})

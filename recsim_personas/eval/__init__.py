@@ -11,15 +11,7 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "coverage": "metrics",
-    "mae": "metrics",
-    "ndcg_at_k": "metrics",
-    "precision_at_k": "metrics",
-    "recall_at_k": "metrics",
-    "rmse": "metrics",
-    "urr": "metrics",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "metrics": ("coverage", "mae", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "urr"),
+})

@@ -9,25 +9,14 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "TextBackend": "backends.steps",
-    "make_backend": "backends.factory",
-    "Distiller": "distill",
-    "distill_users": "distill",
-    "BACKENDS": "distill_config",
-    "DistillConfig": "distill_config",
-    "DistillResult": "distill_result",
-    "LOG_COLUMNS": "distill_result",
-    "MEMORY_COLUMNS": "distill_result",
-    "PROFILE_COLUMNS": "profile",
-    "UserProfile": "profile",
-    "TrainStatistics": "statistics",
-    "TraitCuts": "statistics",
-    "UserStatistics": "statistics",
-    "TRAIT_ATTRIBUTION": "traits",
-    "render_persona": "traits",
-    "trait_text": "traits",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "backends.factory": ("make_backend",),
+    "backends.steps": ("TextBackend",),
+    "distill": ("Distiller", "distill_users"),
+    "distill_config": ("BACKENDS", "DistillConfig"),
+    "distill_result": ("DistillResult", "LOG_COLUMNS", "MEMORY_COLUMNS"),
+    "profile": ("PROFILE_COLUMNS", "UserProfile"),
+    "statistics": ("TrainStatistics", "TraitCuts", "UserStatistics"),
+    "traits": ("TRAIT_ATTRIBUTION", "render_persona", "trait_text"),
+})

@@ -22,20 +22,16 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "TrainResult": "adapter_folder",
-    "LoraTrainConfig": "config",
-    "evaluate_rows": "evaluation",
-    "ExperimentResult": "experiment",
-    "run_experiment": "experiment",
-    "ExperimentConfig": "experiment_config",
-    "train_adapter": "lora",
-    "plan_experiment": "plan",
-    "build_test_rows": "rows",
-    "build_training_rows": "rows",
-    "evaluation_rows": "run_inputs",
-    "train_adapters": "train_all",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "adapter_folder": ("TrainResult",),
+    "config": ("LoraTrainConfig",),
+    "evaluation": ("evaluate_rows",),
+    "experiment": ("ExperimentResult", "run_experiment"),
+    "experiment_config": ("ExperimentConfig",),
+    "lora": ("train_adapter",),
+    "plan": ("plan_experiment",),
+    "rows": ("build_test_rows", "build_training_rows"),
+    "run_inputs": ("evaluation_rows",),
+    "train_all": ("train_adapters",),
+})

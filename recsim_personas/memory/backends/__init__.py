@@ -23,15 +23,8 @@ from __future__ import annotations
 
 from recsim_personas.lazy import lazy_exports
 
-#: Each public name and the submodule that is its home (imported on first use).
-_WHERE: dict[str, str] = {
-    "BatchRating": "steps",
-    "StepContext": "steps",
-    "StepKind": "steps",
-    "StepRequest": "steps",
-    "StepResponse": "steps",
-    "TextBackend": "steps",
-    "make_backend": "factory",
-}
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "factory": ("make_backend",),
+    "steps": ("BatchRating", "StepContext", "StepKind", "StepRequest", "StepResponse", "TextBackend"),
+})
