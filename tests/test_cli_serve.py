@@ -35,6 +35,11 @@ def test_serve_prints_the_vllm_command_with_every_adapter(run_with_adapters, tmp
     names = [m.split("=")[0] for m in modules]
     assert names == ["persona_0__ms", "persona_1__ms", "__base__"]  # msml left out; the base as a zero adapter
     assert argv[argv.index("--max-loras") + 1] == "3" and "--enable-prefix-caching" in argv
+    # dtype auto: this CPU's (float32 without bf16 units); prefix-cache blocks of 32 tokens.
+    from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
+
+    assert argv[argv.index("--dtype") + 1] == cpu_auto_dtype()
+    assert argv[argv.index("--block-size") + 1] == "32"
     zero = run_with_adapters / "serve" / "base_zero_adapter"
     assert modules[-1] == f"__base__={zero}" and (zero / "adapter_config.json").is_file()
 

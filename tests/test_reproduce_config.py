@@ -9,12 +9,8 @@ import pytest
 
 from recsim_personas.config import apply_overrides, config_to_dict
 from recsim_personas.errors import ConfigError
-from recsim_personas.reproduce.config import (
-    PRESETS,
-    ReproduceConfig,
-    load_reproduce_config,
-    preset_path,
-)
+from recsim_personas.reproduce.config import PRESETS, ReproduceConfig, preset_path
+from recsim_personas.reproduce.loading import load_reproduce_config
 
 
 def test_every_preset_file_names_its_command_in_the_header() -> None:

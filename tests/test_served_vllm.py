@@ -97,7 +97,9 @@ def vllm(tmp_path_factory, smollm2_tokenizer):
     model_dir = root / "tiny-llama"
     _tiny_model(smollm2_tokenizer, model_dir)
     _adapters(model_dir, run)
-    config = VllmServerConfig(port=_free_port(), kv_cache_gb=1, max_model_len=2048, python=str(python),
+    # bfloat16 pinned: the agreement checks are meant at the bf16 tolerance (auto picks float32 on
+    # a CPU without bf16 units).
+    config = VllmServerConfig(port=_free_port(), kv_cache_gb=1, max_model_len=2048, python=str(python), dtype="bfloat16",
                               extra_args=("--max-num-seqs", "32"))
     argv, env = vllm_command(str(model_dir), run_adapters(run), config)
     log = root / "vllm.log"
@@ -165,31 +167,46 @@ def test_leave_stay_choice_agrees(vllm, in_process):
     np.testing.assert_allclose(got, ref, atol=BF16_PROB_ATOL)
 
 
-def _episode(env, steps: int) -> np.ndarray:
-    """Rewards of a scripted episode (item index = 3 x step + env index) in a vector env."""
-    env.reset(seed=7)
+def _episode(env, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Users, ratings, rated flags and rewards of a scripted episode (item index = 3 x step + env
+    index) in a vector env reset with seed 7 (an item the user had seen is not rated: penalty)."""
+    _, info = env.reset(seed=7)
+    users = np.array(info["user_id"])
     n_items = env.single_action_space.n
-    rewards = []
+    ratings, rated, rewards = [], [], []
     for t in range(steps):
         actions = (np.arange(env.num_envs) + 3 * t) % n_items
-        _, reward, _, _, _ = env.step(actions)
+        _, reward, _, _, info = env.step(actions)
+        ratings.append(np.array(info["rating"], dtype=np.float64))
+        rated.append(np.array(info["rated"], dtype=bool))
         rewards.append(reward)
-    return np.array(rewards)
+    return users, np.array(ratings), np.array(rated), np.array(rewards)
 
 
-def test_vector_env_episode_served_matches_in_process(vllm):
-    """8 sessions against the server; with rating='expectation' and no exits the ratings are
-    the expectations of the same distributions as in process (within the bf16 tolerance)."""
+def test_served_episode_gives_the_in_process_ratings_with_the_same_seed(vllm):
+    """Done-when of issue 16: a served-scorer episode and an in-process episode with the same seed
+    and rating='expectation' give the same ratings within the bf16 tolerance (8 sessions, no exits,
+    4 steps, the server in bfloat16 and the in-process scorer in float32)."""
     options = {"run_dir": str(vllm.run), "model": str(vllm.model_dir), "rating": "expectation",
                "exit": "none", "horizon": 4}
     served = gym.make_vec("PersonaRec-v0", num_envs=8, server=vllm.url, **options)
     local = gym.make_vec("PersonaRec-v0", num_envs=8, device="cpu", dtype="float32", **options)
-    got, ref = _episode(served, 4), _episode(local, 4)
+    (users_s, got, rated_s, reward_s), (users_l, ref, rated_l, reward_l) = _episode(served, 4), _episode(local, 4)
+    np.testing.assert_array_equal(users_s, users_l)  # the same seed draws the same users
+    np.testing.assert_array_equal(rated_s, rated_l)
     # ml-latest-small's half stars; an expectation E = sum p_i l_i moves by at most
     # max|dp_i| x sum|l_i - c| for any c (sum dp_i = 0): checked against the scale's span instead, tighter.
     bound = BF16_PROB_ATOL * (HALF.max - HALF.min)
-    assert got.shape == (4, 8) and np.abs(got - ref).max() <= bound, np.abs(got - ref).max()
-    # With the agent's exits the episode runs to its end against the server.
+    assert got.shape == (4, 8) and rated_s.sum() >= 24
+    assert np.abs(got - ref).max() <= bound, np.abs(got - ref).max()
+    np.testing.assert_allclose(reward_s[rated_s], got[rated_s])  # reward="rating": the rating given
+    np.testing.assert_allclose(reward_s, reward_l, atol=bound)
+    # The check can fail: the ratings spread over the scale by more than the tolerance.
+    assert np.ptp(ref[rated_l]) > bound
+
+
+def test_vector_env_of_8_sessions_with_the_agents_exits_runs_to_its_end(vllm):
+    options = {"run_dir": str(vllm.run), "model": str(vllm.model_dir), "horizon": 4}
     agent_exits = gym.make_vec("PersonaRec-v0", num_envs=8, server=vllm.url,
                                **{**options, "exit": "agent", "rating": "sample"})
     agent_exits.reset(seed=0)

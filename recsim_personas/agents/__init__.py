@@ -17,64 +17,18 @@ Modules:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "PROMPT_PRESETS",
-    "BiasUserAgent",
-    "LMUserAgent",
-    "PromptMemory",
-    "PromptTemplate",
-    "RatingBatch",
-    "RatingPrompt",
-    "RatingScorer",
-    "Scorer",
-    "ServedConfig",
-    "ServedRatingScorer",
-    "SessionEvent",
-    "UserAgent",
-    "adapter_naming",
-    "build_exit_prompt",
-    "build_rating_prompt",
-    "load_adapters",
-    "load_causal_lm",
-    "load_tokenizer",
-    "parse_rating",
-]
-
-_WHERE = {
-    "UserAgent": "protocol",
-    "RatingBatch": "protocol",
-    "SessionEvent": "protocol",
-    "Scorer": "protocol",
-    "ServedConfig": "served",
-    "ServedRatingScorer": "served",
-    "load_causal_lm": "llm",
-    "load_tokenizer": "llm",
-    "load_adapters": "llm",
-    "PROMPT_PRESETS": "prompts",
-    "PromptMemory": "prompts",
-    "PromptTemplate": "prompts",
-    "RatingPrompt": "prompts",
-    "build_exit_prompt": "prompts",
-    "build_rating_prompt": "prompts",
-    "RatingScorer": "scoring",
-    "parse_rating": "scoring",
-    "LMUserAgent": "lm_agent",
-    "adapter_naming": "lm_agent",
-    "BiasUserAgent": "bias_agent",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recsim_personas.agents' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"recsim_personas.agents.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "bias_agent": ("BiasUserAgent",),
+    "llm": ("load_adapters", "load_causal_lm", "load_tokenizer"),
+    "levels": ("parse_rating",),
+    "lm_agent": ("LMUserAgent", "adapter_naming"),
+    "prompt_template": ("PROMPT_PRESETS", "PromptTemplate"),
+    "prompt_text": ("PromptMemory",),
+    "prompts": ("RatingPrompt", "build_exit_prompt", "build_rating_prompt"),
+    "protocol": ("RatingBatch", "Scorer", "SessionEvent", "UserAgent"),
+    "scoring": ("RatingScorer",),
+    "served": ("ServedConfig", "ServedRatingScorer"),
+})

@@ -41,7 +41,7 @@ import numpy as np
 from recsim_personas.agents.exits import (
     ExitRuleConfig,
     PatienceExitRule,
-    activity_levels_from_counts,
+    train_activity_levels,
 )
 from recsim_personas.agents.protocol import RatingBatch, SessionEvent
 from recsim_personas.data.dataset import RatingScale
@@ -174,10 +174,7 @@ class BiasUserAgent:
             pred = predictor.predict(train["user_id"].to_numpy(), train["item_id"].to_numpy())
             noise_std = float(np.sqrt(np.mean((pred - train["rating"].to_numpy(np.float64)) ** 2)))
         if activity_levels is None:
-            counts = train.groupby("user_id").size()
-            activity_levels = dict(
-                zip(counts.index.to_numpy().tolist(), activity_levels_from_counts(counts.to_numpy()).tolist())
-            )
+            activity_levels = train_activity_levels(train)
         return cls(
             predictor, scale, noise_std=noise_std, activity_levels=activity_levels, exit_rule=exit_rule
         )
@@ -185,13 +182,7 @@ class BiasUserAgent:
     # -- responding ----------------------------------------------------------------------------------
     def mean_rating(self, user_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """``mu + b_u + b_i`` clipped to the scale (unknown users or items get a zero bias)."""
-        users = np.asarray(user_ids, dtype=np.int64).ravel()
-        items = np.asarray(item_ids, dtype=np.int64).ravel()
-        if len(users) != len(items):
-            raise DataError(
-                f"BiasUserAgent.rate: {len(users)} user ids but {len(items)} item ids; pass one "
-                "user and one item per request"
-            )
+        users, items = pair_ids(user_ids, item_ids, "BiasUserAgent.rate")
         bu = _lookup(users, self._user_ids, self._user_bias)
         bi = _lookup(items, self._item_ids, self._item_bias)
         return np.minimum(np.maximum(self._mu + bu + bi, self._lo), self._hi)
@@ -231,9 +222,6 @@ class BiasUserAgent:
                 f"BiasUserAgent.leave_probability: {len(user_ids)} users but {len(sessions)} sessions"
             )
         initial = self.exit_rule.initial(self.activity_level(user_ids))
-        cfg = self.exit_rule.config
-        drop, gain = cfg.drop_per_unsatisfying, cfg.recover_per_liked
-        low, high = cfg.unsatisfying_below, cfg.recover_at
         patience = np.empty(len(sessions))
         memo = self._replay_memo
         new_memo: dict[int, tuple[Any, int, float, float, Any]] = {}
@@ -245,12 +233,7 @@ class BiasUserAgent:
                 if obj is session and cap_done == cap and 0 < n_done <= len(session) and session[n_done - 1] is last:
                     start, p = n_done, p_done
             n = len(session)
-            for k in range(start, n):
-                r = session[k].rating
-                if r != r or r < low:  # NaN (unrated) or unsatisfying
-                    p -= drop
-                elif r >= high:
-                    p = min(p + gain, cap)
+            p = self.exit_rule.replay(p, cap, (session[k].rating for k in range(start, n)))
             patience[j] = p
             if n:
                 new_memo[id(session)] = (session, n, p, cap, session[n - 1])
@@ -262,6 +245,24 @@ class BiasUserAgent:
             f"BiasUserAgent(users={len(self._user_ids)}, items={len(self._item_ids)}, "
             f"noise_std={self.noise_std:.3f}, scale={self.scale.min}-{self.scale.max})"
         )
+
+
+def pair_ids(
+    user_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(users, items)`` as int64 vectors of the same length (one pair per request).
+
+    Raises:
+        DataError: the lengths differ (``where`` names the call).
+    """
+    users = np.asarray(user_ids, dtype=np.int64).ravel()
+    items = np.asarray(item_ids, dtype=np.int64).ravel()
+    if len(users) != len(items):
+        raise DataError(
+            f"{where}: {len(users)} user ids but {len(items)} item ids; pass one user and one item "
+            "per request"
+        )
+    return users, items
 
 
 def _lookup(ids: np.ndarray, known: np.ndarray, values: np.ndarray) -> np.ndarray:

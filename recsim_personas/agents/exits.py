@@ -28,49 +28,38 @@ with :meth:`PatienceExitRule.patience_after`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.config import Config
+from recsim_personas.errors import ConfigError
 
-__all__ = ["ExitRuleConfig", "PatienceExitRule", "activity_levels_from_counts"]
+__all__ = ["ExitRuleConfig", "PatienceExitRule", "activity_levels_from_counts", "train_activity_levels"]
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _field(default: Any, text: str) -> Any:
+    """A config field with its help text (``ExitRuleConfig.field_help()`` reads it)."""
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
-class ExitRuleConfig:
+class ExitRuleConfig(Config):
     """Parameters of the patience exit rule (see the module docstring for the rule itself)."""
 
-    initial_patience: tuple[float, float, float] = field(
-        default=(3.0, 5.0, 8.0),
-        metadata=_help("Patience at the start of a session for activity level low, mid, high."),
-    )
-    unsatisfying_below: float = field(
-        default=3.0, metadata=_help("A rating strictly below this is unsatisfying (stars).")
-    )
-    drop_per_unsatisfying: float = field(
-        default=1.0, metadata=_help("Patience lost per unsatisfying or unrated item.")
-    )
-    recover_at: float = field(
-        default=4.0, metadata=_help("A rating at or above this is liked and restores some patience.")
-    )
-    recover_per_liked: float = field(
-        default=0.5, metadata=_help("Patience regained per liked item (capped at the initial value).")
-    )
-    base: float = field(
-        default=0.02, metadata=_help("Leave probability per step of a user with patience left, in [0, 1).")
-    )
-    steepness: float = field(
-        default=1.5, metadata=_help("Slope of the sigmoid from patience to leave probability (> 0).")
-    )
+    config_name = "exit rule"
+
+    initial_patience: tuple[float, float, float] = _field(
+        (3.0, 5.0, 8.0), "Patience at the start of a session for activity level low, mid, high.")
+    unsatisfying_below: float = _field(3.0, "A rating strictly below this is unsatisfying (stars).")
+    drop_per_unsatisfying: float = _field(1.0, "Patience lost per unsatisfying or unrated item.")
+    recover_at: float = _field(4.0, "A rating at or above this is liked and restores some patience.")
+    recover_per_liked: float = _field(0.5, "Patience regained per liked item (capped at the initial value).")
+    base: float = _field(0.02, "Leave probability per step of a user with patience left, in [0, 1).")
+    steepness: float = _field(1.5, "Slope of the sigmoid from patience to leave probability (> 0).")
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -103,20 +92,6 @@ class ExitRuleConfig:
         if errors:
             raise ConfigError("invalid ExitRuleConfig: " + "; ".join(errors))
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["initial_patience"] = list(self.initial_patience)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExitRuleConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` with a did-you-mean."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        parts = unknown_keys(data, known)
-        if parts:
-            raise ConfigError(f"unknown ExitRuleConfig field(s): {', '.join(parts)}")
-        return cls(**data)
-
 
 def activity_levels_from_counts(counts: np.ndarray) -> np.ndarray:
     """Activity levels 0/1/2 from train rating counts: the terciles of ``counts`` in the population.
@@ -132,6 +107,14 @@ def activity_levels_from_counts(counts: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     lo, hi = np.quantile(counts, [1 / 3, 2 / 3])
     return np.where(counts <= lo, 0, np.where(counts <= hi, 1, 2)).astype(np.int64)
+
+
+def train_activity_levels(train: Any) -> dict[int, int]:
+    """``{user_id: activity level}`` from a train frame (``user_id`` column): the terciles of the
+    users' train rating counts (:func:`activity_levels_from_counts`)."""
+    counts = train.groupby("user_id").size()
+    levels = activity_levels_from_counts(counts.to_numpy())
+    return dict(zip(counts.index.to_numpy().tolist(), levels.tolist(), strict=True))
 
 
 class PatienceExitRule:
@@ -190,18 +173,25 @@ class PatienceExitRule:
         self, activity_levels: np.ndarray, sessions: Sequence[Sequence[float]]
     ) -> np.ndarray:
         """Replay whole sessions (rating sequences, NaN = unrated) from their starting patience."""
-        cfg = self.config
         initial = self.initial(activity_levels)
         patience = initial.copy()
-        # Plain Python: sessions are short and ragged, and this runs inside every env step.
+        for j, ratings in enumerate(sessions):
+            patience[j] = self.replay(float(initial[j]), float(initial[j]), ratings)
+        return patience
+
+    def replay(self, patience: float, cap: float, ratings: Iterable[float]) -> float:
+        """One session's patience after ``ratings`` (NaN = unrated), starting from ``patience``,
+        recovering up to ``cap``.
+
+        Plain Python: sessions are short and ragged, and this runs inside every env step.
+        """
+        cfg = self.config
         drop, gain = cfg.drop_per_unsatisfying, cfg.recover_per_liked
         low, high = cfg.unsatisfying_below, cfg.recover_at
-        for j, ratings in enumerate(sessions):
-            p, cap = float(initial[j]), float(initial[j])
-            for r in ratings:
-                if r != r or r < low:  # NaN (unrated) or unsatisfying
-                    p -= drop
-                elif r >= high:
-                    p = min(p + gain, cap)
-            patience[j] = p
-        return patience
+        p = patience
+        for r in ratings:
+            if r != r or r < low:  # NaN (unrated) or unsatisfying
+                p -= drop
+            elif r >= high:
+                p = min(p + gain, cap)
+        return p

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_HUB_ID",
     "DEFAULT_MODEL_NAME",
     "default_model_dir",
+    "file_lock",
     "load_adapters",
     "load_causal_lm",
     "load_tokenizer",
@@ -166,11 +167,12 @@ def _is_complete_tokenizer_dir(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(name: str) -> Iterator[None]:
-    """An exclusive advisory lock so that parallel processes convert the GGUF only once."""
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock_path`` (created with its folder), so that parallel
+    processes build a cache entry (a converted model, a virtualenv) only once."""
     import fcntl
 
-    lock_path = cache_dir("models") / f".{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -207,7 +209,7 @@ def _default_tokenizer() -> Any:
         return _load_tokenizer_from(model_dir)
     tok_dir = _tokenizer_cache_dir()
     if not _is_complete_tokenizer_dir(tok_dir):
-        with _file_lock(tok_dir.name):
+        with file_lock(cache_dir("models") / f".{tok_dir.name}.lock"):
             if not _is_complete_tokenizer_dir(tok_dir):
                 gguf = _gguf_path()
                 logger.info("reading the tokenizer from %s once (about 10 s)", gguf)
@@ -226,7 +228,7 @@ def _convert_default_model() -> Path:
     model_dir = default_model_dir()
     if _is_complete_model_dir(model_dir):
         return model_dir
-    with _file_lock(model_dir.name):
+    with file_lock(cache_dir("models") / f".{model_dir.name}.lock"):
         if _is_complete_model_dir(model_dir):
             return model_dir
         import torch

@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from recsim_personas.agents.bias_agent import BiasUserAgent
-from recsim_personas.agents.exits import ExitRuleConfig, activity_levels_from_counts
+from recsim_personas.agents.bias_agent import BiasUserAgent, pair_ids
+from recsim_personas.agents.exits import ExitRuleConfig, train_activity_levels
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, DataError
 
@@ -177,10 +177,8 @@ class LatentFactorUserAgent(BiasUserAgent):
 
     Args:
         model: A fitted :class:`~recsim_personas.baselines.mf.BiasedMF`.
-        scale: The dataset's rating scale.
-        noise_std: Standard deviation of the rating noise, in stars (>= 0).
-        activity_levels: ``{user_id: 0|1|2}``; users missing here get level 1 (mid).
-        exit_rule: Parameters of the patience exit rule.
+        scale, noise_std, activity_levels, exit_rule: As in
+            :class:`~recsim_personas.agents.bias_agent.BiasUserAgent`.
         table_users: Users of the dense mean table (default: every user the model knows); other
             users are predicted on demand.
         table_items: Items of the dense mean table (default: every item the model knows).
@@ -190,14 +188,10 @@ class LatentFactorUserAgent(BiasUserAgent):
             predicted by the estimate.
     """
 
+    # The bias agent's parameters, then the mean table's.
     def __init__(
-        self,
-        model: BiasedMF,
-        scale: RatingScale,
-        *,
-        noise_std: float,
-        activity_levels: Mapping[int, int] | None = None,
-        exit_rule: ExitRuleConfig | None = None,
+        self, model: BiasedMF, scale: RatingScale, *, noise_std: float,
+        activity_levels: Mapping[int, int] | None = None, exit_rule: ExitRuleConfig | None = None,
         table_users: Sequence[int] | np.ndarray | None = None,
         table_items: Sequence[int] | np.ndarray | None = None,
         taste_deviations: np.ndarray | None = None,
@@ -241,13 +235,8 @@ class LatentFactorUserAgent(BiasUserAgent):
 
     @classmethod
     def fit(  # type: ignore[override]
-        cls,
-        train: pd.DataFrame,
-        scale: RatingScale,
-        *,
-        noise_std: float | None = None,
-        activity_levels: Mapping[int, int] | None = None,
-        exit_rule: ExitRuleConfig | None = None,
+        cls, train: pd.DataFrame, scale: RatingScale, *, noise_std: float | None = None,
+        activity_levels: Mapping[int, int] | None = None, exit_rule: ExitRuleConfig | None = None,
         mf_params: Mapping[str, Any] | None = None,
         holdout: float = 0.2,
         seed: int = 0,
@@ -292,10 +281,7 @@ class LatentFactorUserAgent(BiasUserAgent):
             users = model.user_ids_ if table_users is None else np.unique(np.asarray(table_users, np.int64))
             deviations = posterior_taste_deviations(model, train, users, noise_var=heldout_std**2, seed=seed)
         if activity_levels is None:
-            counts = train.groupby("user_id").size()
-            activity_levels = dict(
-                zip(counts.index.to_numpy().tolist(), activity_levels_from_counts(counts.to_numpy()).tolist())
-            )
+            activity_levels = train_activity_levels(train)
         agent = cls(
             model, scale, noise_std=0.0 if noise_std is None else noise_std,
             activity_levels=activity_levels, exit_rule=exit_rule,
@@ -318,13 +304,7 @@ class LatentFactorUserAgent(BiasUserAgent):
         self, user_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray
     ) -> np.ndarray:
         """The biased-MF mean, clipped to the scale (one table look-up per known pair)."""
-        users = np.asarray(user_ids, dtype=np.int64).ravel()
-        items = np.asarray(item_ids, dtype=np.int64).ravel()
-        if len(users) != len(items):
-            raise DataError(
-                f"LatentFactorUserAgent.rate: {len(users)} user ids but {len(items)} item ids; pass "
-                "one user and one item per request"
-            )
+        users, items = pair_ids(user_ids, item_ids, "LatentFactorUserAgent.rate")
         known_u, known_i = self._table_users, self._table_items
         pu = np.minimum(np.searchsorted(known_u, users), max(len(known_u) - 1, 0))
         pi = np.minimum(np.searchsorted(known_i, items), max(len(known_i) - 1, 0))

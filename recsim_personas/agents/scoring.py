@@ -34,11 +34,14 @@ Speed:
     * Rows are grouped by adapter and prefix before batching (``group_by_adapter``).
 
 The pieces live in modules with one job each, shared with the served scorer
-(:mod:`recsim_personas.agents.served`): :mod:`~recsim_personas.agents.tokenization` (prompt ids,
-the prefix/suffix seam rule, level and option tokens), :mod:`~recsim_personas.agents.levels`
+(:mod:`recsim_personas.agents.served`) where both need them: :mod:`~recsim_personas.agents.tokenization`
+(prompt ids, the prefix/suffix seam rule, level and option tokens), :mod:`~recsim_personas.agents.levels`
 (level maths and parsing), :mod:`~recsim_personas.agents.adapters` (adapter names),
-:mod:`~recsim_personas.agents.kv_cache` (the prefix KV cache), :mod:`~recsim_personas.agents.lora_router`
-(the batched LoRA path) and :mod:`~recsim_personas.agents.sampling`; this module runs the model.
+:mod:`~recsim_personas.agents.kv_cache` (the prefix KV cache), :mod:`~recsim_personas.agents.prefix_batches`
+(the prefix-cached batched forward passes), :mod:`~recsim_personas.agents.continuation` (the
+multi-token levels' continuation pass), :mod:`~recsim_personas.agents.lora_router` (the batched
+LoRA path) and :mod:`~recsim_personas.agents.sampling`; this module holds the settings, activates
+the adapters of a batch and answers the public calls.
 
 Models with sliding-window attention layers (Gemma 3, Mistral, Phi-3) use the prefix cache only for
 batches whose padded length stays inside the window (the masked hole between prefix and suffix would
@@ -49,28 +52,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsim_personas.agents.adapters import BASE_ADAPTER, resolve_adapters
-from recsim_personas.agents.kv_cache import PrefixEntry, PrefixKVCache, cache_layers
-from recsim_personas.agents.levels import (
-    continuation_rows,
-    generated_batch,
-    level_distribution,
-    level_logp,
-    parse_rating,
-)
+from recsim_personas.agents.adapters import BASE_ADAPTER, AdapterChecks, AdapterNames
+from recsim_personas.agents.continuation import LevelContinuation
+from recsim_personas.agents.kv_cache import PrefixKVCache
+from recsim_personas.agents.levels import generated_batch, parse_rating
 from recsim_personas.agents.lora_router import MAX_RUNS_PER_ADAPTER, LoraRouter
+from recsim_personas.agents.prefix_batches import PrefixBatchRunner
 from recsim_personas.agents.protocol import RatingBatch
-from recsim_personas.agents.sampling import sample_next_tokens
-from recsim_personas.agents.tokenization import PromptRow, PromptTokenizer, prompt_tail
+from recsim_personas.agents.sampling import (
+    SamplingSettings,
+    positive_int_problems,
+    sample_next_tokens,
+)
+from recsim_personas.agents.tokenization import PromptTokenizer, prompt_tail
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import ConfigError, unknown_keys
+from recsim_personas.errors import ConfigError
 from recsim_personas.hf_compat import cache_kwargs, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,13 +87,9 @@ logger = logging.getLogger(__name__)
 #: The LoRA router's slice-or-gather threshold, read per batch (tests lower it to force the bmm path).
 _MAX_RUNS_PER_ADAPTER = MAX_RUNS_PER_ADAPTER
 
-_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
-#: Cache slots kept free after a batch's suffixes for continuations (multi-token levels, generation).
-_RESERVE_TOKENS = 16
-
 
 @dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(SamplingSettings):
     """Settings of a :class:`RatingScorer` as data (``RatingScorer.from_config``); see its Args.
 
     Example:
@@ -99,51 +97,23 @@ class ScoringConfig:
         True
     """
 
+    config_name = "scoring"
+
     max_batch: int = 16
     prefix_cache: bool = True
     cache_entries: int = 256
     cache_bytes: int = 2**30
     group_by_adapter: bool = True
-    temperature: float = 0.3
-    top_p: float = 0.9
-    top_k: int | None = None
-    max_new_tokens: int = 4
-    seed: int = 0
     fast_lora: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        for name in ("max_batch", "cache_entries", "cache_bytes", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(
-                f"top_p must be in (0, 1], got {self.top_p} (the paper's 'top-p 50' is not a "
-                "probability; use top_k=50 for that reading)"
-            )
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            problems.append(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        problems = positive_int_problems(self, ("max_batch", "cache_entries", "cache_bytes"))
+        problems += self.sampling_problems()
         if problems:
             raise ConfigError("RatingScorer settings: " + "; ".join(problems))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; :meth:`from_dict` round-trips."""
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise ``ConfigError`` (did-you-mean)."""
-        names = [f.name for f in fields(cls)]
-        bad = unknown_keys(data, names)
-        if bad:
-            raise ConfigError(f"unknown scoring setting(s) {', '.join(bad)}; valid: {', '.join(names)}")
-        return cls(**data)
-
-
-class RatingScorer:
+class RatingScorer(LevelContinuation, PrefixBatchRunner, AdapterChecks):
     """Rating distributions from a causal LM (optionally a ``PeftModel`` with named adapters).
 
     Args:
@@ -266,18 +236,6 @@ class RatingScorer:
         """Names of the LoRA adapters the model holds (empty for a plain model)."""
         return tuple(self.model.peft_config) if self._is_peft else ()
 
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Longest prompt that leaves room for the answer in the model's context."""
-        return self.context_length - self.max_new_tokens - 4
-
-    def check_adapters(self, names: Sequence[str | None]) -> None:
-        """Raise ``AdapterError`` (with a did-you-mean) if a name is not an adapter of the model."""
-        self._normalise_adapters(list(names), len(names))
-
-    def _normalise_adapters(self, adapter_names: Sequence[str | None] | str | None, n: int) -> list[str]:
-        return resolve_adapters(adapter_names, n, self.adapters)
-
     @contextlib.contextmanager
     def _adapters_active(self, names: Sequence[str]) -> Iterator[dict[str, Any]]:
         """Activate the adapters of one batch; yields extra forward kwargs."""
@@ -324,86 +282,8 @@ class RatingScorer:
                 return bool(param.requires_grad)
         return False
 
-    def _forward(self, **kwargs: Any) -> Any:
-        self.stats["forward_passes"] += 1
-        if not self._force_gqa:
-            return self.model(**kwargs)
-        # transformers expands grouped key/value heads to all query heads (a copy of the whole
-        # cache per layer) whenever sdpa gets a mask; torch's CPU sdpa handles masked GQA itself,
-        # which is 10-20% faster here with identical results. The switch is read per call.
-        previous = os.environ.get(_FORCE_GQA)
-        os.environ[_FORCE_GQA] = "1"
-        try:
-            return self.model(**kwargs)
-        finally:
-            if previous is None:
-                os.environ.pop(_FORCE_GQA, None)
-            else:
-                os.environ[_FORCE_GQA] = previous
-
-    # ------------------------------------------------------------------ tokens
-    def _encode(self, text: str) -> list[int]:
-        return self.tokens.encode(text)
-
-    def _rows(self, prompts: Sequence[RatingPrompt | str]) -> list[PromptRow]:
-        """Per prompt: (prefix text or "", prefix ids, suffix ids); unsplittable prompts get no prefix."""
-        rows, fallbacks = self.tokens.rows(prompts)
-        self.stats["seam_fallbacks"] += fallbacks
-        return rows
-
-    # ------------------------------------------------------------------ prefix cache
-    def clear_cache(self) -> None:
-        """Forget all cached prefixes and stacked adapter weights (call after changing adapters)."""
-        self._kv.clear()
-        self._router = None
-
-    def cache_info(self) -> dict[str, int]:
-        """Entries, bytes, hits and misses of the prefix cache."""
-        return {
-            "entries": len(self._kv),
-            "bytes": self._kv.nbytes,
-            "hits": self.stats["prefix_hits"],
-            "misses": self.stats["prefix_misses"],
-        }
-
-    def _ensure_prefixes(
-        self, keys: Sequence[tuple[str, str]], ids: dict[tuple[str, str], list[int]]
-    ) -> dict[tuple[str, str], PrefixEntry]:
-        """Cache entries of ``keys`` (adapter, prefix), encoding the missing ones in batches."""
-        import torch
-
-        found: dict[tuple[str, str], PrefixEntry] = {}
-        missing: list[tuple[str, str]] = []
-        for key in dict.fromkeys(keys):
-            entry = self._kv.get(key)
-            if entry is None:
-                missing.append(key)
-            else:
-                found[key] = entry
-                self.stats["prefix_hits"] += 1
-        missing.sort()
-        for start in range(0, len(missing), self.max_batch):
-            chunk = missing[start : start + self.max_batch]
-            lengths = [len(ids[k]) for k in chunk]
-            width = max(lengths)
-            batch = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            for i, k in enumerate(chunk):
-                batch[i, : lengths[i]] = torch.tensor(ids[k])
-            # Right padding: real tokens never attend to the pads after them (causal attention).
-            with self._adapters_active([k[0] for k in chunk]) as extra:
-                out = self._forward(
-                    input_ids=batch.to(self.device), use_cache=True, logits_to_keep=1, **extra
-                )
-            layers = cache_layers(output_cache(out))
-            for i, k in enumerate(chunk):
-                entry = PrefixEntry.from_layers(layers, i, lengths[i])
-                found[k] = entry
-                self._kv.put(k, entry)
-                self.stats["prefix_misses"] += 1
-        return found
-
     def warm(
-        self, prompts: Sequence[RatingPrompt | str], adapter_names: Sequence[str | None] | str | None = None
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> int:
         """Compute and cache the prefixes of ``prompts`` (with their adapters) without scoring them.
 
@@ -420,245 +300,9 @@ class RatingScorer:
             self._ensure_prefixes(list(ids), ids)
         return self.stats["prefix_misses"] - before
 
-    # ------------------------------------------------------------------ core pass
-    def _run_batch(
-        self,
-        rows: Sequence[tuple[str, list[int], list[int]]],
-        names: Sequence[str],
-        *,
-        keep_cache: bool,
-        reserve: int = _RESERVE_TOKENS,
-    ) -> tuple[torch.Tensor, Any]:
-        """Logits at each row's answer position ``(B, V)`` and, if asked, the state to continue from.
-
-        The rows' prefix caches are copied once into one buffer with room for the suffixes (and, with
-        ``keep_cache``, ``reserve`` more tokens for continuations), which the forward passes fill in
-        place (:func:`~recsim_personas.agents.kv_cache.buffer_layer`) instead of concatenating a new cache per layer and pass.
-        """
-        import torch
-
-        if (
-            self._window is not None
-            and any(r[0] for r in rows)
-            and max(len(r[1]) for r in rows) + max(len(r[2]) for r in rows) + 16 > self._window
-        ):
-            # The masked hole between a left-padded prefix and its suffix would shift the sliding
-            # windows (they count cache slots): score these rows from full prompts.
-            rows = [("", [], r[1] + r[2]) for r in rows]
-        keys = [(a, r[0]) for a, r in zip(names, rows, strict=True)]
-        cached = [k for k in keys if k[1]]
-        entries = (
-            self._ensure_prefixes(cached, {k: r[1] for k, r in zip(keys, rows, strict=True) if k[1]})
-            if cached
-            else {}
-        )
-        bsz = len(rows)
-        p_len = [entries[k].length if k[1] else 0 for k in keys]
-        s_len = [len(r[2]) for r in rows]
-        p_max, s_max = max(p_len), max(s_len)
-        input_ids = torch.full((bsz, s_max), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((bsz, p_max + s_max), dtype=torch.long)
-        positions = torch.zeros((bsz, s_max), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, s_max - s_len[i] :] = torch.tensor(r[2])
-            mask[i, p_max - p_len[i] : p_max] = 1
-            mask[i, p_max + s_max - s_len[i] :] = 1
-            positions[i, s_max - s_len[i] :] = torch.arange(p_len[i], p_len[i] + s_len[i])
-            positions[i, : s_max - s_len[i]] = p_len[i]
-        past = None
-        if p_max > 0:
-            width = p_max + s_max + (reserve if keep_cache else 0)
-            past = PrefixKVCache.batch_cache(
-                [entries[k] if k[1] else None for k in keys], p_max, width, self.device
-            )
-        with self._adapters_active(names) as extra:
-            out = self._forward(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                **cache_kwargs(past),
-                use_cache=keep_cache,
-                logits_to_keep=1,
-                **extra,
-            )
-        logits = out.logits[:, -1, :].float()
-        state = None
-        if keep_cache:
-            next_pos = torch.tensor([p + s for p, s in zip(p_len, s_len, strict=True)], dtype=torch.long)
-            state = (output_cache(out), mask, next_pos)
-        return logits, state
-
-    def _batches(
-        self, prompts: Sequence[RatingPrompt | str], adapter_names: Any
-    ) -> Iterator[tuple[np.ndarray, list[tuple[str, list[int], list[int]]], list[str]]]:
-        n = len(prompts)
-        names = self._normalise_adapters(adapter_names, n)
-        rows = self._rows(prompts)
-        self.stats["rows"] += n
-        if self.group_by_adapter and len(set(names)) > 1 and self._lora_router() is None:
-            # peft's per-sample adapter_names loops over the adapters in every layer: fewer mixes.
-            order = sorted(range(n), key=lambda i: (names[i], rows[i][0], len(rows[i][2])))
-        else:
-            # Mixed adapters cost nothing extra (one base model, or the batched LoRA router):
-            # order by suffix length so that a batch pads its suffixes as little as possible.
-            order = sorted(range(n), key=lambda i: (len(rows[i][2]), len(rows[i][1]), rows[i][0]))
-        for start in range(0, n, self.max_batch):
-            chunk = order[start : start + self.max_batch]
-            # Within a batch the order does not change its padding: rows of one adapter made
-            # contiguous let the LoRA router use one plain matmul per adapter (no weight gathers).
-            idx = np.asarray(sorted(chunk, key=lambda i: names[i]))
-            yield idx, [rows[i] for i in idx], [names[i] for i in idx]
-
-    # ------------------------------------------------------------------ levels
-    def continuation_tokens(self, prompt: RatingPrompt | str) -> int:
-        """Tokens :meth:`score` processes after the answer position of ``prompt``.
-
-        0 when every level is one token; for half stars written "0.5" ... "5.0" with SmolLM2 12:
-        each digit and the "." after it, scored in one tree-masked pass.
-        """
-        seqs, _ = self._level_tokens(prompt_tail(prompt))
-        return sum(len(r) for r in continuation_rows(seqs))
-
-    def _level_tokens(self, tail: str) -> tuple[list[list[int]], list[int]]:
-        """Token sequences of the levels after a prompt ending in ``tail``, and the first tokens."""
-        return self.tokens.level_tokens(tail, self.scale)
-
-    def _level_probs(
-        self,
-        logits: torch.Tensor,
-        state: Any,
-        seqs: list[list[int]],
-        names: Sequence[str],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(probs (B, n_levels), outside (B,))`` from answer logits (+ continuation when needed)."""
-        import torch
-
-        firsts = sorted({s[0] for s in seqs})
-        lp_first = torch.log_softmax(logits, dim=-1)[:, firsts].double().cpu().numpy()
-        column = {t: lp_first[:, i] for i, t in enumerate(firsts)}
-        logp = level_logp([s[:1] for s in seqs], column.__getitem__, _no_stem)
-        if max(len(s) for s in seqs) > 1:
-            logp = logp + self._continuation_logp(state, seqs, names)
-        return level_distribution(logp, np.exp(lp_first).sum(axis=1))
-
-    def _continuation_logp(self, state: Any, seqs: list[list[int]], names: Sequence[str]) -> np.ndarray:
-        """``(B, n_levels)``: sum over each level's tokens after the first of log p(token | prompt,
-        earlier tokens)."""
-        rows = continuation_rows(seqs)
-        impl = getattr(self._config(), "_attn_implementation", None)
-        if impl in ("sdpa", "eager"):
-            return self._continuation_tree(state, seqs, rows, names, impl)
-        return self._continuation_repeat(state, seqs, rows, names)
-
-    def _continuation_tree(
-        self,
-        state: Any,
-        seqs: list[list[int]],
-        rows: list[tuple[int, ...]],
-        names: Sequence[str],
-        impl: str,
-    ) -> np.ndarray:
-        """All continuation branches of a prompt in one row, kept apart by a 4D tree attention mask.
-
-        Branch ``j`` (tokens ``rows[j]``) sees the prompt and its own earlier tokens only, at
-        positions continuing the prompt's, so each branch is computed exactly as if it were alone,
-        without copying the prompt's key/value cache per branch.
-        """
-        import torch
-
-        cache, mask, next_pos = state
-        bsz, past = mask.shape
-        tokens = [t for r in rows for t in r]
-        branch = [j for j, r in enumerate(rows) for _ in r]
-        depth = [d for r in rows for d in range(len(r))]
-        offset = np.cumsum([0] + [len(r) for r in rows[:-1]]).tolist()
-        n = len(tokens)
-        b_ids = torch.tensor(branch)
-        d_ids = torch.tensor(depth)
-        tree = (b_ids[:, None] == b_ids[None, :]) & (d_ids[None, :] <= d_ids[:, None])  # (n, n)
-        keep = torch.cat([mask.bool()[:, None, :].expand(bsz, n, past), tree.expand(bsz, n, n)], dim=2)
-        keep = keep[:, None].to(self.device)
-        if impl == "eager":
-            dtype = next(self.model.parameters()).dtype
-            attn = torch.zeros(keep.shape, dtype=dtype, device=self.device)
-            attn = attn.masked_fill(~keep, torch.finfo(dtype).min)
-        else:
-            attn = keep
-        ids = torch.tensor(tokens, dtype=torch.long)[None].expand(bsz, n)
-        pos = next_pos[:, None] + d_ids[None, :]
-        with self._adapters_active(names) as extra:
-            out = self._forward(
-                input_ids=ids.to(self.device),
-                attention_mask=attn,
-                position_ids=pos.to(self.device),
-                **cache_kwargs(cache),
-                use_cache=False,
-                logits_to_keep=n,
-                **extra,
-            )
-        lp = torch.log_softmax(out.logits.float(), dim=-1)  # (bsz, n, vocab)
-
-        def after(stem: tuple[int, ...], token: int) -> np.ndarray:
-            j = next(j for j, r in enumerate(rows) if r[: len(stem)] == stem)
-            return lp[:, offset[j] + len(stem) - 1, token].double().cpu().numpy()
-
-        return level_logp(seqs, lambda token: np.zeros(bsz), after)
-
-    def _continuation_repeat(
-        self, state: Any, seqs: list[list[int]], rows: list[tuple[int, ...]], names: Sequence[str]
-    ) -> np.ndarray:
-        """Fallback for attention implementations without custom 4D masks: one row per branch."""
-        import torch
-        from transformers import DynamicCache
-
-        cache, mask, next_pos = state
-        m, width = len(rows), max(len(r) for r in rows)
-        bsz = mask.shape[0]
-        total = np.zeros((bsz, len(seqs)))
-        layers = cache_layers(cache)
-        # Chunk the batch so the repeated cache stays under ~256 MB.
-        per_row = sum((k.numel() + v.numel()) * k.element_size() for k, v in layers) // max(bsz, 1) * m
-        chunk = max(1, int(256 * 2**20 // max(per_row, 1)))
-        cont_ids = torch.full((m, width), self.pad_id, dtype=torch.long)
-        cont_mask = torch.zeros((m, width), dtype=torch.long)
-        for j, r in enumerate(rows):
-            cont_ids[j, : len(r)] = torch.tensor(r)
-            cont_mask[j, : len(r)] = 1
-        for start in range(0, bsz, chunk):
-            sl = slice(start, min(bsz, start + chunk))
-            b = sl.stop - sl.start
-            rep = DynamicCache(
-                ddp_cache_data=[
-                    (k[sl].repeat_interleave(m, dim=0), v[sl].repeat_interleave(m, dim=0)) for k, v in layers
-                ]
-            )
-            ids = cont_ids.repeat(b, 1)
-            full_mask = torch.cat([mask[sl].repeat_interleave(m, dim=0), cont_mask.repeat(b, 1)], dim=1)
-            pos = next_pos[sl].repeat_interleave(m)[:, None] + torch.arange(width)[None, :]
-            with self._adapters_active([n for n in names[sl] for _ in range(m)]) as extra:
-                out = self._forward(
-                    input_ids=ids.to(self.device),
-                    attention_mask=full_mask.to(self.device),
-                    position_ids=pos.to(self.device),
-                    **cache_kwargs(rep),
-                    use_cache=False,
-                    logits_to_keep=width,
-                    **extra,
-                )
-            lp = torch.log_softmax(out.logits.float(), dim=-1).view(b, m, width, -1)
-
-            def after(stem: tuple[int, ...], token: int, lp: torch.Tensor = lp) -> np.ndarray:
-                j = next(j for j, r in enumerate(rows) if r[: len(stem)] == stem)
-                return lp[:, j, len(stem) - 1, token].double().cpu().numpy()
-
-            total[sl] = level_logp(seqs, lambda token, b=b: np.zeros(b), after)
-        return total
-
     # ------------------------------------------------------------------ public API
     def score(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None
     ) -> RatingBatch:
         """Rating distributions of ``prompts`` (one forward pass per batch; no sampling).
 
@@ -692,10 +336,7 @@ class RatingScorer:
         return RatingBatch(probs=probs, outside_mass=outside)
 
     def choice_probs(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        options: Sequence[str] = ("A", "B"),
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, options: Sequence[str] = ("A", "B")
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities of single-token ``options`` at the answer position.
 
@@ -724,10 +365,7 @@ class RatingScorer:
         return probs, outside
 
     def generate(
-        self,
-        prompts: Sequence[RatingPrompt | str],
-        adapter_names: Sequence[str | None] | str | None = None,
-        seed: int | None = None,
+        self, prompts: Sequence[RatingPrompt | str], adapter_names: AdapterNames = None, seed: int | None = None
     ) -> tuple[list[str], RatingBatch]:
         """The paper's mode: sample up to ``max_new_tokens`` tokens and parse the rating.
 
@@ -788,7 +426,3 @@ class RatingScorer:
 
     def _sample(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return sample_next_tokens(logits, gen, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-
-
-def _no_stem(stem: tuple[int, ...], token: int) -> np.ndarray:  # pragma: no cover - never called
-    raise AssertionError("single-token sequences have no stems")

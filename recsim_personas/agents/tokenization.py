@@ -21,7 +21,7 @@ from recsim_personas.errors import ModelError, RecsimWarning
 if TYPE_CHECKING:  # pragma: no cover
     from recsim_personas.agents.prompts import RatingPrompt
 
-__all__ = ["PromptRow", "PromptTokenizer", "prompt_tail"]
+__all__ = ["PromptRow", "PromptTokenizer", "bos_ids", "encode_text", "prompt_tail", "with_bos"]
 
 #: Characters of a prompt's end used to tokenize what follows it (levels, options).
 _TAIL_CHARS = 32
@@ -46,6 +46,30 @@ def prompt_tail(prompt: RatingPrompt | str) -> str:
     return text[-_TAIL_CHARS:]
 
 
+def bos_ids(tokenizer: Any) -> list[int]:
+    """``[bos]`` when ``tokenizer`` puts a BOS token before a text it encodes, else ``[]``.
+
+    The one BOS rule of the package: scoring (in process and served) and LoRA training
+    (``training/lora.py`` may call it instead of its own copy) feed a model the same first token.
+    """
+    bos = tokenizer.bos_token_id
+    probe = tokenizer("a")["input_ids"]
+    return [int(bos)] if bos is not None and probe and probe[0] == bos else []
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Ids of ``text`` without special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def with_bos(tokenizer: Any, bos: list[int], text: str, ids: list[int]) -> list[int]:
+    """``ids`` of ``text`` with the ``bos`` of :func:`bos_ids` in front, unless ``text`` already
+    starts with the BOS token's text."""
+    if bos and not text.startswith(tokenizer.bos_token or "\0"):
+        return bos + ids
+    return ids
+
+
 class PromptTokenizer:
     """Token ids of prompts, levels and options for one tokenizer (memoised).
 
@@ -63,22 +87,18 @@ class PromptTokenizer:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        bos = tokenizer.bos_token_id
-        probe = tokenizer("a")["input_ids"]
         #: ``[bos]`` when the tokenizer adds a BOS token to a prompt, else ``[]``.
-        self.bos: list[int] = [int(bos)] if bos is not None and probe and probe[0] == bos else []
+        self.bos: list[int] = bos_ids(tokenizer)
         self._prefixes: OrderedDict[str, list[int]] = OrderedDict()
         self._levels: dict[tuple[str, tuple[float, ...]], tuple[list[list[int]], list[int]]] = {}
         self._warned_seam = False
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text`` without special tokens."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return encode_text(self.tokenizer, text)
 
     def _with_bos(self, text: str, ids: list[int]) -> list[int]:
-        if self.bos and not text.startswith(self.tokenizer.bos_token or "\0"):
-            return self.bos + ids
-        return ids
+        return with_bos(self.tokenizer, self.bos, text, ids)
 
     def prefix_ids(self, prefix: str) -> list[int]:
         """Ids of a prompt prefix (with BOS where the tokenizer adds one), memoised."""

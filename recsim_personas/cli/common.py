@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from recsim_personas.cli.options import add_count_option
 from recsim_personas.data.splits import PAPER_SPLIT, SplitConfig, eligible_users
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, RecsimError
 
 if TYPE_CHECKING:
     from recsim_personas.data.dataset import RatingDataset, RatingScale
@@ -202,7 +202,7 @@ def check_models(named: list[tuple[str | None, str]], embedders: list[tuple[str 
     Raises:
         ConfigError: Every problem, one line each (an unknown hub id offline: seconds, no retries).
     """
-    from recsim_personas.reproduce.config import embedder_problem, model_problem
+    from recsim_personas.reproduce.loading import embedder_problem, model_problem
 
     problems = [p for name, option in named if (p := model_problem(name, option))]
     problems += [p for spec, option in embedders if (p := embedder_problem(spec, option))]
@@ -261,3 +261,23 @@ def dataset_and_split_config(
     split_config_from_args(args)
     dataset = dataset_from_args(args)
     return dataset, split_config_from_args(args, dataset, notes)
+
+
+def check_server(url: str | None, option: str = "--server") -> None:
+    """Fail at once, before any work, when ``--server`` does not answer ``/v1/models``.
+
+    A few seconds at most against a server that is down (the served scorer's connect timeout and
+    bounded retries); None checks nothing.
+
+    Raises:
+        ConfigError: the URL is not http(s).
+        BackendError: the server does not answer (one line, naming the URL and the fix).
+    """
+    if url is None:
+        return
+    from recsim_personas.agents.served import probe_server
+
+    try:
+        probe_server(url)
+    except RecsimError as exc:
+        raise type(exc)(f"{option}: {exc}") from None

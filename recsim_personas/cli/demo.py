@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from recsim_personas.cli.reproduce import print_report
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     config = load_reproduce_config("demo", overrides=args.overrides, extra={"out": args.out})

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
-    from recsim_personas.cli.common import check_models
+    from recsim_personas.cli.common import check_models, check_server
     from recsim_personas.cli.outputs import check_output_file
     from recsim_personas.cli.train import experiment_config_from_args, load_run_dataset
     from recsim_personas.integrity import verify_run_folder
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
     check_models([(config.model, "--model")])
+    check_server(config.server)
     adapters_dir = Path(args.run_dir) / "adapters"
     trained = sorted(p.name for p in adapters_dir.glob("*__*") if p.is_dir()) if adapters_dir.is_dir() else []
     # Damaged results are recomputed; damaged memories or adapters, or stale adapters, are refused.

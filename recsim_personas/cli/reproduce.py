@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="override dataset.data_dir")
     p.add_argument("--model", default=None, help="override model.name (hub id or local path)")
     p.add_argument("--out", default=None, help="override the run folder")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="override model.server: score the evaluation and the LM simulation through a "
+                   "vLLM server that serves the run's trained adapters (`recsim-personas serve RUN "
+                   "--launch`), e.g. http://127.0.0.1:8000/v1; training stays in this process")
     p.add_argument("--dry-run", action="store_true",
                    help="make every check a real run makes before its first stage (the whole config, "
                    "the output folder, the folder's lock, damaged or stale files) and print what "
@@ -137,16 +141,18 @@ def _dry_run(config) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recsim_personas.cli.common import check_server
     from recsim_personas.cli.outputs import check_output_dir
-    from recsim_personas.reproduce.config import load_reproduce_config
+    from recsim_personas.reproduce.loading import load_reproduce_config
     from recsim_personas.reproduce.pipeline import run_reproduction
 
     extra = {"dataset.name": args.dataset, "dataset.data_dir": args.data_dir, "model.name": args.model,
-             "out": args.out}
+             "model.server": args.server, "out": args.out}
     config = load_reproduce_config(
         None if args.config else args.preset, config_path=args.config, overrides=args.overrides, extra=extra
     )
     check_output_dir(config.out, "--out (out)")
+    check_server(config.model.server, "--server (model.server)")
     if args.dry_run:
         _dry_run(config)
         return 0

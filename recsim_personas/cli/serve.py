@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="adapters of these memory modes (default: both)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--dtype", default="bfloat16", help="server dtype (default: %(default)s)")
+    p.add_argument("--dtype", default="auto",
+                   help="server dtype; auto: bfloat16 on a GPU or a CPU with bf16 units, else float32 "
+                   "(default: %(default)s)")
     p.add_argument("--max-model-len", type=int, default=2048, help="context length (default: %(default)s)")
     p.add_argument("--kv-cache-gb", type=float, default=2.0, help="CPU KV cache in GiB (default: %(default)s)")
     p.add_argument("--python", default=None,

@@ -82,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; user errors propagate as ``RecsimError`` (exit code 2 in ``main``)."""
     from rich.console import Console
 
-    from recsim_personas.cli.common import check_models
+    from recsim_personas.cli.common import check_models, check_server
     from recsim_personas.cli.options import config_from_args
     from recsim_personas.cli.outputs import check_output_dir
     from recsim_personas.envs.simulate import SimulationConfig, run_simulation
+
+    check_server(args.server)  # a server that is down: one line now, not after the population loads
 
     # The PersonaRec-v0 options (in simulate.json in this order); the rest are SimulationConfig's fields.
     env_options = ("run_dir", "dataset", "data_dir", "memory_mode", "model", "server", "slate_size", "reward",

@@ -18,36 +18,15 @@ without permission.
 
 from __future__ import annotations
 
-from recsim_personas.data.custom_csv import load_csv
-from recsim_personas.data.dataset import (
-    INTERACTION_COLUMNS,
-    ITEM_TEXT_COLUMNS,
-    LoadReport,
-    RatingDataset,
-    RatingScale,
-)
-from recsim_personas.data.download import download_dataset
-from recsim_personas.data.enrichment import enrich_items, load_enrichment
-from recsim_personas.data.item_catalog import ItemCatalog, ItemInfo
-from recsim_personas.data.movielens import load_ml1m, load_ml100k, load_ml_latest_small
-from recsim_personas.data.registry import DATASET_NAMES, DEFAULT_DATASET, load_dataset
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "DATASET_NAMES",
-    "DEFAULT_DATASET",
-    "INTERACTION_COLUMNS",
-    "ITEM_TEXT_COLUMNS",
-    "ItemCatalog",
-    "ItemInfo",
-    "LoadReport",
-    "RatingDataset",
-    "RatingScale",
-    "download_dataset",
-    "enrich_items",
-    "load_csv",
-    "load_dataset",
-    "load_enrichment",
-    "load_ml1m",
-    "load_ml100k",
-    "load_ml_latest_small",
-]
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "custom_csv": ("load_csv",),
+    "dataset": ("INTERACTION_COLUMNS", "ITEM_TEXT_COLUMNS", "LoadReport", "RatingDataset", "RatingScale"),
+    "download": ("download_dataset",),
+    "enrichment": ("enrich_items", "load_enrichment"),
+    "item_catalog": ("ItemCatalog", "ItemInfo"),
+    "movielens": ("load_ml100k", "load_ml1m", "load_ml_latest_small"),
+    "registry": ("DATASET_NAMES", "DEFAULT_DATASET", "load_dataset"),
+})

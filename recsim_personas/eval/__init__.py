@@ -9,14 +9,9 @@
 
 from __future__ import annotations
 
-from recsim_personas.eval.metrics import (
-    coverage,
-    mae,
-    ndcg_at_k,
-    precision_at_k,
-    recall_at_k,
-    rmse,
-    urr,
-)
+from recsim_personas.lazy import lazy_exports
 
-__all__ = ["coverage", "mae", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "urr"]
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "metrics": ("coverage", "mae", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "urr"),
+})

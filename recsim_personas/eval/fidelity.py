@@ -249,7 +249,7 @@ def calibration_bins(p_like: np.ndarray, liked: np.ndarray, n_bins: int = 10) ->
 
 def plot_calibration(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, *, title: str) -> Path:
     """Reliability diagram: one line per predictor (``{name: calibration_bins(...)}``), PNG."""
-    from recsim_personas.eval.figures import pyplot, save_png
+    from recsim_personas.figures import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(5.6, 4.6))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")

@@ -7,31 +7,16 @@ per train interaction.
 
 from __future__ import annotations
 
-# -- distillation (profiles, memories, backends) --
-from recsim_personas.memory.backends import TextBackend, make_backend
-from recsim_personas.memory.distill import Distiller, distill_users
-from recsim_personas.memory.distill_config import BACKENDS, DistillConfig
-from recsim_personas.memory.distill_result import LOG_COLUMNS, MEMORY_COLUMNS, DistillResult
-from recsim_personas.memory.profile import PROFILE_COLUMNS, UserProfile
-from recsim_personas.memory.statistics import TrainStatistics, TraitCuts, UserStatistics
-from recsim_personas.memory.traits import TRAIT_ATTRIBUTION, render_persona, trait_text
+from recsim_personas.lazy import lazy_exports
 
-__all__ = [
-    "BACKENDS",
-    "LOG_COLUMNS",
-    "MEMORY_COLUMNS",
-    "PROFILE_COLUMNS",
-    "TRAIT_ATTRIBUTION",
-    "DistillConfig",
-    "DistillResult",
-    "Distiller",
-    "TextBackend",
-    "TrainStatistics",
-    "TraitCuts",
-    "UserProfile",
-    "UserStatistics",
-    "distill_users",
-    "make_backend",
-    "render_persona",
-    "trait_text",
-]
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "backends.factory": ("make_backend",),
+    "backends.steps": ("TextBackend",),
+    "distill": ("Distiller", "distill_users"),
+    "distill_config": ("BACKENDS", "DistillConfig"),
+    "distill_result": ("DistillResult", "LOG_COLUMNS", "MEMORY_COLUMNS"),
+    "profile": ("PROFILE_COLUMNS", "UserProfile"),
+    "statistics": ("TrainStatistics", "TraitCuts", "UserStatistics"),
+    "traits": ("TRAIT_ATTRIBUTION", "render_persona", "trait_text"),
+})

@@ -49,13 +49,13 @@ import pandas as pd
 from recsim_personas.artifacts import stable_hash
 from recsim_personas.data.dataset import RatingDataset
 from recsim_personas.errors import BackendError, ConfigError, DataError
-from recsim_personas.memory.backends import (
+from recsim_personas.memory.backends.factory import make_backend
+from recsim_personas.memory.backends.steps import (
     BatchRating,
     StepContext,
     StepKind,
     StepRequest,
     TextBackend,
-    make_backend,
 )
 from recsim_personas.memory.backends.template import TEMPLATE_VERSION
 from recsim_personas.memory.distill_checkpoint import (

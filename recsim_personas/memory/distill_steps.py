@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from recsim_personas.errors import BackendError
-from recsim_personas.memory.backends import (
+from recsim_personas.memory.backends.steps import (
     BatchRating,
     StepKind,
     StepRequest,

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from recsim_personas.artifacts import atomic_path
 
-if TYPE_CHECKING:  # pragma: no cover
-    from recsim_personas.memory.personas import PersonaClusters
-
-__all__ = ["plot_personas"]
+__all__ = ["PlottableClusters", "plot_personas"]
 
 
-def plot_personas(clusters: PersonaClusters, out_dir: str | Path, *,
+class PlottableClusters(Protocol):
+    """What the plots read of a :class:`~recsim_personas.memory.personas.PersonaClusters`."""
+
+    k: int
+    elbow: int | None
+    ks: Any  # candidate K values of the elbow curve
+    inertias: Any  # KMeans inertia per K
+    sizes: Any  # users per persona
+    user_ids: Any
+    descriptions: Any  # one PersonaDescription per persona
+
+
+def plot_personas(clusters: PlottableClusters, out_dir: str | Path, *,
                   relative_to: str | Path | None = None) -> list[str]:
     """Draw ``elbow.png``, ``persona_sizes.png`` and ``persona_words.png`` into ``out_dir``.
 
@@ -39,7 +48,7 @@ def plot_personas(clusters: PersonaClusters, out_dir: str | Path, *,
     return written
 
 
-def _elbow(figure: Any, clusters: PersonaClusters) -> Any:
+def _elbow(figure: Any, clusters: PlottableClusters) -> Any:
     fig = figure(figsize=(5.5, 3.6))
     ax = fig.add_subplot()
     ax.plot(clusters.ks, clusters.inertias, marker="o", color="#33658a")
@@ -52,7 +61,7 @@ def _elbow(figure: Any, clusters: PersonaClusters) -> Any:
     return fig
 
 
-def _sizes(figure: Any, clusters: PersonaClusters) -> Any:
+def _sizes(figure: Any, clusters: PlottableClusters) -> Any:
     fig = figure(figsize=(5.5, 3.2))
     ax = fig.add_subplot()
     sizes = clusters.sizes
@@ -63,7 +72,7 @@ def _sizes(figure: Any, clusters: PersonaClusters) -> Any:
     return fig
 
 
-def _words(figure: Any, clusters: PersonaClusters) -> Any:
+def _words(figure: Any, clusters: PlottableClusters) -> Any:
     cols = min(clusters.k, 4)
     rows = math.ceil(clusters.k / cols)
     fig = figure(figsize=(3.6 * cols, 3.0 * rows), layout="constrained")

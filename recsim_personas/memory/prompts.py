@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from recsim_personas.memory.backends import StepContext, StepRequest
+from recsim_personas.memory.backends.steps import StepContext, StepRequest
 from recsim_personas.memory.step_output import (
     extract_json as extract_json,  # compatibility re-export
 )

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from recsim_personas.errors import BackendError
-from recsim_personas.memory.backends import StepContext, StepKind
+from recsim_personas.memory.backends.steps import StepContext, StepKind
 
 __all__ = ["extract_json", "parse_step_output"]
 

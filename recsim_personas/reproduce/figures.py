@@ -7,29 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recsim_personas.artifacts import atomic_path
+from recsim_personas.figures import pyplot, save_png
 
-__all__ = ["plot_persona_error_vs_size", "plot_persona_words", "pyplot", "save_figure"]
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
-    """Lay ``fig`` out, write it to ``path`` as a PNG atomically (no half-written file), close it."""
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    pyplot().close(fig)
-    return path
+__all__ = ["plot_persona_error_vs_size", "plot_persona_words"]
 
 
 def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -58,7 +38,7 @@ def plot_persona_error_vs_size(points: Sequence[dict[str, Any]], path: str | Pat
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("Per-persona error against train-set size (cf. paper Figure 3)")
-    return save_figure(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def plot_persona_words(personas: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -81,4 +61,4 @@ def plot_persona_words(personas: Sequence[dict[str, Any]], path: str | Path) -> 
             ax.set_yticks([])
         ax.set_title(f"persona {persona.get('persona', '?')} (n={persona.get('size', '?')})", fontsize=9)
     fig.suptitle("Top-10 distinctive words per persona (cf. paper Figure 2)", fontsize=10)
-    return save_figure(fig, path)
+    return save_png(fig, path, tight=True)

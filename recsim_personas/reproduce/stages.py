@@ -55,7 +55,7 @@ def experiment_config(config: ReproduceConfig) -> Any:
         train_preset=training.preset, train_overrides=dict(training.overrides),
         memory_modes=tuple(training.memory_modes), adapters=tuple(training.adapters),
         base_rows=evaluation.base_model_rows, eval_mode=evaluation.mode,
-        k=config.memory.retrieval_k, delta=config.memory.delta,
+        k=config.memory.retrieval_k, delta=config.memory.delta, server=config.model.server,
         **_same_named(training, "max_users", "train_rows_per_user"),
         **_same_named(evaluation, "test_rows_per_user", "template"),
     )
@@ -68,6 +68,8 @@ def simulation_config(config: ReproduceConfig) -> Any:
     sim = config.simulation
     memory_mode = "msml" if "msml" in config.training.memory_modes else "ms"
     env = {"agent": sim.agent, "run_dir": str(config.out), "memory_mode": memory_mode}
+    if sim.agent == "lm" and config.model.server is not None:
+        env["server"] = config.model.server
     if config.dataset.data_dir is not None:
         env["data_dir"] = config.dataset.data_dir
     episodes = sim.episodes if isinstance(sim.episodes, int) else 1

@@ -14,10 +14,24 @@
   ``evaluation`` (``evaluate_rows``) and ``table`` (``experiment_table``, ``finished_adapters``).
 - :mod:`~recsim_personas.training.estimate`: ``measure_rates``, ``estimate_experiment``.
 
-Nothing is imported here, so ``import recsim_personas.training`` stays cheap (torch and peft load only
+Names load on first use, so ``import recsim_personas.training`` stays cheap (torch and peft load only
 when training starts).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from recsim_personas.lazy import lazy_exports
+
+# Each submodule and the public names it is the home of (imported on first use).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "adapter_folder": ("TrainResult",),
+    "config": ("LoraTrainConfig",),
+    "evaluation": ("evaluate_rows",),
+    "experiment": ("ExperimentResult", "run_experiment"),
+    "experiment_config": ("ExperimentConfig",),
+    "lora": ("train_adapter",),
+    "plan": ("plan_experiment",),
+    "rows": ("build_test_rows", "build_training_rows"),
+    "run_inputs": ("evaluation_rows",),
+    "train_all": ("train_adapters",),
+})

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from recsim_personas.errors import BackendError
-from recsim_personas.memory.backends import StepRequest, StepResponse
+from recsim_personas.memory.backends.steps import StepRequest, StepResponse
 from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
 
 __all__ = ["HFBackend"]

@@ -34,10 +34,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsim_personas.errors import BackendError, RecsimWarning
-from recsim_personas.memory.backends import StepRequest, StepResponse
 from recsim_personas.memory.backends.cache import RequestCache
+from recsim_personas.memory.backends.steps import StepRequest, StepResponse
 from recsim_personas.memory.prompts import PROMPT_VERSION, build_messages
 from recsim_personas.memory.step_output import parse_step_output
+from recsim_personas.retry import Retryable, backoff_delay, one_line, retry_after_seconds
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "PRICES", "BackendRetryWarning", "OpenAIBackend", "UsageCounter"]
 
@@ -98,25 +99,12 @@ class UsageCounter:
             }
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 class _Failed(Exception):
     """Internal: the request failed for good; ``fatal`` when every user would fail the same way."""
 
     def __init__(self, reason: str, fatal: bool) -> None:
         super().__init__(reason)
         self.fatal = fatal
-
-
-class _Retryable(Exception):
-    """Internal: a failed attempt that may succeed later; ``unreachable``: a timeout or no connection."""
-
-    def __init__(self, reason: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.unreachable = reason, retry_after, unreachable
 
 
 class OpenAIBackend:
@@ -262,7 +250,7 @@ class OpenAIBackend:
 
     def _post_with_retries(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
         cfg = self.config
-        last: _Retryable | None = None
+        last: Retryable | None = None
         attempts = cfg.request_retries + 1
         all_unreachable = True
         for attempt in range(attempts):
@@ -273,7 +261,7 @@ class OpenAIBackend:
                 time.sleep(self._delay(attempt - 1, last.retry_after))
             try:
                 return self._post_once(body)
-            except _Retryable as exc:
+            except Retryable as exc:
                 last = exc
                 all_unreachable = all_unreachable and exc.unreachable
                 if exc.retry_after is not None and exc.retry_after > cfg.retry_after_max:
@@ -295,7 +283,7 @@ class OpenAIBackend:
             )
         raise _Failed(f"{self.base_url} failed after {attempts} attempts: {last.reason}", fatal=False)
 
-    def _note_retry(self, last: _Retryable, attempt: int, attempts: int) -> None:
+    def _note_retry(self, last: Retryable, attempt: int, attempts: int) -> None:
         """One note on the first retry, so a slow or failing endpoint is visible at once."""
         with self._rng_lock:
             if self._warned:
@@ -312,12 +300,9 @@ class OpenAIBackend:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         cfg = self.config
-        if retry_after is not None:
-            return max(0.0, min(retry_after, cfg.retry_after_max))
-        delay = min(cfg.backoff_max, cfg.backoff_base * (2**attempt))
         with self._rng_lock:
-            jitter = self._rng.uniform(0.0, delay / 2)
-        return delay / 2 + jitter
+            return backoff_delay(attempt, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng,
+                                 retry_after=retry_after, retry_after_cap=cfg.retry_after_max)
 
     def _post_once(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
         import json
@@ -328,27 +313,27 @@ class OpenAIBackend:
         try:
             completion = self.client.chat.completions.create(**body)
         except openai.RateLimitError as exc:
-            raise _Retryable(f"HTTP 429: {_one_line(exc)}", _retry_after(exc)) from exc
+            raise Retryable(f"HTTP 429: {one_line(exc)}", _retry_after(exc)) from exc
         except openai.APIStatusError as exc:
             status = exc.status_code
             if status == 408 or status >= 500:
-                raise _Retryable(f"HTTP {status}: {_one_line(exc)}", _retry_after(exc)) from exc
+                raise Retryable(f"HTTP {status}: {one_line(exc)}", _retry_after(exc)) from exc
             raise _Failed(
-                f"{self.base_url} refused the request with HTTP {status}: {_one_line(exc)}"
+                f"{self.base_url} refused the request with HTTP {status}: {one_line(exc)}"
                 + (" (check the API key)" if status in (401, 403) else "")
                 + (f" (check the model name {self.model!r})" if status == 404 else ""),
                 fatal=True,
             ) from exc
         except openai.APITimeoutError as exc:
-            raise _Retryable(f"no answer within {self.config.timeout:g} s", unreachable=True) from exc
+            raise Retryable(f"no answer within {self.config.timeout:g} s", unreachable=True) from exc
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            raise _Retryable(f"connection failed: {_one_line(cause)}", unreachable=True) from exc
+            raise Retryable(f"connection failed: {one_line(cause)}", unreachable=True) from exc
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as exc:
-            raise _Retryable(f"malformed response body: {_one_line(exc)}") from exc
+            raise Retryable(f"malformed response body: {one_line(exc)}") from exc
         choices = getattr(completion, "choices", None)
         if not choices or choices[0].message is None or not isinstance(choices[0].message.content, str):
-            raise _Retryable("malformed response: no message content in 'choices'")
+            raise Retryable("malformed response: no message content in 'choices'")
         usage = getattr(completion, "usage", None)
         counts = {
             "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
@@ -358,16 +343,4 @@ class OpenAIBackend:
 
 
 def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return float(value) * scale
-        except ValueError:
-            continue  # an HTTP date: fall back to backoff
-    return None
+    return retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))

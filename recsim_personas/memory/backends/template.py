@@ -23,7 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsim_personas.memory.backends import BatchRating, StepContext, StepRequest, StepResponse
+from recsim_personas.memory.backends.steps import (
+    BatchRating,
+    StepContext,
+    StepRequest,
+    StepResponse,
+)
 from recsim_personas.memory.statistics import Lean, UserStatistics
 
 __all__ = [

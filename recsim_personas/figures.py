@@ -23,10 +23,15 @@ def pyplot() -> Any:
     return plt
 
 
-def save_png(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` as a PNG (atomically), close it and return the path."""
+def save_png(fig: Any, path: str | Path, *, dpi: int = 120, tight: bool = False) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically), close it and return the path.
+
+    ``tight`` lays the figure out first (``fig.tight_layout()``), so titles and labels are not clipped.
+    """
     from recsim_personas.artifacts import atomic_path
 
+    if tight:
+        fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
