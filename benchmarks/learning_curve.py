@@ -44,6 +44,7 @@ N with the baselines as reference lines), after every finished point.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -121,7 +122,7 @@ def nested_quotas(counts: Any, sizes: list[int], seed: int) -> dict[int, Any]:
             quota[order[:short]] += 1
         out[n] = quota
     ordered = [out[n] for n in sorted(sizes)]
-    for small, big in zip(ordered, ordered[1:], strict=False):
+    for small, big in itertools.pairwise(ordered):
         if (small > big).any():
             raise RuntimeError("per-user quotas are not nested; the 1k rows would not be inside the 4k rows")
     return out
@@ -188,11 +189,15 @@ class LearningCurve:
         import numpy as np
         import torch
 
-        from recsim_personas.agents.llm import load_causal_lm, load_tokenizer
+        from recsim_personas.agents.llm import load_causal_lm
         from recsim_personas.artifacts import atomic_write_parquet, file_digest, stable_hash
         from recsim_personas.data.registry import load_dataset
         from recsim_personas.data.splits import PAPER_SPLIT, Split
-        from recsim_personas.memory.pipeline import MemoryPipelineConfig, build_memories, run_item_catalog
+        from recsim_personas.memory.pipeline import (
+            MemoryPipelineConfig,
+            build_memories,
+            run_item_catalog,
+        )
         from recsim_personas.memory.statistics import rating_pool
         from recsim_personas.memory.store import MemoryStore
         from recsim_personas.training.config import LoraTrainConfig
@@ -323,6 +328,13 @@ class LearningCurve:
             return None
         return doc if doc.get("inputs_hash") == inputs_hash else None
 
+    def save_progress(self, note: dict[str, Any]) -> None:
+        """The running point's state for ``--report-only`` (another process) and the estimates."""
+        from recsim_personas.artifacts import atomic_write_json
+
+        atomic_write_json(self.work / "progress.json", {**note, "pid": os.getpid(), "updated": time.time(),
+                                                        "load_average": load_average()})
+
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.perf_counter() >= self.deadline
 
@@ -360,6 +372,7 @@ class LearningCurve:
             if "resumed_from" not in progress_note:
                 progress_note["resumed_from"] = step - 1
             progress_note.update(steps_done=step, seconds_this_run=now - t_run)
+            self.save_progress(progress_note)
             if step % 10 == 0 or step == 1:
                 rate = (now - t_run) / max(1, step - (progress_note.get("resumed_from") or 0))
                 left = max(0, est_steps - step) * rate
@@ -388,7 +401,8 @@ class LearningCurve:
         run_key = read_adapter_info(folder)["run_key"]
 
         # Scoring, in fixed chunks of whole users, each cached.
-        progress_note.update(phase="score", chunks_done=0, chunks=len(self.chunks))
+        progress_note.update(phase="score", chunks_done=0, chunks=len(self.chunks), steps_done=result.steps)
+        self.save_progress(progress_note)
         chunk_dir = self.work / "points" / f"n{label}-chunks"
         score_inputs = stable_hash({"adapter": run_key, **inputs})
         parts, scoring_seconds, scored_now = [], 0.0, 0
@@ -418,6 +432,7 @@ class LearningCurve:
                 atomic_write_parquet(path, ev.predictions)
                 parts.append(ev.predictions)
                 progress_note.update(chunks_done=i + 1, score_s_per_row=scoring_seconds / scored_now)
+                self.save_progress(progress_note)
                 log(f"  N={n:,} scored chunk {i + 1}/{len(self.chunks)} ({b - a} rows, "
                     f"{(b - a) / max(ev.seconds, 1e-9):.1f} ratings/s)")
         finally:
@@ -484,9 +499,11 @@ def estimate_pending(pending: list[tuple[str, int, Any]], finished: list[dict[st
         done = note.get("steps_done", 0) if note.get("label") == label else 0
         entry: dict[str, Any] = {"label": label, "n": n, "status": "pending", "steps_estimate": steps,
                                  "steps_done": done}
-        if note.get("label") == label and note.get("phase") == "score":
-            entry["steps_done"] = steps
-            entry["chunks_done"] = note.get("chunks_done")
+        if note.get("label") == label:
+            entry["in_progress"] = {k: note.get(k) for k in ("phase", "steps_done", "chunks_done", "chunks",
+                                                             "pid", "updated", "load_average") if k in note}
+            if note.get("phase") == "score":
+                entry["steps_done"] = steps
         if s_per_step is not None:
             train_left = 0.0 if entry["steps_done"] >= steps else (steps - entry["steps_done"]) * s_per_step
             score_left = n_test * (score_s if score_s is not None else 0.2)
@@ -503,6 +520,7 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from recsim_personas.artifacts import atomic_path
 
@@ -521,28 +539,47 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[
             ax.axhline(value, ls=styles[name], color=colors[name], lw=1.4,
                        label=f"{BASELINE_LABEL[name]} {value:.3f}")
         ys = [p["agent"][key] for p in points]
+        values = ys + [baselines[n][key] for n in BASELINES if baselines[n].get(key) is not None]
         if points:
             ax.plot(xs, ys, "o-", color="tab:blue", lw=2, ms=7, label="theta_single (M_s), SmolLM2-135M")
             for x, y, p in zip(xs, ys, points, strict=True):
                 d = p["paired"]["bias"]
                 diff, ci = (d["rmse_diff"], d["rmse_diff_ci"]) if key == "rmse" else (
                     d["spearman_diff"], d["spearman_diff_ci"])
-                ax.annotate(f"{y:.3f}\n- bias {diff:+.3f}\n[{ci[0]:+.3f}, {ci[1]:+.3f}]", (x, y),
-                            textcoords="offset points", xytext=(8, 6), fontsize=8)
+                ax.annotate(f"{y:.3f}\nvs bias {diff:+.3f}\n[{ci[0]:+.3f}, {ci[1]:+.3f}]", (x, y),
+                            textcoords="offset points", xytext=(0, -10), ha="center", va="top", fontsize=8,
+                            color="tab:blue")
         for p in pending:
-            ax.axvline(p["n"], color="0.75", lw=1, ls=(0, (2, 3)))
-            ax.annotate(f"N={p['n']:,}\npending", (p["n"], 0.03), xycoords=("data", "axes fraction"),
-                        fontsize=8, color="0.4", ha="center")
+            ax.axvline(p["n"], color="0.6", lw=1, ls=(0, (2, 3)))
+            state = "scoring" if (p.get("in_progress") or {}).get("phase") == "score" else (
+                f"{p.get('steps_done', 0)}/~{p.get('steps_estimate', '?')} steps")
+            ax.annotate(f"N={p['n']:,} pending\n({state})", (p["n"], 0.35), xycoords=("data", "axes fraction"),
+                        fontsize=8, color="0.35", ha="center", va="center", rotation=90,
+                        bbox={"fc": "white", "ec": "none", "alpha": 0.8})
+        if not points:
+            ax.text(0.5, 0.7, "no agent point finished yet (CPU time)", transform=ax.transAxes, ha="center",
+                    fontsize=9, color="0.3", bbox={"fc": "white", "ec": "0.7"})
+        # A floor on the range, so two close reference lines do not fill the panel.
+        mid = (max(values) + min(values)) / 2
+        span = max(max(values) - min(values), 0.25 if key == "rmse" else 0.3)
+        low, high = mid - 0.5 * span - 0.45 * span, mid + 0.5 * span + 0.3 * span
+        if key == "spearman":
+            low, high = max(low, -1.0), min(high, 1.0)
+        ax.set_ylim(low, high)
         ax.set_xscale("log")
-        ax.set_xlim(lo / 1.6, hi * 1.6)
+        ax.set_xlim(lo / 2.2, hi * 1.8)
+        ticks = sorted(set(all_x))
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t:,}" for t in ticks]))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("train rows (one epoch, cpu LoRA preset)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper right" if key == "rmse" else "lower right")
     axes[0].set_title("RMSE against train rows (lower is better)", fontsize=10)
     axes[1].set_title("Per-user Spearman against train rows (higher is better)", fontsize=10)
-    fig.suptitle(f"Learning curve on the same {n_test:,} test ratings of {n_users} users "
-                 "(ML-1M paper split; annotations: agent - bias, 95% paired bootstrap over users)", fontsize=10)
+    fig.suptitle(f"Learning curve on the same {n_test:,} test ratings of {n_users} users (ML-1M paper split). "
+                 "Annotations: agent minus bias, 95% paired bootstrap over users", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -555,6 +592,7 @@ def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: lis
     import torch
 
     from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.data.splits import PAPER_SPLIT
 
     points = [{k: p[k] for k in ("label", "n_requested", "adapter", "agent", "point_metrics", "paired", "scoring")}
               for p in finished]
@@ -588,10 +626,10 @@ def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: lis
         "partial": bool(pending),
         "config": {
             "budget": lc.budget, "data_dir": str(lc.args.data_dir), "run_dir": str(lc.run_dir),
-            "split": __import__("recsim_personas.data.splits", fromlist=["PAPER_SPLIT"]).PAPER_SPLIT.to_dict(),
+            "split": PAPER_SPLIT.to_dict(),
             "memory": lc.memory_config.to_dict(), "memory_mode": MEMORY_MODE, "template": TEMPLATE,
             "lora_preset": "cpu", "lora": lc.tcfg.to_dict(), "eval_mode": "score",
-            "headline": "expectation of the rating distribution", "users": int(len(lc.users)),
+            "headline": "expectation of the rating distribution", "users": len(lc.users),
             "train_interactions": lc.train_interactions, "leak_free_train_rows": len(lc.all_rows),
             "dropped_named_rows": lc.dropped_named, "test_rows": len(lc.test), "test_sample_seed": lc.args.seed,
             "test_digest": lc.test_hash, "rating_pool_rows": len(lc.pool), "chunk_rows": CHUNK_ROWS,
@@ -633,9 +671,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="results JSON (default results/learning-curve.json; smoke: in the run folder)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the row order and the test sample")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train and score nothing: write the JSON and PNG from the finished points and "
+                             "the running job's progress (runs/learning-curve/curve/progress.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
+    from recsim_personas.artifacts import stable_hash
     from recsim_personas.interrupts import Interrupted, terminate_as_interrupt
 
     terminate_as_interrupt()
@@ -666,6 +708,20 @@ def main(argv: list[str] | None = None) -> int:
         write_report(lc, finished, estimate_pending(pending, finished, note, len(lc.test), steps_for),
                      baselines, out, png, command)
 
+    if args.report_only:
+        still = []
+        for label, n, rows in pending:
+            doc = lc.cached_point(label, stable_hash(lc.point_inputs(n, rows)))
+            if doc is not None:
+                finished.append(doc)
+            else:
+                still.append((label, n, rows))
+        pending = still
+        progress_path = lc.work / "progress.json"
+        if progress_path.is_file():
+            note.update(json.loads(progress_path.read_text()))
+        report()
+        return 0
     try:
         while pending:
             label, n, rows = pending[0]
