@@ -686,7 +686,11 @@ def main(argv: list[str] | None = None) -> int:
                        else ROOT / "results" / "learning-curve.json")
     png = out.with_suffix(".png")
     command = ".venv/bin/python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lc.prepare()
+    try:
+        lc.prepare()
+    except Interrupted as exc:
+        log(f"interrupted ({exc}) while setting up; nothing to keep, re-run the same command")
+        return 130
     t0 = time.perf_counter()
     baselines, baseline_frame = lc.baselines()
     baseline_frame.attrs["bias_rmse"] = baselines["bias"]["rmse"]
