@@ -64,6 +64,9 @@ BASELINE_LABEL = {"global-mean": "global mean", "bias": "user+item bias", "biase
 MEMORY_MODE = "ms"
 TEMPLATE = "paper"
 CHUNK_ROWS = 250
+#: Seconds per scored rating for estimates until this machine has measured it (about 2 ratings/s:
+#: the README's agent throughput table, warm M_s ratings on the idle 2-core machine).
+ASSUMED_SCORE_S = 0.5
 _FORMAT = 1
 
 #: Settings per budget: users (None = all 200), test rows, the points when --points is not given,
@@ -506,10 +509,13 @@ def estimate_pending(pending: list[tuple[str, int, Any]], finished: list[dict[st
                 entry["steps_done"] = steps
         if s_per_step is not None:
             train_left = 0.0 if entry["steps_done"] >= steps else (steps - entry["steps_done"]) * s_per_step
-            score_left = n_test * (score_s if score_s is not None else 0.2)
+            score_left = n_test * (score_s if score_s is not None else ASSUMED_SCORE_S)
+            scoring = (f"{score_s:.2f} s per scored rating (measured)" if score_s is not None else
+                       f"{ASSUMED_SCORE_S:.2f} s per scored rating (assumed, not measured yet: the agent "
+                       "throughput table's warm M_s rate on the idle machine)")
             entry["remaining_seconds_estimate"] = round(train_left + score_left)
-            entry["estimate_basis"] = (f"{s_per_step:.2f} s per optimizer step (measured on this machine, "
-                                       f"load {load_average()}), {score_s or 0.2:.2f} s per scored rating")
+            entry["estimate_basis"] = (f"{s_per_step:.1f} s per optimizer step (measured on this machine, "
+                                       f"load {load_average()}) times the approximate steps left; {scoring}")
         out.append(entry)
     return out
 
