@@ -333,9 +333,9 @@ class LearningCurve:
 
     def save_progress(self, note: dict[str, Any]) -> None:
         """The running point's state for ``--report-only`` (another process) and the estimates."""
-        from recsim_personas.artifacts import atomic_write_json
+        from recsim_personas.artifacts import atomic_write_text
 
-        atomic_write_json(self.work / "progress.json", {**note, "pid": os.getpid(), "updated": time.time(),
+        _write_json(atomic_write_text, self.work / "progress.json", {**note, "pid": os.getpid(), "updated": time.time(),
                                                         "load_average": load_average()})
 
     def out_of_time(self) -> bool:
@@ -349,7 +349,7 @@ class LearningCurve:
         from recsim_personas.agents.llm import load_adapters
         from recsim_personas.agents.lm_agent import LMUserAgent
         from recsim_personas.agents.scoring import RatingScorer
-        from recsim_personas.artifacts import atomic_write_json, atomic_write_parquet, stable_hash
+        from recsim_personas.artifacts import atomic_write_parquet, atomic_write_text, stable_hash
         from recsim_personas.eval.agent_eval import evaluate_agent, point_metrics
         from recsim_personas.eval.fidelity import fidelity_metrics, paired_difference
         from recsim_personas.training.lora import read_adapter_info, train_adapter
@@ -471,7 +471,7 @@ class LearningCurve:
             "seconds_this_run": round(time.perf_counter() - t_run, 1),
         }
         atomic_write_parquet(self.work / "points" / f"n{label}-predictions.parquet", frame)
-        atomic_write_json(self.point_path(label), doc)
+        _write_json(atomic_write_text, self.point_path(label), doc)
         p = paired["bias"]
         log(f"point N={n:,}: RMSE {metrics['rmse']:.4f} (bias {baseline_frame.attrs['bias_rmse']:.4f}; "
             f"agent - bias {p['rmse_diff']:+.4f} [{p['rmse_diff_ci'][0]:+.4f}, {p['rmse_diff_ci'][1]:+.4f}]), "
@@ -593,11 +593,16 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[
     return path
 
 
+def _write_json(write_text: Any, path: Path, doc: dict[str, Any]) -> None:
+    """A cache file (a finished point, the progress note) as indented JSON, written atomically."""
+    write_text(path, json.dumps(doc, indent=1, default=str))
+
+
 def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: list[dict[str, Any]],
                  baselines: dict[str, Any], out: Path, png: Path, command: str) -> None:
     import torch
 
-    from recsim_personas.artifacts import atomic_write_json, environment_info, git_info
+    from recsim_personas.benchmarking import write_results
     from recsim_personas.data.splits import PAPER_SPLIT
 
     points = [{k: p[k] for k in ("label", "n_requested", "adapter", "agent", "point_metrics", "paired", "scoring")}
@@ -625,12 +630,7 @@ def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: lis
                      + (f", about {est / 3600:.1f} h left)" if est is not None else ")"))
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
-    env = environment_info()
-    doc = {
-        "benchmark": "learning_curve",
-        "command": command,
-        "partial": bool(pending),
-        "config": {
+    config = {
             "budget": lc.budget, "data_dir": str(lc.args.data_dir), "run_dir": str(lc.run_dir),
             "split": PAPER_SPLIT.to_dict(),
             "memory": lc.memory_config.to_dict(), "memory_mode": MEMORY_MODE, "template": TEMPLATE,
@@ -643,27 +643,25 @@ def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: lis
                              "rows (largest remainder); smaller N nested in larger N",
             "torch_threads": torch.get_num_threads(), "model": lc.model_name,
             "dtype": str(next(lc.model.parameters()).dtype).replace("torch.", ""),
-        },
-        "git": git_info(),
-        **env,
-        "load_average": load_average(),
-        "metrics": {
+        }
+    metrics = {
             "points": points, "pending": pending,
             "baselines": [baselines[n] for n in BASELINES],
             "timings": {**lc.timings, "this_invocation": round(time.perf_counter() - lc.t_start, 1)},
             "averaging": "rmse/mae/auc per rating; spearman and ndcg@10 per user (mean over users); paired "
                          "intervals resample users (2,000 draws)",
-        },
-        "table": table,
-    }
-    atomic_write_json(out, doc)
+        }
+    write_results(out, benchmark="learning_curve", config=config,
+                  metrics={**metrics, "partial": bool(pending), "table": table},
+                  argv=command.split()[2:], script="benchmarks/learning_curve.py")
     plot(finished, baselines, pending, png, len(lc.test), int(lc.test["user_id"].nunique()))
     log(f"wrote {out} and {png}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from recsim_personas.benchmarking import bench_argparser
+
+    parser = bench_argparser(__file__, __doc__, out="learning-curve.json")
     parser.add_argument("--points", default=None,
                         help="train-row counts, comma-separated, 'all' = every leak-free row "
                              "(default: 1000,4000,all; with --smoke 20,40)")
@@ -673,8 +671,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop cleanly (checkpoint kept) after this many minutes; re-run to resume")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="ML-1M folder")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="run folder (memories, adapters)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default results/learning-curve.json; smoke: in the run folder)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the row order and the test sample")
     parser.add_argument("--report-only", action="store_true",
@@ -688,8 +684,9 @@ def main(argv: list[str] | None = None) -> int:
 
     terminate_as_interrupt()
     lc = LearningCurve(args)
-    out = args.out or (lc.run_dir / "curve-smoke" / "learning-curve-smoke.json" if args.smoke
-                       else ROOT / "results" / "learning-curve.json")
+    default_out = parser.get_default("out")
+    out = (lc.run_dir / "curve-smoke" / "learning-curve-smoke.json" if args.smoke and args.out == default_out
+           else Path(args.out))
     png = out.with_suffix(".png")
     command = ".venv/bin/python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
