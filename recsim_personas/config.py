@@ -38,6 +38,7 @@ __all__ = [
     "apply_overrides",
     "build_dataclass",
     "config_to_dict",
+    "help_text",
     "load_config",
     "read_yaml",
     "refuse_unknown_keys",
@@ -250,6 +251,14 @@ def config_to_dict(obj: Any) -> dict[str, Any]:
 
     return conv(obj)
 
+
+
+def help_text(text: str) -> dict[str, str]:
+    """Field metadata holding a field's help text: ``field(default=..., metadata=help_text("..."))``.
+
+    :meth:`Config.field_help` and the CLI read it back.
+    """
+    return {"help": text}
 
 
 def refuse_unknown_keys(cls: type, data: dict[str, Any], what: str) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsim_personas.errors import AdapterError, ModelError
+from recsim_personas.errors import AdapterError, ModelError, did_you_mean
 from recsim_personas.hf_compat import peft_wrapping
 from recsim_personas.paths import cache_dir
 
@@ -116,12 +116,9 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> tor
         return getattr(torch, cpu_auto_dtype())
     key = str(dtype).lower()
     if key not in _DTYPES:
-        import difflib
-
-        close = difflib.get_close_matches(key, [*list(_DTYPES), "auto"], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ModelError(
-            f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'.{hint}"
+            f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'."
+            f"{did_you_mean(key, [*_DTYPES, 'auto'])}"
         )
     return getattr(torch, _DTYPES[key])
 

@@ -43,7 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -61,7 +60,7 @@ from recsim_personas.agents.prompts import (
 )
 from recsim_personas.agents.protocol import RatingBatch, Scorer, SessionEvent
 from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, did_you_mean
 
 __all__ = ["DEFAULT_EXIT_HAZARD", "LMUserAgent", "adapter_naming"]
 
@@ -76,9 +75,7 @@ _ADAPTER_KINDS = ("persona", "single_min", "single_max", "base")
 
 def _choice(value: str, allowed: Sequence[str], what: str) -> str:
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), list(allowed), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}.{hint}")
+        raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}.{did_you_mean(value, allowed)}")
     return value
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 from recsim_personas.agents.exits import ExitRuleConfig
 from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD
-from recsim_personas.config import Config
+from recsim_personas.config import Config, help_text
 from recsim_personas.errors import ConfigError, not_one_of, unknown_keys
 
 __all__ = ["PersonaRecConfig"]
@@ -39,9 +39,6 @@ ObservationMode = Literal["dict", "flat"]
 MemoryMode = Literal["ms", "msml"]
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass(frozen=True)
 class PersonaRecConfig(Config):
@@ -51,46 +48,46 @@ class PersonaRecConfig(Config):
     """
 
     horizon: int = field(
-        default=20, metadata=_help("Steps per session; the episode is truncated after this many.")
+        default=20, metadata=help_text("Steps per session; the episode is truncated after this many.")
     )
     slate_size: int = field(
         default=1,
-        metadata=_help(
+        metadata=help_text(
             "Items per recommendation. 1: Discrete action, the user rates the item. >1: "
             "MultiDiscrete action, the user picks one item of the slate or none (conditional logit)."
         ),
     )
     reward: Reward = field(
         default="rating",
-        metadata=_help(
+        metadata=help_text(
             "rating: the rating (0 when nothing was rated); normalized: (rating - min) / (max - min); "
             "like: 1.0 when the rating is at or above like_threshold."
         ),
     )
     like_threshold: float = field(
-        default=4.0, metadata=_help("A rating at or above this counts as a like (stars).")
+        default=4.0, metadata=help_text("A rating at or above this counts as a like (stars).")
     )
     rating: RatingMode = field(
         default="sample",
-        metadata=_help(
+        metadata=help_text(
             "sample: draw the rating from the agent's distribution with the env's np_random; "
             "expectation: use the distribution's mean (off the scale's grid)."
         ),
     )
     seen_items: SeenRule = field(
         default="penalty",
-        metadata=_help(
+        metadata=help_text(
             "What happens to an item the user rated in train or was already shown in this session: "
             "penalty: not rated, reward = seen_penalty; mask: choosing it raises EnvError (use "
             "info['action_mask']); allow: rated again as usual."
         ),
     )
     seen_penalty: float = field(
-        default=-1.0, metadata=_help("Reward of a seen item under seen_items='penalty'.")
+        default=-1.0, metadata=help_text("Reward of a seen item under seen_items='penalty'.")
     )
     exit: ExitMode = field(
         default="agent",
-        metadata=_help(
+        metadata=help_text(
             "Who decides that the user leaves after a step: agent (the user agent's "
             "leave_probability; the LM agent scores a leave/stay prompt, the bias agent applies the "
             "patience rule), rule (the patience rule of recsim_personas.agents.exits), none (never)."
@@ -98,11 +95,11 @@ class PersonaRecConfig(Config):
     )
     exit_rule: ExitRuleConfig = field(
         default_factory=ExitRuleConfig,
-        metadata=_help("Parameters of the patience rule (exit='rule', and the bias agent)."),
+        metadata=help_text("Parameters of the patience rule (exit='rule', and the bias agent)."),
     )
     exit_calibration: ExitCalibration = field(
         default="anchored",
-        metadata=_help(
+        metadata=help_text(
             "LM agent exit (exit='agent'): anchored = the model's leave answer relative to its answer "
             "on an empty session, around exit_hazard; raw = the model's probability as is "
             "(recsim_personas.agents.lm_agent)."
@@ -110,24 +107,24 @@ class PersonaRecConfig(Config):
     )
     exit_hazard: tuple[float, float, float] = field(
         default=DEFAULT_EXIT_HAZARD,
-        metadata=_help("LM agent, anchored exit: per-step leave probability for activity low, mid, high."),
+        metadata=help_text("LM agent, anchored exit: per-step leave probability for activity low, mid, high."),
     )
     choice_temperature: float = field(
         default=0.5,
-        metadata=_help("Slate choice model: logit temperature in stars (> 0); lower = pickier."),
+        metadata=help_text("Slate choice model: logit temperature in stars (> 0); lower = pickier."),
     )
     no_choice_utility: float = field(
         default=3.0,
-        metadata=_help(
+        metadata=help_text(
             "Slate choice model: the expected rating that the 'pick nothing' option is worth (stars)."
         ),
     )
     history_len: int = field(
-        default=10, metadata=_help("Recent items (and their ratings) in the observation.")
+        default=10, metadata=help_text("Recent items (and their ratings) in the observation.")
     )
     agent: AgentKind = field(
         default="auto",
-        metadata=_help(
+        metadata=help_text(
             "The simulated user when none is passed: lm (persona-LoRA language model; needs run_dir "
             "with trained adapters), bias (cheap user+item bias model with noise and the patience "
             "exit), mf (cheap latent-factor model: biased MF with each user's tastes drawn from "
@@ -137,50 +134,50 @@ class PersonaRecConfig(Config):
     )
     cheap_agent: CheapAgent = field(
         default="bias",
-        metadata=_help(
+        metadata=help_text(
             "The cheap user model agent='auto' picks without run_dir: bias (PersonaRec-v0) or mf "
             "(PersonaRec-v1: users with tastes)."
         ),
     )
     run_dir: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "A run folder of the memory stage (profiles, personas, embeddings, split, adapters). "
             "None: the embedded default (ml-latest-small, paper split, template profiles)."
         ),
     )
     dataset: str = field(
         default="ml-latest-small",
-        metadata=_help("Dataset of the default population (run_dir=None): ml-latest-small, ml-100k, ml-1m."),
+        metadata=help_text("Dataset of the default population (run_dir=None): ml-latest-small, ml-100k, ml-1m."),
     )
     data_dir: str | None = field(
         default=None,
-        metadata=_help("Folder of the dataset files (None: the embedded ml-latest-small)."),
+        metadata=help_text("Folder of the dataset files (None: the embedded ml-latest-small)."),
     )
     memory_mode: MemoryMode = field(
         default="ms",
-        metadata=_help("LM agent prompt memories: ms (profile) or msml (profile + retrieved M_l)."),
+        metadata=help_text("LM agent prompt memories: ms (profile) or msml (profile + retrieved M_l)."),
     )
     model: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "LM agent base model: hub id or local path (None: the model the adapters were trained "
             "on, else the default SmolLM2-135M-Instruct)."
         ),
     )
     server: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "LM agent: URL of an OpenAI-compatible server (vLLM) that serves the run's base model "
             "and persona adapters, e.g. http://127.0.0.1:8000/v1 (start one with `recsim-personas "
             "serve RUN --launch`); None: run the model in this process."
         ),
     )
-    device: str = field(default="auto", metadata=_help("LM agent device: auto, cpu or cuda."))
-    dtype: str = field(default="auto", metadata=_help("LM agent dtype: auto, float32, bfloat16."))
+    device: str = field(default="auto", metadata=help_text("LM agent device: auto, cpu or cuda."))
+    dtype: str = field(default="auto", metadata=help_text("LM agent dtype: auto, float32, bfloat16."))
     warm_cache: bool = field(
         default=False,
-        metadata=_help(
+        metadata=help_text(
             "LM agent: compute every user's profile-prefix caches (and exit anchors) when the "
             "environment is created, so that steps pay only for item and session tokens (about "
             "1,100 prompt tokens per user up front: minutes for the default 115 users on a CPU). "
@@ -189,7 +186,7 @@ class PersonaRecConfig(Config):
     )
     noise_std: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "Cheap agents: standard deviation of the Gaussian rating noise in stars (None: bias = "
             "the predictor's residual RMSE on train; mf = what is left of the model's held-out RMSE "
             "after the drawn tastes' share)."
@@ -197,7 +194,7 @@ class PersonaRecConfig(Config):
     )
     observation: ObservationMode = field(
         default="dict",
-        metadata=_help(
+        metadata=help_text(
             "dict: the Dict observation (persona, profile, history_items, history_ratings, step); "
             "flat: one float32 Box (profile, the user's train-SVD embedding, persona one-hot, the "
             "history as item feature vectors and normalised ratings, step / horizon) for MLP policies."
@@ -205,7 +202,7 @@ class PersonaRecConfig(Config):
     )
     mask_in_obs: bool = field(
         default=False,
-        metadata=_help(
+        metadata=help_text(
             "Carry the action mask (1 = neither seen nor forbidden) in the observation: an "
             "'action_mask' key (dict) or n_items trailing entries (flat)."
         ),

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_personas.config import Config
+from recsim_personas.config import Config, help_text
 from recsim_personas.envs.policies import POLICY_NAMES, make_policy
 from recsim_personas.errors import ConfigError, closest
 from recsim_personas.eval.intervals import MIN_EPISODES_FOR_CI, mean_ci
@@ -58,9 +58,6 @@ __all__ = [
 SIM_METRICS: tuple[str, ...] = ("mean_rating", "like_rate", "session_length", "exit_rate", "return")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass(frozen=True)
 class SimulationConfig(Config):
@@ -68,19 +65,19 @@ class SimulationConfig(Config):
 
     policies: tuple[str, ...] = field(
         default=("random", "popularity", "als", "oracle"),
-        metadata=_help(f"Policies to compare: any of {', '.join(POLICY_NAMES)}."),
+        metadata=help_text(f"Policies to compare: any of {', '.join(POLICY_NAMES)}."),
     )
-    episodes: int = field(default=200, metadata=_help("Sessions per policy."))
-    horizon: int = field(default=20, metadata=_help("Most steps per session."))
-    n_envs: int = field(default=32, metadata=_help("Sessions stepped together (vector env)."))
-    seed: int = field(default=0, metadata=_help("Seed of the user schedule, the env and the policies."))
-    k: int = field(default=10, metadata=_help("List length of the offline ranking metrics."))
+    episodes: int = field(default=200, metadata=help_text("Sessions per policy."))
+    horizon: int = field(default=20, metadata=help_text("Most steps per session."))
+    n_envs: int = field(default=32, metadata=help_text("Sessions stepped together (vector env)."))
+    seed: int = field(default=0, metadata=help_text("Seed of the user schedule, the env and the policies."))
+    k: int = field(default=10, metadata=help_text("List length of the offline ranking metrics."))
     oracle_candidates: int | None = field(
-        default=200, metadata=_help("Items the oracle scores per step (None: the whole catalogue).")
+        default=200, metadata=help_text("Items the oracle scores per step (None: the whole catalogue).")
     )
     env: dict[str, Any] = field(
         default_factory=dict,
-        metadata=_help("Further PersonaRec-v0 options (agent, run_dir, slate_size, reward, exit, ...)."),
+        metadata=help_text("Further PersonaRec-v0 options (agent, run_dir, slate_size, reward, exit, ...)."),
     )
 
     def __post_init__(self) -> None:

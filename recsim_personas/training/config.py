@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
-from recsim_personas.config import Config
+from recsim_personas.config import Config, help_text
 from recsim_personas.errors import ConfigError, did_you_mean, not_one_of
 
 __all__ = ["PRESETS", "LoraTrainConfig", "preset_names"]
@@ -43,9 +43,6 @@ ALL_LINEAR_LLAMA: tuple[str, ...] = (
 )
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass(frozen=True)
 class LoraTrainConfig(Config):
@@ -58,46 +55,46 @@ class LoraTrainConfig(Config):
 
     config_name: ClassVar[str] = "LoraTrainConfig"
 
-    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj"), metadata=_help(
+    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj"), metadata=help_text(
         "Names (suffixes) of the linear modules that get LoRA weights, e.g. q_proj,k_proj "
         "(the paper) or all seven projections of a llama block."))
-    r: int = field(default=256, metadata=_help("LoRA rank."))
-    alpha: float = field(default=32.0, metadata=_help("LoRA alpha; the update is scaled by alpha/r."))
-    dropout: float = field(default=0.1, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
-    top_layers: int | None = field(default=None, metadata=_help(
+    r: int = field(default=256, metadata=help_text("LoRA rank."))
+    alpha: float = field(default=32.0, metadata=help_text("LoRA alpha; the update is scaled by alpha/r."))
+    dropout: float = field(default=0.1, metadata=help_text("Dropout on the LoRA input, in [0, 1)."))
+    top_layers: int | None = field(default=None, metadata=help_text(
         "Put LoRA only in the last N transformer blocks (None: all blocks). The backward pass then "
         "stops at the lowest adapted block, which makes a training step cheaper."))
-    learning_rate: float = field(default=3e-4, metadata=_help("Peak learning rate of AdamW."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
-    optimizer: Optimizer = field(default="adamw", metadata=_help("Optimizer (only AdamW, as the paper)."))
-    scheduler: Scheduler = field(default="linear", metadata=_help(
+    learning_rate: float = field(default=3e-4, metadata=help_text("Peak learning rate of AdamW."))
+    weight_decay: float = field(default=0.0, metadata=help_text("AdamW weight decay."))
+    optimizer: Optimizer = field(default="adamw", metadata=help_text("Optimizer (only AdamW, as the paper)."))
+    scheduler: Scheduler = field(default="linear", metadata=help_text(
         "Learning-rate schedule after warm-up: constant, linear decay to 0, or cosine."))
-    warmup_ratio: float = field(default=0.03, metadata=_help(
+    warmup_ratio: float = field(default=0.03, metadata=help_text(
         "Share of the optimizer steps spent warming up linearly, in [0, 1)."))
-    epochs: float = field(default=2.0, metadata=_help(
+    epochs: float = field(default=2.0, metadata=help_text(
         "Passes over the rows (may be fractional); max_steps caps it."))
-    max_steps: int | None = field(default=None, metadata=_help(
+    max_steps: int | None = field(default=None, metadata=help_text(
         "Cap on optimizer steps (None: epochs decide). The CPU budget uses it."))
-    batch_size: int = field(default=8, metadata=_help("Rows per forward pass."))
-    grad_accumulation: int = field(default=1, metadata=_help(
+    batch_size: int = field(default=8, metadata=help_text("Rows per forward pass."))
+    grad_accumulation: int = field(default=1, metadata=help_text(
         "Forward passes per optimizer step (effective batch = product)."))
-    max_length: int = field(default=1024, metadata=_help(
+    max_length: int = field(default=1024, metadata=help_text(
         "Longest prompt+answer in tokens; longer rows are skipped and counted (the prompt "
         "builder truncates memories first, so this should rarely happen)."))
-    max_grad_norm: float | None = field(default=1.0, metadata=_help("Gradient-norm clip (None: no clipping)."))
-    prefix_sharing: bool = field(default=True, metadata=_help(
+    max_grad_norm: float | None = field(default=1.0, metadata=help_text("Gradient-norm clip (None: no clipping)."))
+    prefix_sharing: bool = field(default=True, metadata=help_text(
         "Encode the user prefix (the profile system prompt, identical in all of a user's rows) once "
         "per group of that user's rows and attend to it from each row's item part. Gradients are "
         "exact; LoRA dropout masks on the prefix are shared within the group. Several times faster "
         "when the profile is most of the prompt."))
-    gradient_checkpointing: bool = field(default=False, metadata=_help(
+    gradient_checkpointing: bool = field(default=False, metadata=help_text(
         "Recompute activations in the backward pass: less memory, about 30% slower."))
-    dtype: DType = field(default="auto", metadata=_help(
+    dtype: DType = field(default="auto", metadata=help_text(
         "dtype of the frozen base weights when the trainer loads the model "
         "(auto: bfloat16 on CUDA, the measured best on CPU). LoRA weights stay float32."))
-    checkpoint_every: int = field(default=50, metadata=_help(
+    checkpoint_every: int = field(default=50, metadata=help_text(
         "Optimizer steps between resumable checkpoints in <out_dir>/checkpoint (0: only on Ctrl-C)."))
-    seed: int = field(default=0, metadata=_help("Seed of the LoRA init, data order and dropout."))
+    seed: int = field(default=0, metadata=help_text("Seed of the LoRA init, data order and dropout."))
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
