@@ -13,6 +13,7 @@ and the fix; a 404 for a model that is not the server's base model is an
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import random
@@ -54,8 +55,25 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
-        """Run ``coro`` on the loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run ``coro`` on the loop and wait for its result.
+
+        A coroutine that cannot be scheduled is closed, never left un-awaited: when the caller is
+        the loop's own thread (a garbage-collection ``close()`` can run there, and waiting would
+        block the loop) or the loop no longer takes callbacks.
+        """
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("LoopThread.run was called from its own event-loop thread")
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
     @property
     def alive(self) -> bool:
