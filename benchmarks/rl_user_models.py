@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/rl_user_models.py --episodes 1000
 
 For each user model of the embedded default population (ml-latest-small, 115 users), runs random,
-popularity, ALS and the oracle (whole catalogue scored) in the vector env on one user schedule
+popularity, ALS, the recommender's biased MF and the oracle (whole catalogue scored) in the vector env on one user schedule
 (``run_simulation``: same users and random streams for every policy), plus "best global list": one
 ranking for everybody, by the simulator's mean rating over the population's users (the best a
 policy can do without personalising, given the simulator's own means). User models:
@@ -15,6 +15,9 @@ policy can do without personalising, given the simulator's own means). User mode
 - ``mf-mean``: the same model with each user's tastes at the point estimate (v1 before the
   posterior draw: tastes shrunk towards the item means) and noise = the held-out residual;
 - ``mf-train-only``: the point-estimate model fitted on the population's 9.6k train ratings only.
+
+The recommenders are fitted on ``--recommender-data`` (``logged``, the env's default: every rating
+of ml-latest-small except the population's test rows; ``train``: the population's train split).
 
 Writes ``results/rl-user-models.json`` (config, git, versions, hardware with CPU model and flags,
 results) and prints a table.
@@ -33,11 +36,16 @@ import numpy as np
 from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
 
+POLICIES = ("random", "popularity", "als", "mf", "oracle")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bench_argparser(__file__, __doc__, out="rl-user-models.json", raw=True)
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recommender-data", choices=("logged", "train"), default="logged",
+                   help="what the recommenders are fitted on (the env's recommender_data)")
     args = p.parse_args(argv)
     results_file = ResultsFile(out_path(args), "rl_user_models", argv)
 
@@ -65,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name, agent in agents.items():
         t0 = time.perf_counter()
-        sim = SimulationConfig(policies=("random", "popularity", "als", "oracle"), episodes=args.episodes,
-                               horizon=args.horizon, seed=args.seed, oracle_candidates=None)
+        sim = SimulationConfig(policies=POLICIES, episodes=args.episodes, horizon=args.horizon,
+                               seed=args.seed, oracle_candidates=None,
+                               env={"recommender_data": args.recommender_data})
         report = run_simulation(sim, agent=agent, population=population, progress=False)
         by = {r["policy"]: r for r in report.results}
         env = PersonaRecVectorEnv(32, population=population, agent=agent, horizon=args.horizon)
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
         best_global = evaluate_policy(env, global_list, args.episodes, args.seed).to_dict()
         row: dict[str, Any] = {"user_model": name, "agent": repr(agent)}
-        for policy in ("random", "popularity", "als", "oracle"):
+        for policy in POLICIES:
             row[policy], row[f"{policy}_ci"] = by[policy]["return"], by[policy]["return_ci"]
         row["best_global_list"], row["best_global_list_ci"] = best_global["return"], best_global["return_ci"]
         row["oracle_margin_over_popularity"] = row["oracle"] / row["popularity"] - 1
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(f"{name:<14} random {row['random']:6.2f}  popularity {row['popularity']:6.2f}  "
-              f"ALS {row['als']:6.2f}  best global list {row['best_global_list']:6.2f}  "
+              f"ALS {row['als']:6.2f}  MF {row['mf']:6.2f}  best global list {row['best_global_list']:6.2f}  "
               f"oracle {row['oracle']:6.2f}  oracle / popularity - 1 = "
               f"{row['oracle_margin_over_popularity']:+.1%}", flush=True)
     config = {**vars(args), "out": str(args.out), "population": population.name,

@@ -12,17 +12,20 @@ What it does, in the order a user would copy it:
    latent-factor users of ``PersonaRec-v1``, the flat ``Box`` observation with the action mask as its
    last ``n_items`` entries) and trains stable-baselines3's ``DQN`` with an item-scoring Q-network:
    ``Q(s, i) = f_i . (A x + W mlp(x)) + b_i`` where ``x`` is the observation without the mask and
-   ``f_i`` the env's item features (``env.item_features``: genres, popularity, shrunk mean train
-   rating, train-SVD vector). The observation carries only what a recommender knows: the user's
-   profile embedding and train-SVD embedding (their pre-session ratings), the persona, the
-   session's items and ratings so far, the step; never the simulator's latent tastes. Items the
+   ``f_i`` the env's item features (``env.item_features``: genres, popularity, shrunk mean
+   rating, ``[b_i, q_i]`` of the recommender's own 32-factor biased MF fitted on the logged
+   ratings, i.e. every rating of the dataset except the evaluated users' test rows). The
+   observation carries only what a recommender knows: the user's profile embedding and ``[b_u,
+   p_u]`` from the same MF (their ratings before the session), the persona, the session's items
+   and ratings so far, the step; never the simulator's latent tastes (each simulated user's tastes
+   are a posterior draw around the simulator's own 50-factor fit, which no recommender sees). Items the
    mask hides get the fixed value ``seen_penalty`` (no gradient), so the greedy action is never a
    seen item and exploration draws among unmasked items.
 2. Stops at ``--cpu-budget-s`` seconds of this process's CPU time (the machine is shared, so CPU
    seconds, not wall seconds, measure "2 cores for 10 minutes" = 1200 CPU-seconds) or
    ``--budget-s`` wall seconds, whichever comes first, and records both, with the load average.
-3. Evaluates the greedy policy with ``evaluate_policy`` and the built-in random, popularity, ALS and
-   oracle policies with ``run_simulation``, on the same ``--episodes`` sessions (same users, same
+3. Evaluates the greedy policy with ``evaluate_policy`` and the built-in random, popularity, ALS, MF
+   and oracle policies with ``run_simulation``, on the same ``--episodes`` sessions (same users, same
    random streams), and prints a table with 95% intervals.
 4. Writes ``--out`` (``results/rl-item-dqn.json``) and two plots beside it (learning curve,
    comparison).
@@ -128,6 +131,9 @@ class TrainingCurve:
                         "mean_return": float(np.mean(self._returns)),
                         "episodes": len(self._returns),
                     })
+                    last = self.points[-1]
+                    print(f"  {last['timesteps']:>9,} steps  training return {last['mean_return']:6.2f} "
+                          f"({last['episodes']} episodes)  {last['cpu_seconds']:.0f} CPU-s", flush=True)
                     self._returns = []
                     self._next += every
                 return (time.process_time() - self.cpu0 < cpu_budget_s
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(load average {load_start[0]} -> {load_end[0]})")
 
     # 2. Evaluate on one schedule.
-    sim = SimulationConfig(policies=("random", "popularity", "als", "oracle"), episodes=args.episodes,
+    sim = SimulationConfig(policies=("random", "popularity", "als", "mf", "oracle"), episodes=args.episodes,
                            horizon=options["horizon"], seed=args.seed, oracle_candidates=None,
                            env={"cheap_agent": "mf"})
     report = run_simulation(sim, agent=agent, population=population, progress=False)
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{k: r[k] for k in r if k.split("_ci")[0] in keep} for r in report.results]
     learned = evaluate_policy({**options, "observation": "flat", "mask_in_obs": True}, model,
                               episodes=args.episodes, seed=args.seed, population=population, agent=agent)
-    rows.insert(3, {"policy": LEARNED, **{k: v for k, v in learned.to_dict().items()
+    rows.insert(4, {"policy": LEARNED, **{k: v for k, v in learned.to_dict().items()
                                           if k not in ("episodes", "steps")}})
     by = {r["policy"]: r for r in rows}
     pop_row, learned_row = by["popularity"], by[LEARNED]
@@ -233,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "shared machine's load",
               "algorithm": "stable-baselines3 DQN, item-scoring Q-network, masked exploration",
               "dqn": {**hp, "q_network": "f_i . (A x + W relu(V x)) + b_i, hidden 128, masked -> seen_penalty"},
-              "observation": "flat (profile, user train-SVD embedding, persona, history item features and "
-                             "ratings, step) + action mask; no simulator latent",
+              "observation": "flat (profile, user MF embedding [b_u, p_u] of the recommender's 32-factor MF "
+                             "on the logged ratings, persona, history item features and ratings, step) + "
+                             "action mask; no simulator latent",
               "population": population.name, "agent": repr(agent)}
     path = results_file.write(
         config=config, metrics={}, results=rows,

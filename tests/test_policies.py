@@ -134,7 +134,7 @@ def test_epsilon_greedy_bandit_learns_to_beat_random(real_population):
 def test_make_policy_rejects_unknown_names_and_parameters(population, agent):
     env = gym.make("PersonaRec-v0", population=population, agent=agent)
     with pytest.raises(ConfigError, match=re.escape(
-        "unknown policy 'popularty'; choose from random, popularity, als, oracle, bandit. Did you mean 'popularity'?"
+        "unknown policy 'popularty'; choose from random, popularity, als, mf, oracle, bandit. Did you mean 'popularity'?"
     )):
         make_policy("popularty", env)
     with pytest.raises(ConfigError, match=re.escape("policy 'random':")):

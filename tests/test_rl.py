@@ -179,15 +179,63 @@ def test_flat_observation_holds_the_history_as_item_features(population, mf_agen
     assert obs[-1] == pytest.approx(1 / env.config.horizon)
 
 
-def test_item_features_come_from_train_only(population):
-    feats = item_features(population, n_svd=4)
-    counts = population.train.groupby("item_id").size().reindex(population.item_ids).to_numpy()
-    popularity = feats[:, -6]
-    assert np.argmax(popularity) == np.argmax(counts)
-    # Changing a test rating changes nothing.
-    pop2 = synthetic_population(n_users=30, n_items=90, seed=0)
+def logged_population(other_rating: float | None = None):
+    """A synthetic population whose dataset also holds 30 other users (ids + 1000; ``other_rating``)."""
+    pop = synthetic_population(n_users=30, n_items=90, seed=0)
+    other = pop.train.assign(user_id=pop.train["user_id"] + 1000)
+    if other_rating is not None:
+        other = other.assign(rating=other_rating)
+
+    class Data:
+        interactions = pd.concat([pop.train, pop.test, other], ignore_index=True)
+
+    pop.dataset = Data()
+    return pop
+
+
+@pytest.mark.parametrize("embedding", ["mf", "svd"])
+@pytest.mark.parametrize("source", ["logged", "train"])
+def test_item_features_come_from_what_a_recommender_knows(source, embedding):
+    population = logged_population()
+    feats = item_features(population, source=source, embedding=embedding, dim=4)
+    users = user_features(population, source=source, embedding=embedding, dim=4)
+    emb = 5 if embedding == "mf" else 4  # mf: [bias, 4 factors]
+    assert feats.shape == (90, 2 + emb) and users.shape == (30, emb)
+    assert np.abs(feats).max() <= 1.0 and np.abs(users).max() <= 1.0
+    known = population.recommender_ratings(source)
+    counts = known.groupby("item_id").size().reindex(population.item_ids, fill_value=0).to_numpy()
+    np.testing.assert_allclose(feats[:, 0], np.log1p(counts) / np.log1p(counts.max()), atol=FP32_EPS)
+    # Changing a test rating changes nothing ...
+    pop2 = logged_population()
     pop2.test = pop2.test.assign(rating=1.0)
-    np.testing.assert_array_equal(item_features(pop2, n_svd=4), feats)
+    pop2.dataset.interactions = pd.concat([pop2.train, pop2.test, pop2.train.assign(user_id=pop2.train["user_id"] + 1000)])
+    np.testing.assert_array_equal(item_features(pop2, source=source, embedding=embedding, dim=4), feats)
+    np.testing.assert_array_equal(user_features(pop2, source=source, embedding=embedding, dim=4), users)
+    # ... while other users' logged ratings count only with source="logged".
+    pop3 = logged_population(other_rating=1.0)
+    changed = not np.array_equal(item_features(pop3, source=source, embedding=embedding, dim=4), feats)
+    assert changed == (source == "logged")
+
+
+def test_the_mf_policy_ranks_by_the_recommenders_own_factorisation(mf_agent):
+    population = logged_population()
+    env = PersonaRecVectorEnv(4, population=population, agent=mf_agent, horizon=4)
+    policy = make_policy("mf", env, seed=0)
+    user = int(population.user_ids[0])
+    model = policy.recommender()
+    scores = model.score_items(user, population.item_ids)
+    obs, info = env.reset(seed=0)
+    action = policy.act(obs, info)
+    allowed = info["action_mask"][0].astype(bool)
+    row_user = int(info["user_id"][0])
+    best = np.flatnonzero(allowed)[np.argmax(model.score_items(row_user, population.item_ids)[allowed])]
+    assert action[0] == best
+    assert model.n_factors == 32 and len(scores) == population.n_items
+    fitted_on = len(population.logged_ratings())
+    assert fitted_on > len(population.train)  # the default recommender data is the logged ratings
+    train_only = make_policy("mf", PersonaRecVectorEnv(4, population=population, agent=mf_agent,
+                                                        recommender_data="train"), seed=0)
+    assert not np.allclose(train_only.recommender().score_items(user, population.item_ids), scores)
 
 
 def test_rgb_array_draws_one_bar_per_step_and_other_modes_are_type_errors(population, mf_agent):

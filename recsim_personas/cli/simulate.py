@@ -42,9 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "simulate", run,
                     help="run baseline policies in PersonaRec-v0; compare with their offline metrics")
     g = p.add_argument_group("simulation")
-    g.add_argument("--policies", type=_policies, default=("random", "popularity", "als", "oracle"),
-                   metavar="A,B,...", help="policies: random, popularity, als, oracle, bandit "
-                   "(default: random,popularity,als,oracle)")
+    from recsim_personas.envs.config import DEFAULT_POLICIES, POLICY_NAMES
+
+    g.add_argument("--policies", type=_policies, default=DEFAULT_POLICIES,
+                   metavar="A,B,...", help=f"policies: {', '.join(POLICY_NAMES)} "
+                   f"(default: {','.join(DEFAULT_POLICIES)})")
     g.add_argument("--episodes", type=int, default=200, help="sessions per policy (default: %(default)s)")
     g.add_argument("--horizon", type=int, default=20, help="most steps per session (default: %(default)s)")
     g.add_argument("--n-envs", type=int, default=32,

@@ -26,7 +26,7 @@ from recsim_personas.agents.lm_agent import DEFAULT_EXIT_HAZARD
 from recsim_personas.config import Config, help_text
 from recsim_personas.errors import ConfigError, not_one_of, unknown_keys
 
-__all__ = ["PersonaRecConfig"]
+__all__ = ["DEFAULT_POLICIES", "POLICY_NAMES", "PersonaRecConfig"]
 
 Reward = Literal["rating", "normalized", "like"]
 RatingMode = Literal["sample", "expectation"]
@@ -36,6 +36,12 @@ ExitCalibration = Literal["anchored", "raw"]
 AgentKind = Literal["auto", "lm", "bias", "mf"]
 CheapAgent = Literal["bias", "mf"]
 ObservationMode = Literal["dict", "flat"]
+RecommenderData = Literal["logged", "train"]
+#: Names :func:`~recsim_personas.envs.policies.make_policy` accepts.
+POLICY_NAMES: tuple[str, ...] = ("random", "popularity", "als", "mf", "oracle", "bandit")
+#: What ``simulate`` compares by default.
+DEFAULT_POLICIES: tuple[str, ...] = ("random", "popularity", "als", "mf", "oracle")
+ItemEmbedding = Literal["mf", "svd"]
 MemoryMode = Literal["ms", "msml"]
 
 
@@ -196,8 +202,25 @@ class PersonaRecConfig(Config):
         default="dict",
         metadata=help_text(
             "dict: the Dict observation (persona, profile, history_items, history_ratings, step); "
-            "flat: one float32 Box (profile, the user's train-SVD embedding, persona one-hot, the "
+            "flat: one float32 Box (profile, the user's collaborative embedding, persona one-hot, the "
             "history as item feature vectors and normalised ratings, step / horizon) for MLP policies."
+        ),
+    )
+    recommender_data: RecommenderData = field(
+        default="logged",
+        metadata=help_text(
+            "What a recommender knows before a session, for the built-in policies (popularity, ALS, "
+            "MF, bandit) and the item and user features: logged = every rating of the dataset "
+            "except the population's test rows (the log the cheap users are fitted on, other users' "
+            "ratings too); train = the population's train split only."
+        ),
+    )
+    item_embedding: ItemEmbedding = field(
+        default="mf",
+        metadata=help_text(
+            "Collaborative part of the item and user features: mf = [bias, factors] of the "
+            "recommender's own 32-factor biased MF on recommender_data; svd = a 16-dimensional "
+            "truncated SVD of the mean-centred ratings."
         ),
     )
     mask_in_obs: bool = field(
@@ -261,6 +284,8 @@ class PersonaRecConfig(Config):
             ("agent", AgentKind),
             ("cheap_agent", CheapAgent),
             ("observation", ObservationMode),
+            ("recommender_data", RecommenderData),
+            ("item_embedding", ItemEmbedding),
             ("memory_mode", MemoryMode),
         ):
             choices = get_args(kind)

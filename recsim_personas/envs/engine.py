@@ -145,15 +145,21 @@ class SessionEngine:
         if config.observation == "flat":
             self.flat = FlatObservation(
                 population, self.item_features, hist, config.horizon, config.mask_in_obs,
-                users=user_features(population),
+                users=user_features(population, **self._feature_options()),
             )
 
     @property
     def item_features(self) -> np.ndarray:
         """``(n_items, d)`` float32 item feature vectors (:func:`~recsim_personas.envs.features.item_features`)."""
         if self._item_features is None:
-            self._item_features = item_features(self.population)
+            self._item_features = self.population.derived(
+                ("item_features", *self._feature_options().values()),
+                lambda: item_features(self.population, **self._feature_options()),
+            )
         return self._item_features
+
+    def _feature_options(self) -> dict[str, str]:
+        return {"source": self.config.recommender_data, "embedding": self.config.item_embedding}
 
     # -- reset --------------------------------------------------------------------------------------
     def sample_users(self, rngs: Sequence[np.random.Generator]) -> np.ndarray:

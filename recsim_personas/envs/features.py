@@ -1,52 +1,87 @@
 """Item feature vectors and the flat observation of ``PersonaRec``: what a policy can learn from.
 
 :func:`item_features` gives every catalogue item a fixed float32 vector made only of what a
-recommender knows before it acts (the item table and the *train* interactions, never the simulated
-user model nor the test split):
+recommender knows before it acts: the item table and the ratings of ``source`` (``logged``, the
+default: every rating of the dataset except the population's test rows, the same log the cheap
+simulator is fitted on, :meth:`~recsim_personas.envs.user_population.UserPopulation.logged_ratings`;
+``train``: the population's train split only), never the simulated user model nor the test split:
 
 * the item's genres, multi-hot over the genres of the catalogue (none when the item table has no
   ``genres`` column);
-* its popularity, ``log1p(train ratings) / log1p(max train ratings)`` in [0, 1];
-* its shrunk mean train rating, ``(sum + 5 * global mean) / (count + 5)``, mapped to [0, 1] over the
+* its popularity, ``log1p(ratings) / log1p(max ratings)`` in [0, 1];
+* its shrunk mean rating, ``(sum + 5 * global mean) / (count + 5)``, mapped to [0, 1] over the
   scale;
-* ``n_svd`` (16) dimensions of a truncated SVD of the train user x item matrix of mean-centred
-  ratings (collaborative item embeddings), each column scaled to unit max-abs.
+* a collaborative embedding (``embedding``):
+
+  - ``mf`` (the default): ``[b_i, q_i]`` of the recommender's own biased matrix factorisation
+    (:class:`~recsim_personas.baselines.mf.BiasedMF`, :data:`RECOMMENDER_MF` = 32 factors, seed 1:
+    not the simulator's 50-factor, seed-0 model) fitted on ``source``; :func:`user_features` gives
+    the matching ``[b_u, p_u]``, so ``b_u + b_i + p_u . q_i`` (what a matrix-factorisation
+    recommender predicts) is a bilinear function of the two;
+  - ``svd``: ``dim`` (16) dimensions of a truncated SVD of the user x item matrix of mean-centred
+    ratings.
+
+  Each column is scaled to unit max-abs, so every entry lies in [-1, 1].
 
 :class:`FlatObservation` turns the session state into one ``Box`` vector (``observation="flat"``):
-``[profile embedding, user SVD embedding (:func:`user_features`), persona one-hot, history item
+``[profile embedding, user collaborative embedding (:func:`user_features`), persona one-hot, history item
 features (history_len x d, zeros for padding), history ratings / max rating, step / horizon]`` and, with ``mask_in_obs``, the ``n_items`` action mask.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from gymnasium import spaces
 
+from recsim_personas.errors import ConfigError, not_one_of
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from recsim_personas.envs.population import UserPopulation
 
-__all__ = ["FlatObservation", "item_features", "user_features"]
+__all__ = ["RECOMMENDER_MF", "SVD_DIM", "Embedding", "FlatObservation", "item_features", "user_features"]
 
 _PRIOR_WEIGHT = 5.0
 
+#: Collaborative embeddings of item and user features.
+Embedding = Literal["mf", "svd"]
+#: Parameters of the recommender-side matrix factorisation behind ``embedding="mf"``.
+RECOMMENDER_MF: dict[str, Any] = {"n_factors": 32, "reg": 0.1, "seed": 1}
+#: Dimensions of ``embedding="svd"``.
+SVD_DIM = 16
 
-def item_features(population: UserPopulation, n_svd: int = 16) -> np.ndarray:
+
+def item_features(
+    population: UserPopulation, *, source: str = "logged", embedding: Embedding = "mf",
+    dim: int | None = None,
+) -> np.ndarray:
     """``(n_items, d)`` float32 features of the catalogue, aligned with ``population.item_ids``.
+
+    Args:
+        population: The users and catalogue.
+        source: ``logged`` or ``train`` (module docstring).
+        embedding: ``mf`` or ``svd`` (module docstring).
+        dim: Factors of the embedding (default 32 for ``mf``, 16 for ``svd``; 0 = none).
 
     Example:
         >>> from recsim_personas.envs.population import synthetic_population
-        >>> feats = item_features(synthetic_population(n_users=20, n_items=40, seed=0), n_svd=4)
+        >>> pop = synthetic_population(n_users=20, n_items=40, seed=0)
+        >>> feats = item_features(pop, embedding="svd", dim=4)
         >>> feats.shape, feats.dtype.name
         ((40, 6), 'float32')
     """
     pop = population
+    ratings_frame = pop.recommender_ratings(source)
     items = pop.item_ids
     n = len(items)
-    train = pop.train
-    pos = np.searchsorted(items, train["item_id"].to_numpy(np.int64))
-    ratings = train["rating"].to_numpy(np.float64)
+    ids = ratings_frame["item_id"].to_numpy(np.int64)
+    pos = np.minimum(np.searchsorted(items, ids), max(n - 1, 0))
+    keep = items[pos] == ids
+    pos = pos[keep]
+    ratings = ratings_frame["rating"].to_numpy(np.float64)[keep]
     counts = np.bincount(pos, minlength=n).astype(np.float64)
     sums = np.bincount(pos, weights=ratings, minlength=n)
     mean = float(ratings.mean()) if len(ratings) else 0.0
@@ -54,21 +89,49 @@ def item_features(population: UserPopulation, n_svd: int = 16) -> np.ndarray:
     lo, hi = float(pop.scale.min), float(pop.scale.max)
     blocks = [_genres(pop), (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9))[:, None],
               ((shrunk - lo) / (hi - lo))[:, None]]
-    if n_svd > 0:
-        blocks.append(_train_svd(pop, n_svd)[1])
+    blocks.append(_embedding(pop, source, embedding, dim)[1])
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def user_features(population: UserPopulation, n_svd: int = 16) -> np.ndarray:
-    """``(n_users, n_svd)`` float32 collaborative user embeddings, aligned with ``population.user_ids``.
+def user_features(
+    population: UserPopulation, *, source: str = "logged", embedding: Embedding = "mf",
+    dim: int | None = None,
+) -> np.ndarray:
+    """``(n_users, e)`` float32 collaborative user embeddings, aligned with ``population.user_ids``.
 
-    The user side of the same truncated SVD of the train ratings as :func:`item_features`
-    (``U * S``, each column scaled to unit max-abs): what the user's own train ratings say about
-    their taste, in the coordinates of the items' SVD features.
+    The user side of the same embedding as :func:`item_features` (``[b_u, p_u]`` for ``mf``,
+    ``U * S`` for ``svd``, each column scaled to unit max-abs): what the user's ratings before the
+    session say about their taste, in the coordinates of the items' collaborative features.
     """
-    if n_svd <= 0:
-        return np.zeros((population.n_users, 0), np.float32)
-    return _train_svd(population, n_svd)[0].astype(np.float32)
+    return _embedding(population, source, embedding, dim)[0].astype(np.float32)
+
+
+def _embedding(pop: UserPopulation, source: str, embedding: str, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(user vectors, item vectors)`` of the collaborative embedding, computed once per population."""
+    if embedding not in get_args(Embedding):
+        raise ConfigError(not_one_of("item_embedding", embedding, get_args(Embedding)))
+    size = (RECOMMENDER_MF["n_factors"] if embedding == "mf" else SVD_DIM) if dim is None else dim
+    if size <= 0:
+        return np.zeros((pop.n_users, 0)), np.zeros((pop.n_items, 0))
+    build = _mf_vectors if embedding == "mf" else _svd_vectors
+    return pop.derived(("embedding", source, embedding, size), lambda: build(pop, pop.recommender_ratings(source), size))
+
+
+def _mf_vectors(pop: UserPopulation, ratings: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``([b_u, p_u], [b_i, q_i])`` of the recommender's biased MF on ``ratings`` (zeros if unknown)."""
+    from recsim_personas.baselines.mf import BiasedMF
+
+    model = BiasedMF(scale=pop.scale, **{**RECOMMENDER_MF, "n_factors": k}).fit(ratings)
+    users = _rows(pop.user_ids, model.user_ids_, np.column_stack([model.user_bias_, model.user_factors_]))
+    items = _rows(pop.item_ids, model.item_ids_, np.column_stack([model.item_bias_, model.item_factors_]))
+    return _unit_max_abs(users), _unit_max_abs(items)
+
+
+def _rows(wanted: np.ndarray, known: np.ndarray, table: np.ndarray) -> np.ndarray:
+    known = np.asarray(known, np.int64)
+    pos = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
+    found = known[pos] == wanted
+    return np.where(found[:, None], table[pos], 0.0)
 
 
 def _genres(pop: UserPopulation) -> np.ndarray:
@@ -87,22 +150,25 @@ def _genres(pop: UserPopulation) -> np.ndarray:
     return out
 
 
-def _train_svd(pop: UserPopulation, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(user vectors, item vectors)`` of a truncated SVD of the mean-centred train ratings."""
+def _svd_vectors(pop: UserPopulation, ratings_frame: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(user vectors, item vectors)`` of a truncated SVD of the mean-centred ratings."""
     from scipy.sparse import csr_matrix
     from sklearn.decomposition import TruncatedSVD
 
-    train = pop.train
-    ratings = train["rating"].to_numpy(np.float64)
+    users = np.unique(np.concatenate([pop.user_ids, ratings_frame["user_id"].to_numpy(np.int64)]))
+    iid = ratings_frame["item_id"].to_numpy(np.int64)
+    ipos = np.minimum(np.searchsorted(pop.item_ids, iid), max(pop.n_items - 1, 0))
+    keep = pop.item_ids[ipos] == iid
+    ratings = ratings_frame["rating"].to_numpy(np.float64)[keep]
     centred = ratings - (ratings.mean() if len(ratings) else 0.0)
-    upos = np.searchsorted(pop.user_ids, train["user_id"].to_numpy(np.int64))
-    ipos = np.searchsorted(pop.item_ids, train["item_id"].to_numpy(np.int64))
-    matrix = csr_matrix((centred, (upos, ipos)), shape=(pop.n_users, pop.n_items))
+    upos = np.searchsorted(users, ratings_frame["user_id"].to_numpy(np.int64)[keep])
+    matrix = csr_matrix((centred, (upos, ipos[keep])), shape=(len(users), pop.n_items))
     k = min(k, min(matrix.shape) - 1)
     if k < 1:
         return np.zeros((pop.n_users, 0)), np.zeros((pop.n_items, 0))
     svd = TruncatedSVD(n_components=k, random_state=0).fit(matrix)
-    return _unit_max_abs(svd.transform(matrix)), _unit_max_abs(svd.components_.T)
+    user_vecs = svd.transform(matrix)[np.searchsorted(users, pop.user_ids)]
+    return _unit_max_abs(user_vecs), _unit_max_abs(svd.components_.T)
 
 
 def _unit_max_abs(x: np.ndarray) -> np.ndarray:

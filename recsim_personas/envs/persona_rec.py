@@ -97,12 +97,14 @@ class PersonaRecEnv(CatalogueViews, gym.Env):
     ``info["action_mask"]``.
 
     ``observation="flat"``: one ``Box(-1, 1, (size,), float32)`` for MLP policies: the profile
-    embedding, the user's train-SVD embedding, the persona one-hot, each history item as its item
+    embedding, the user's collaborative embedding, the persona one-hot, each history item as its item
     feature vector (zeros for padding), the history ratings over the scale's maximum, the step over
     the horizon, and with ``mask_in_obs`` the ``n_items`` mask
     (:mod:`recsim_personas.envs.features`). ``env.unwrapped.item_features`` is the ``(n_items, d)``
-    float32 feature matrix (genres, popularity, shrunk mean train rating, train SVD; nothing from
-    the simulated user model or the test split), for policies that score items.
+    float32 feature matrix (genres, popularity, shrunk mean rating, the recommender's own MF or SVD
+    embedding, all from ``recommender_data``: by default the logged ratings, every rating of the
+    dataset but the population's test rows; nothing from the simulated user model or the test
+    split), for policies that score items.
 
     ## Rewards
 

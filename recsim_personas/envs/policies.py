@@ -7,8 +7,13 @@ accept a single environment's unbatched observation and info. Every policy respe
 ``info["action_mask"]``: it recommends only items the user has not seen, as long as any are left.
 
 - :class:`RandomPolicy`: uniform over the allowed items.
-- :class:`PopularityPolicy`: the most-rated train items first.
-- :class:`ALSPolicy`: implicit-feedback ALS (``implicit``) fitted on train, per-user scores.
+- :class:`PopularityPolicy`: the most-rated items first.
+- :class:`ALSPolicy`: implicit-feedback ALS (``implicit``), per-user scores.
+- :class:`MFPolicy`: the recommender's biased matrix factorisation, highest predicted rating first.
+
+The fitted ones are fitted on the env's ``recommender_data``: by default the logged ratings (every
+rating of the dataset except the population's test rows, the log the cheap users are fitted on);
+``recommender_data="train"`` restricts them to the population's train split.
 - :class:`OraclePolicy`: asks the simulator's own user agent for the expected rating of candidate
   items and recommends the best: the upper bound of what a policy can get from this simulator. By
   default the candidates are a fresh random sample of ``n_candidates = 200`` allowed items per step
@@ -38,13 +43,16 @@ import numpy as np
 import pandas as pd
 
 from recsim_personas.data.dataset import RatingScale
+from recsim_personas.envs.config import DEFAULT_POLICIES, POLICY_NAMES
 from recsim_personas.errors import ConfigError, EnvError, did_you_mean
 
 __all__ = [
+    "DEFAULT_POLICIES",
     "POLICY_NAMES",
     "ALSPolicy",
     "AgentRecommender",
     "EpsilonGreedyBandit",
+    "MFPolicy",
     "OraclePolicy",
     "Policy",
     "PolicyContext",
@@ -53,8 +61,6 @@ __all__ = [
     "make_policy",
 ]
 
-#: Names :func:`make_policy` accepts.
-POLICY_NAMES: tuple[str, ...] = ("random", "popularity", "als", "oracle", "bandit")
 
 
 @runtime_checkable
@@ -86,7 +92,12 @@ class Policy(Protocol):
 
 @dataclass(frozen=True)
 class PolicyContext:
-    """What a policy knows about the environment: catalogue, train data, slate size, scale."""
+    """What a policy knows about the environment: catalogue, ratings, slate size, scale.
+
+    ``train`` holds the ratings the built-in recommenders are fitted on: the env's
+    ``recommender_data`` (``logged``: every rating of the dataset but the population's test rows;
+    ``train``: the population's train split).
+    """
 
     item_ids: np.ndarray
     train: pd.DataFrame
@@ -112,7 +123,7 @@ class PolicyContext:
             )
         return cls(
             item_ids=pop.item_ids,
-            train=pop.train,
+            train=pop.recommender_ratings(base.config.recommender_data),
             slate_size=base.config.slate_size,
             scale=pop.scale,
             n_personas=pop.n_personas,
@@ -223,6 +234,24 @@ class PopularityPolicy(_RecommenderPolicy):
 
     name = "popularity"
     baseline = "popularity"
+
+
+class MFPolicy(_RecommenderPolicy):
+    """The recommender's biased matrix factorisation: highest predicted rating first.
+
+    Fitted on the env's ``recommender_data`` with
+    :data:`~recsim_personas.envs.features.RECOMMENDER_MF`'s factors and regularisation (seed: the
+    policy's seed), the model behind the default ``item_embedding="mf"`` features.
+    """
+
+    name = "mf"
+    baseline = "biased-mf"
+
+    def __init__(self, context: PolicyContext, seed: int = 0, **params: Any) -> None:
+        from recsim_personas.envs.features import RECOMMENDER_MF
+
+        defaults = {k: v for k, v in RECOMMENDER_MF.items() if k != "seed"}
+        super().__init__(context, seed, **{**defaults, **params})
 
 
 class ALSPolicy(_RecommenderPolicy):
@@ -413,6 +442,7 @@ def make_policy(name: str, env: Any, *, seed: int = 0, **params: Any) -> Policy:
         "random": RandomPolicy,
         "popularity": PopularityPolicy,
         "als": ALSPolicy,
+        "mf": MFPolicy,
         "oracle": OraclePolicy,
         "bandit": EpsilonGreedyBandit,
     }

@@ -171,5 +171,6 @@ class CatalogueViews:
     @property
     def item_features(self) -> np.ndarray:
         """``(n_items, d)`` float32 feature vector of each action index, from the item table and the
-        train split only (genres, popularity, shrunk mean rating, SVD; :mod:`recsim_personas.envs.features`)."""
+        env's ``recommender_data`` (genres, popularity, shrunk mean rating, MF or SVD embedding;
+        :mod:`recsim_personas.envs.features`)."""
         return self._engine.item_features

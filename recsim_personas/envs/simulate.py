@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from recsim_personas.config import Config, help_text
-from recsim_personas.envs.policies import POLICY_NAMES, make_policy
+from recsim_personas.envs.policies import DEFAULT_POLICIES, POLICY_NAMES, make_policy
 from recsim_personas.errors import ConfigError, closest
 from recsim_personas.eval.intervals import MIN_EPISODES_FOR_CI, mean_ci
 
@@ -64,7 +64,7 @@ class SimulationConfig(Config):
     """What ``recsim-personas simulate`` runs."""
 
     policies: tuple[str, ...] = field(
-        default=("random", "popularity", "als", "oracle"),
+        default=DEFAULT_POLICIES,
         metadata=help_text(f"Policies to compare: any of {', '.join(POLICY_NAMES)}."),
     )
     episodes: int = field(default=200, metadata=help_text("Sessions per policy."))

@@ -38,21 +38,13 @@ def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> 
 
 
 def simulator_ratings(population: UserPopulation) -> pd.DataFrame:
-    """The ratings a cheap user model may be fitted on: everything but the population's test part.
+    """The ratings a cheap user model is fitted on: :meth:`UserPopulation.logged_ratings`.
 
     With the population's dataset known (the embedded default, run folders), that is every rating
     of the dataset (other users' too) except the population's test interactions, so the test split
     stays unseen by the simulator as by the policies; otherwise the population's train split.
     """
-    data = getattr(population.dataset, "interactions", None)
-    if data is None or len(data) == 0:
-        return population.train
-    cols = ["user_id", "item_id", "rating"]
-    if len(population.test) == 0:
-        return data[cols]
-    test = pd.MultiIndex.from_frame(population.test[["user_id", "item_id"]].astype("int64"))
-    keys = pd.MultiIndex.from_frame(data[["user_id", "item_id"]].astype("int64"))
-    return data.loc[~keys.isin(test), cols].reset_index(drop=True)
+    return population.logged_ratings()
 
 
 def build_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:

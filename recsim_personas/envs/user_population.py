@@ -8,7 +8,8 @@ arrays (so that ``step`` never touches a file and the environment pickles):
 * the **action catalogue**: the ids of the items in the split's *train* part, sorted ascending.
   Action index ``i`` recommends item ``item_ids[i]``; :meth:`UserPopulation.item_index` maps back;
 * each user's train items (the items the user has "seen", see the environment's seen-item rule);
-* the train and test interactions (policies fit on train; ``simulate`` scores them on test).
+* the train and test interactions, and the logged ratings (:meth:`UserPopulation.logged_ratings`:
+  the dataset's ratings but the test split) the cheap users and, by default, the recommenders fit on.
 
 Where populations come from (run folders, the embedded default) is
 :mod:`recsim_personas.envs.population`; :func:`synthetic_population` builds a small one with known
@@ -17,7 +18,7 @@ structure for tests and examples.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class UserPopulation:
     dataset: Any = None
     seen_indptr: np.ndarray = field(init=False, repr=False)
     seen_indices: np.ndarray = field(init=False, repr=False)
+    # Derived tables (logged ratings, feature matrices) computed once and shared by every env on
+    # this population; keys are the computing function's name and its arguments.
+    _derived: dict[Any, Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
@@ -115,6 +119,46 @@ class UserPopulation:
         counts = np.bincount(u, minlength=n_users)
         self.seen_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.seen_indices = i[order].astype(np.int64)
+
+    # -- what is known before a session ------------------------------------------------------------
+    def logged_ratings(self) -> pd.DataFrame:
+        """Every rating known before a session: the dataset's ratings except this population's test.
+
+        With the population's dataset known (the embedded default, run folders) that is every rating
+        of the dataset, other users' too, except the population's test interactions, so the test
+        split stays unseen; otherwise the train split. The cheap simulated users are fitted on it
+        (:func:`~recsim_personas.envs.user_models.simulator_ratings`) and, with
+        ``recommender_data="logged"``, so are the built-in recommenders and the item features: the
+        recommender sees the same log the simulator was built from, never the test rows.
+        """
+        # Cached with the objects it was computed from: a population whose dataset or splits are
+        # replaced recomputes it.
+        sources = (self.dataset, self.train, self.test)
+        cached = self._derived.get("logged_ratings")
+        if cached is None or any(a is not b for a, b in zip(cached[0], sources, strict=True)):
+            cached = (sources, _logged_ratings(self))
+            self._derived["logged_ratings"] = cached
+        return cached[1]
+
+    def recommender_ratings(self, source: str) -> pd.DataFrame:
+        """The ratings a recommender is fitted on: ``logged`` (:meth:`logged_ratings`) or ``train``.
+
+        Raises:
+            EnvError: ``source`` is neither.
+        """
+        if source == "logged":
+            return self.logged_ratings()
+        if source == "train":
+            return self.train
+        raise EnvError(f"recommender data must be 'logged' or 'train', got {source!r}")
+
+    def derived(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once per ``key`` and logged log on this population (feature tables shared by
+        its envs); recomputed when :meth:`logged_ratings` changes."""
+        full = (key, id(self.logged_ratings()))
+        if full not in self._derived:
+            self._derived[full] = build()
+        return self._derived[full]
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -329,3 +373,15 @@ def _position(ids: np.ndarray, value: int) -> int | None:
     """Index of ``value`` in the sorted ``ids``, or None when it is not there."""
     pos = int(np.searchsorted(ids, value))
     return pos if pos < len(ids) and ids[pos] == value else None
+
+
+def _logged_ratings(population: UserPopulation) -> pd.DataFrame:
+    data = getattr(population.dataset, "interactions", None)
+    if data is None or len(data) == 0:
+        return population.train
+    cols = ["user_id", "item_id", "rating"]
+    if len(population.test) == 0:
+        return data[cols]
+    test = pd.MultiIndex.from_frame(population.test[["user_id", "item_id"]].astype("int64"))
+    keys = pd.MultiIndex.from_frame(data[["user_id", "item_id"]].astype("int64"))
+    return data.loc[~keys.isin(test), cols].reset_index(drop=True)

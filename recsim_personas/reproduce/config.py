@@ -161,8 +161,8 @@ class SimulationSection(Config):
     """The baseline policies in simulation (PersonaRec-v0) after the fidelity table."""
 
     enabled: bool = True
-    policies: list[Literal["random", "popularity", "als", "oracle"]] = field(
-        default_factory=lambda: ["random", "popularity", "als", "oracle"]
+    policies: list[Literal["random", "popularity", "als", "mf", "oracle", "bandit"]] = field(
+        default_factory=lambda: ["random", "popularity", "als", "mf", "oracle"]
     )
     episodes: int = 20
     horizon: int = 10
