@@ -35,7 +35,6 @@ import numpy as np
 
 from recsim_personas.benchmarking import ResultsFile, bench_argparser, out_path
 
-
 POLICIES = ("random", "popularity", "als", "mf", "oracle")
 
 
