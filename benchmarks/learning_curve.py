@@ -4,6 +4,7 @@ Commands (from the project root)::
 
     .venv/bin/python benchmarks/learning_curve.py --smoke                  # whole path in minutes
     .venv/bin/python benchmarks/learning_curve.py --points 1000            # one point (about an hour)
+    .venv/bin/python benchmarks/learning_curve.py --points 1000 --cue      # the same with the cue
     nohup nice -n 19 .venv/bin/python benchmarks/learning_curve.py --points 1000,4000,all \\
         > runs/learning-curve.log 2>&1 &                                   # the curve (many hours)
 
@@ -35,6 +36,13 @@ fitted on the same ratings the agent's item averages come from (the run's rating
 the same 2,000 rows; ``paired_difference`` gives the paired bootstrap interval (over users) of agent
 minus bias, and of agent minus biased MF.
 
+With ``--cue`` (``benchmarks/learning_curve_cue.py``) every train and test prompt also states the
+collaborative cue (the user's mean and count, the item's mean and count, a bias model's estimate;
+leave-one-out for train rows); the point trains on the same rows and scores the same test rows as
+without it, in its own work folder (``curve-cue/``, adapters ``single_n<N>_cue__ms``), writes
+``results/learning-curve-cue.json`` and adds the paired interval of (cue agent - no-cue agent)
+when the no-cue point's predictions are in ``curve/points/``.
+
 Writes ``results/learning-curve.json`` (``config``, ``git``, ``versions``, ``hardware``,
 ``load_average``, ``metrics``: finished points, pending points with their estimated remaining time,
 baselines, timings, tokens/s) and ``results/learning-curve.png`` (RMSE and per-user Spearman against
@@ -44,9 +52,7 @@ N with the baselines as reference lines), after every finished point.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -55,18 +61,26 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # learning_curve_lib, learning_curve_cue
+
+from learning_curve_lib import (
+    BASELINES,
+    CHUNK_ROWS,
+    MEMORY_MODE,
+    TEMPLATE,
+    approx_steps,
+    estimate_pending,
+    load_average,
+    log,
+    nested_rows,
+    parse_points,
+    write_json,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-1m-users-1-2999"
 DEFAULT_RUN = ROOT / "runs" / "learning-curve"
-BASELINES = ("global-mean", "bias", "biased-mf")
-BASELINE_LABEL = {"global-mean": "global mean", "bias": "user+item bias", "biased-mf": "biased MF"}
-MEMORY_MODE = "ms"
-TEMPLATE = "paper"
-CHUNK_ROWS = 250
-#: Seconds per scored rating for estimates until this machine has measured it (about 2 ratings/s:
-#: the README's agent throughput table, warm M_s ratings on the idle 2-core machine).
-ASSUMED_SCORE_S = 0.5
 _FORMAT = 1
 
 #: Settings per budget: users (None = all 200), test rows, the points when --points is not given,
@@ -83,96 +97,6 @@ class OutOfTime(Exception):
     """``--max-minutes`` ran out; raised from the training callback after a step (checkpointed)."""
 
 
-def log(line: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-
-def parse_points(text: str, n_all: int) -> list[tuple[str, int]]:
-    """``"1000,4000,all"`` -> ``[("1000", 1000), ("4000", 4000), ("all", n_all)]`` (ascending)."""
-    out: dict[int, str] = {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if part == "all":
-            out[n_all] = "all"
-            continue
-        try:
-            n = int(part.replace("_", ""))
-        except ValueError:
-            raise SystemExit(f"--points: {part!r} is neither an integer nor 'all'") from None
-        if not 1 <= n <= n_all:
-            raise SystemExit(f"--points: {n} is outside 1..{n_all} (the leak-free train rows)")
-        out.setdefault(n, part)
-    return [(out[n], n) for n in sorted(out)]
-
-
-def nested_quotas(counts: Any, sizes: list[int], seed: int) -> dict[int, Any]:
-    """Rows per user for each total in ``sizes``: proportional to ``counts``, largest remainder.
-
-    The tie-break jitter is drawn once, so the quotas of a smaller total never exceed a larger one's
-    (checked; with 60-120 rows per user and totals 4x apart it cannot fail).
-    """
-    import numpy as np
-
-    counts = np.asarray(counts, dtype=np.int64)
-    jitter = np.random.default_rng([seed, 1]).random(len(counts))
-    total = int(counts.sum())
-    out = {}
-    for n in sorted(sizes):
-        exact = counts * (n / total)
-        quota = np.floor(exact).astype(np.int64)
-        short = n - int(quota.sum())
-        if short:
-            order = np.lexsort((jitter, -(exact - quota)))
-            quota[order[:short]] += 1
-        out[n] = quota
-    ordered = [out[n] for n in sorted(sizes)]
-    for small, big in itertools.pairwise(ordered):
-        if (small > big).any():
-            raise RuntimeError("per-user quotas are not nested; the 1k rows would not be inside the 4k rows")
-    return out
-
-
-def nested_rows(rows: Any, sizes: list[int], seed: int) -> dict[int, Any]:
-    """``{N: the rows of point N}``: per user a seeded order, the first ``quota`` rows (input order kept)."""
-    import numpy as np
-
-    users = rows["user_id"].to_numpy()
-    uniq = np.unique(users)
-    rng = np.random.default_rng([seed, 0])
-    order = {int(u): rng.permutation(np.flatnonzero(users == u)) for u in uniq}
-    counts = [len(order[int(u)]) for u in uniq]
-    quotas = nested_quotas(counts, sizes, seed)
-    out = {}
-    for n, quota in quotas.items():
-        idx = np.sort(np.concatenate([order[int(u)][: int(q)] for u, q in zip(uniq, quota, strict=True)]))
-        out[n] = rows.iloc[idx].reset_index(drop=True)
-    return out
-
-
-def approx_steps(rows: Any, batch_size: int, seed: int) -> int:
-    """Optimizer steps of one epoch, approximately: a user's rows in groups of at most
-    ``batch_size``, groups packed greedily in a seeded order (the trainer's own schedule differs
-    only in its order). For estimates only; the real count is in the adapter's record."""
-    import numpy as np
-
-    sizes = []
-    for c in rows.groupby("user_id").size().to_numpy():
-        g = math.ceil(c / batch_size)
-        sizes += [len(p) for p in np.array_split(np.arange(c), g)]
-    steps, cur = 0, 0
-    for i in np.random.default_rng(seed).permutation(len(sizes)):
-        if cur and cur + sizes[i] > batch_size:
-            steps, cur = steps + 1, 0
-        cur += sizes[i]
-    return steps + (1 if cur else 0)
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on Linux
-        return None
-
-
 class LearningCurve:
     """The state of one invocation: run folder, model, rows, test sample, cached points."""
 
@@ -181,7 +105,10 @@ class LearningCurve:
         self.budget = "smoke" if args.smoke else "full"
         self.settings = BUDGETS[self.budget]
         self.run_dir: Path = args.run_dir
-        self.work = self.run_dir / ("curve-smoke" if args.smoke else "curve")
+        self.cue = bool(args.cue)
+        self.no_cue_work = self.run_dir / ("curve-smoke" if args.smoke else "curve")
+        self.work = self.no_cue_work.with_name(self.no_cue_work.name + ("-cue" if self.cue else ""))
+        self.cue_stats: Any = None
         self.t_start = time.perf_counter()
         self.deadline = self.t_start + 60 * args.max_minutes if args.max_minutes else None
         self.timings: dict[str, float] = {}
@@ -230,12 +157,19 @@ class LearningCurve:
 
         # Every leak-free M_s train row of the users, built once and cached.
         self.work.mkdir(parents=True, exist_ok=True)
+        self.pool = rating_pool(self.dataset, self.split.train, self.split.test, self.memory_config.item_stats)
+        if self.cue:
+            from recsim_personas.memory.cue import CueStatistics
+
+            self.cue_stats = CueStatistics.fit(self.pool, self.split.train, self.scale)
         train = self.split.train[self.split.train["user_id"].isin(self.users)].reset_index(drop=True)
         rows_inputs = {"format": _FORMAT, "train": rows_digest(train.astype(str), ("user_id", "item_id", "rating")),
                        "memories": file_digest(self.run_dir / "memories.parquet"),
                        "profiles": file_digest(self.run_dir / "profiles.parquet"),
                        "item_stats": self.memory_config.item_stats, "mode": MEMORY_MODE, "template": TEMPLATE,
                        "model": self.model_name, "max_tokens": self.max_tokens}
+        if self.cue:
+            rows_inputs.update(cue=True, cue_damping=self.cue_stats.damping)
         path = self.work / f"train-rows-{stable_hash(rows_inputs)[:12]}.parquet"
         t0 = time.perf_counter()
         if path.is_file():
@@ -247,7 +181,7 @@ class LearningCurve:
             log(f"building leak-free {MEMORY_MODE} rows for {len(train):,} train interactions ...")
             self.all_rows = build_training_rows(
                 self.store, self.catalog, train, memory_mode=MEMORY_MODE, template=TEMPLATE, scale=self.scale,
-                tokenizer=self.tokenizer, max_tokens=self.max_tokens)
+                tokenizer=self.tokenizer, max_tokens=self.max_tokens, cue=self.cue_stats)
             dropped = int(self.all_rows.attrs.get("dropped_named", 0))
             atomic_write_parquet(path, self.all_rows)
             (path.with_suffix(".json")).write_text(json.dumps({"dropped_named": dropped}))
@@ -258,6 +192,13 @@ class LearningCurve:
         self.dropped_named = dropped
         log(f"{len(self.all_rows):,} leak-free train rows of {len(train):,} interactions "
             f"({dropped} dropped: the profile names the item)")
+        self.same_rows: dict[str, Any] | None = None
+        if self.cue:
+            from learning_curve_cue import same_train_rows
+
+            self.same_rows = same_train_rows(self.no_cue_work, self.all_rows)
+            log(f"cue: train rows the same as the no-cue run's: {self.same_rows}; first prompt ends "
+                f"{self.all_rows['suffix'].iloc[0][-260:]!r}")
 
         # One seeded test sample, the same for every point and baseline.
         test = self.split.test[self.split.test["user_id"].isin(self.users)]
@@ -266,7 +207,6 @@ class LearningCurve:
         self.test = test.iloc[pick][["user_id", "item_id", "rating"]].sort_values(
             ["user_id", "item_id"], kind="stable").reset_index(drop=True)
         self.test_hash = rows_digest(self.test.astype(str), ("user_id", "item_id", "rating"))
-        self.pool = rating_pool(self.dataset, self.split.train, self.split.test, self.memory_config.item_stats)
         # Chunks of whole users (fixed, so a resumed scoring is the uninterrupted one).
         bounds, start, users = [], 0, self.test["user_id"].to_numpy()
         while start < len(users):
@@ -279,6 +219,10 @@ class LearningCurve:
         log(f"test sample: {len(self.test):,} of {len(test):,} test rows ({self.test['user_id'].nunique()} users, "
             f"seed {self.args.seed}, {len(bounds)} chunks); rating pool for item averages and baselines: "
             f"{len(self.pool):,} ratings ({self.memory_config.item_stats})")
+        if self.cue:
+            from learning_curve_cue import same_test_rows
+
+            log(f"cue: no-cue predictions on the same test rows: {same_test_rows(self.no_cue_work, self.test)}")
 
     # -- baselines -----------------------------------------------------------------------------
     def baselines(self) -> tuple[dict[str, Any], Any]:
@@ -313,10 +257,13 @@ class LearningCurve:
     def point_inputs(self, n: int, rows: Any) -> dict[str, Any]:
         from recsim_personas.training.rows import rows_digest
 
-        return {"format": _FORMAT, "n": n, "rows": rows_digest(rows), "lora": self.tcfg.to_dict(),
-                "model": self.model_name, "test": self.test_hash, "mode": MEMORY_MODE, "template": TEMPLATE,
-                "eval_mode": "score", "chunk_rows": CHUNK_ROWS, "seed": self.args.seed,
-                "dtype": str(next(self.model.parameters()).dtype)}
+        inputs = {"format": _FORMAT, "n": n, "rows": rows_digest(rows), "lora": self.tcfg.to_dict(),
+                  "model": self.model_name, "test": self.test_hash, "mode": MEMORY_MODE, "template": TEMPLATE,
+                  "eval_mode": "score", "chunk_rows": CHUNK_ROWS, "seed": self.args.seed,
+                  "dtype": str(next(self.model.parameters()).dtype)}
+        if self.cue:  # only then, so the hashes of the points without the cue stay valid
+            inputs.update(cue=True, cue_damping=self.cue_stats.damping)
+        return inputs
 
     def point_path(self, label: str) -> Path:
         return self.work / "points" / f"n{label}.json"
@@ -335,7 +282,7 @@ class LearningCurve:
         """The running point's state for ``--report-only`` (another process) and the estimates."""
         from recsim_personas.artifacts import atomic_write_text
 
-        _write_json(atomic_write_text, self.work / "progress.json", {**note, "pid": os.getpid(), "updated": time.time(),
+        write_json(atomic_write_text, self.work / "progress.json", {**note, "pid": os.getpid(), "updated": time.time(),
                                                         "load_average": load_average()})
 
     def out_of_time(self) -> bool:
@@ -346,6 +293,7 @@ class LearningCurve:
         """Train, score and measure point N; ``None`` when --max-minutes stopped it (resumable)."""
         import pandas as pd
 
+        from recsim_personas.adapter_names import adapter_name
         from recsim_personas.agents.llm import load_adapters
         from recsim_personas.agents.lm_agent import LMUserAgent
         from recsim_personas.agents.scoring import RatingScorer
@@ -360,7 +308,7 @@ class LearningCurve:
         if cached is not None:
             log(f"point N={n:,}: cached (RMSE {cached['agent']['rmse']:.4f})")
             return cached
-        name = f"single_n{label}__{MEMORY_MODE}"
+        name = adapter_name(f"single_n{label}", MEMORY_MODE, cue=self.cue)
         folder = self.work / "adapters" / name
         est_steps = approx_steps(rows, self.tcfg.batch_size, self.args.seed)
         if self.tcfg.max_steps is not None:
@@ -425,7 +373,7 @@ class LearningCurve:
                     scorer = RatingScorer(peft_model, self.tokenizer, self.scale, max_batch=16, seed=self.args.seed)
                     agent = LMUserAgent(scorer, self.store, self.catalog, memory_mode=MEMORY_MODE,
                                         adapter_for=lambda _u: name, template=TEMPLATE, mode="score",
-                                        seed=self.args.seed)
+                                        seed=self.args.seed, cue=self.cue_stats)
                 scorer.clear_cache()
                 t0 = time.perf_counter()
                 ev = evaluate_agent(agent, self.test.iloc[a:b], personas=self.personas, name=f"{name} chunk {i}",
@@ -448,6 +396,10 @@ class LearningCurve:
         points = point_metrics(frame, self.scale)
         paired = {ref: paired_difference(frame, "expectation", ref, n_boot=2000, seed=self.args.seed)
                   for ref in ("bias", "biased-mf")}
+        if self.cue:
+            from learning_curve_cue import no_cue_comparison
+
+            paired["no-cue"] = no_cue_comparison(frame, self.no_cue_work, label, self.args.seed)
         import numpy as np
 
         info = read_adapter_info(folder)
@@ -464,198 +416,23 @@ class LearningCurve:
                         "load_average_at_end": load_average()},
             "agent": {**metrics, "corr_with_bias": float(np.corrcoef(frame["expectation"], frame["bias"])[0, 1])},
             "point_metrics": points,
-            "paired": paired,
+            "paired": paired, **({"cue": {"same_train_rows": self.same_rows}} if self.cue else {}),
             "scoring": {"rows": len(frame), "seconds_this_run": round(scoring_seconds, 1),
                         "rows_this_run": scored_now,
                         "ratings_per_s": scored_now / scoring_seconds if scoring_seconds else None},
             "seconds_this_run": round(time.perf_counter() - t_run, 1),
         }
         atomic_write_parquet(self.work / "points" / f"n{label}-predictions.parquet", frame)
-        _write_json(atomic_write_text, self.point_path(label), doc)
+        write_json(atomic_write_text, self.point_path(label), doc)
         p = paired["bias"]
         log(f"point N={n:,}: RMSE {metrics['rmse']:.4f} (bias {baseline_frame.attrs['bias_rmse']:.4f}; "
             f"agent - bias {p['rmse_diff']:+.4f} [{p['rmse_diff_ci'][0]:+.4f}, {p['rmse_diff_ci'][1]:+.4f}]), "
             f"Spearman {metrics['spearman']:.3f}")
+        if paired.get("no-cue") and "error" not in paired["no-cue"]:
+            q = paired["no-cue"]
+            log(f"point N={n:,}: cue - no-cue RMSE {q['rmse_diff']:+.4f} [{q['rmse_diff_ci'][0]:+.4f}, "
+                f"{q['rmse_diff_ci'][1]:+.4f}], Spearman {q['spearman_diff']:+.3f}")
         return doc
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
-def estimate_pending(pending: list[tuple[str, int, Any]], finished: list[dict[str, Any]], note: dict[str, Any],
-                     n_test: int, steps_for: dict[str, int]) -> list[dict[str, Any]]:
-    """Remaining seconds per pending point from this machine's measured rates (an estimate)."""
-    s_per_step = None
-    if finished:
-        a = finished[-1]["adapter"]
-        s_per_step = a["train_seconds"] / max(1, a["steps"])
-    elif note.get("steps_done"):
-        done = note["steps_done"] - (note.get("resumed_from") or 0)
-        if done > 0 and note.get("seconds_this_run"):
-            s_per_step = note["seconds_this_run"] / done
-    score_s = note.get("score_s_per_row")
-    if score_s is None and finished and finished[-1]["scoring"].get("ratings_per_s"):
-        score_s = 1.0 / finished[-1]["scoring"]["ratings_per_s"]
-    out = []
-    for label, n, _rows in pending:
-        steps = steps_for[label]
-        done = note.get("steps_done", 0) if note.get("label") == label else 0
-        entry: dict[str, Any] = {"label": label, "n": n, "status": "pending", "steps_estimate": steps,
-                                 "steps_done": done}
-        if note.get("label") == label:
-            entry["in_progress"] = {k: note.get(k) for k in ("phase", "steps_done", "chunks_done", "chunks",
-                                                             "pid", "updated", "load_average") if k in note}
-            if note.get("phase") == "score":
-                entry["steps_done"] = steps
-        if s_per_step is not None:
-            train_left = 0.0 if entry["steps_done"] >= steps else (steps - entry["steps_done"]) * s_per_step
-            score_left = n_test * (score_s if score_s is not None else ASSUMED_SCORE_S)
-            scoring = (f"{score_s:.2f} s per scored rating (measured)" if score_s is not None else
-                       f"{ASSUMED_SCORE_S:.2f} s per scored rating (assumed, not measured yet: the agent "
-                       "throughput table's warm M_s rate on the idle machine)")
-            entry["remaining_seconds_estimate"] = round(train_left + score_left)
-            entry["estimate_basis"] = (f"{s_per_step:.1f} s per optimizer step (measured on this machine, "
-                                       f"load {load_average()}) times the approximate steps left; {scoring}")
-        out.append(entry)
-    return out
-
-
-def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[dict[str, Any]],
-         path: Path, n_test: int, n_users: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    from recsim_personas.artifacts import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    styles = {"global-mean": ":", "bias": "--", "biased-mf": "-."}
-    colors = {"global-mean": "0.5", "bias": "tab:red", "biased-mf": "tab:green"}
-    xs = [p["adapter"]["n_rows"] for p in points]
-    all_x = xs + [p["n"] for p in pending]
-    lo, hi = (min(all_x), max(all_x)) if all_x else (100, 20000)
-    for ax, key, label in ((axes[0], "rmse", "RMSE (expected rating, per rating)"),
-                           (axes[1], "spearman", "Spearman (per user, mean)")):
-        for name in BASELINES:
-            value = baselines[name].get(key)
-            if value is None:  # a constant predictor has no per-user ranking
-                continue
-            ax.axhline(value, ls=styles[name], color=colors[name], lw=1.4,
-                       label=f"{BASELINE_LABEL[name]} {value:.3f}")
-        ys = [p["agent"][key] for p in points]
-        values = ys + [baselines[n][key] for n in BASELINES if baselines[n].get(key) is not None]
-        if points:
-            ax.plot(xs, ys, "o-", color="tab:blue", lw=2, ms=7, label="theta_single (M_s), SmolLM2-135M")
-            for x, y, p in zip(xs, ys, points, strict=True):
-                d = p["paired"]["bias"]
-                diff, ci = (d["rmse_diff"], d["rmse_diff_ci"]) if key == "rmse" else (
-                    d["spearman_diff"], d["spearman_diff_ci"])
-                ax.annotate(f"{y:.3f}\nvs bias {diff:+.3f}\n[{ci[0]:+.3f}, {ci[1]:+.3f}]", (x, y),
-                            textcoords="offset points", xytext=(0, -10), ha="center", va="top", fontsize=8,
-                            color="tab:blue")
-        for p in pending:
-            ax.axvline(p["n"], color="0.6", lw=1, ls=(0, (2, 3)))
-            state = "scoring" if (p.get("in_progress") or {}).get("phase") == "score" else (
-                f"{p.get('steps_done', 0)}/~{p.get('steps_estimate', '?')} steps")
-            ax.annotate(f"N={p['n']:,} pending\n({state})", (p["n"], 0.35), xycoords=("data", "axes fraction"),
-                        fontsize=8, color="0.35", ha="center", va="center", rotation=90,
-                        bbox={"fc": "white", "ec": "none", "alpha": 0.8})
-        if not points:
-            ax.text(0.5, 0.7, "no agent point finished yet (CPU time)", transform=ax.transAxes, ha="center",
-                    fontsize=9, color="0.3", bbox={"fc": "white", "ec": "0.7"})
-        # A floor on the range, so two close reference lines do not fill the panel.
-        mid = (max(values) + min(values)) / 2
-        span = max(max(values) - min(values), 0.25 if key == "rmse" else 0.3)
-        low, high = mid - 0.5 * span - 0.45 * span, mid + 0.5 * span + 0.3 * span
-        if key == "spearman":
-            low, high = max(low, -1.0), min(high, 1.0)
-        ax.set_ylim(low, high)
-        ax.set_xscale("log")
-        ax.set_xlim(lo / 2.2, hi * 1.8)
-        ticks = sorted(set(all_x))
-        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t:,}" for t in ticks]))
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("train rows (one epoch, cpu LoRA preset)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="upper right" if key == "rmse" else "lower right")
-    axes[0].set_title("RMSE against train rows (lower is better)", fontsize=10)
-    axes[1].set_title("Per-user Spearman against train rows (higher is better)", fontsize=10)
-    fig.suptitle(f"Learning curve on the same {n_test:,} test ratings of {n_users} users (ML-1M paper split). "
-                 "Annotations: agent minus bias, 95% paired bootstrap over users", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
-
-
-def _write_json(write_text: Any, path: Path, doc: dict[str, Any]) -> None:
-    """A cache file (a finished point, the progress note) as indented JSON, written atomically."""
-    write_text(path, json.dumps(doc, indent=1, default=str))
-
-
-def write_report(lc: LearningCurve, finished: list[dict[str, Any]], pending: list[dict[str, Any]],
-                 baselines: dict[str, Any], out: Path, png: Path, command: str) -> None:
-    import torch
-
-    from recsim_personas.benchmarking import write_results
-    from recsim_personas.data.splits import PAPER_SPLIT
-
-    points = [{k: p[k] for k in ("label", "n_requested", "adapter", "agent", "point_metrics", "paired", "scoring")}
-              for p in finished]
-    for p in points:
-        p["agent"] = {k: v for k, v in p["agent"].items() if k != "histogram"}
-        p["status"] = "finished"
-    lines = [f"{'N rows':>8} {'RMSE':>7} {'MAE':>7} {'Spearman':>9} {'NDCG@10':>8} {'RMSE-bias [95%]':>26} "
-             f"{'Spear-bias [95%]':>26} {'train s':>8} {'tok/s':>6}"]
-    for p in finished:
-        a, d = p["agent"], p["paired"]["bias"]
-        lines.append(f"{p['adapter']['n_rows']:>8,} {a['rmse']:>7.4f} {a['mae']:>7.4f} {a['spearman']:>9.3f} "
-                     f"{a['ndcg@10']:>8.3f} {d['rmse_diff']:>+8.4f} [{d['rmse_diff_ci'][0]:+.4f}, "
-                     f"{d['rmse_diff_ci'][1]:+.4f}] {d['spearman_diff']:>+8.3f} [{d['spearman_diff_ci'][0]:+.3f}, "
-                     f"{d['spearman_diff_ci'][1]:+.3f}] {p['adapter']['train_seconds']:>8.0f} "
-                     f"{p['adapter']['tokens_per_s']:>6.0f}")
-    for name in BASELINES:
-        b = baselines[name]
-        rho = "-" if b["spearman"] is None else f"{b['spearman']:.3f}"
-        ndcg = "-" if b["ndcg@10"] is None else f"{b['ndcg@10']:.3f}"
-        lines.append(f"{BASELINE_LABEL[name]:>8} {b['rmse']:>7.4f} {b['mae']:>7.4f} {rho:>9} {ndcg:>8}")
-    for p in pending:
-        est = p.get("remaining_seconds_estimate")
-        lines.append(f"{p['n']:>8,} pending ({p['steps_done']}/~{p['steps_estimate']} steps"
-                     + (f", about {est / 3600:.1f} h left)" if est is not None else ")"))
-    table = "\n".join(lines)
-    print("\n" + table + "\n", flush=True)
-    config = {
-            "budget": lc.budget, "data_dir": str(lc.args.data_dir), "run_dir": str(lc.run_dir),
-            "split": PAPER_SPLIT.to_dict(),
-            "memory": lc.memory_config.to_dict(), "memory_mode": MEMORY_MODE, "template": TEMPLATE,
-            "lora_preset": "cpu", "lora": lc.tcfg.to_dict(), "eval_mode": "score",
-            "headline": "expectation of the rating distribution", "users": len(lc.users),
-            "train_interactions": lc.train_interactions, "leak_free_train_rows": len(lc.all_rows),
-            "dropped_named_rows": lc.dropped_named, "test_rows": len(lc.test), "test_sample_seed": lc.args.seed,
-            "test_digest": lc.test_hash, "rating_pool_rows": len(lc.pool), "chunk_rows": CHUNK_ROWS,
-            "row_selection": "per user a seeded random order; first q_u rows, q_u proportional to the user's "
-                             "rows (largest remainder); smaller N nested in larger N",
-            "torch_threads": torch.get_num_threads(), "model": lc.model_name,
-            "dtype": str(next(lc.model.parameters()).dtype).replace("torch.", ""),
-        }
-    metrics = {
-            "points": points, "pending": pending,
-            "baselines": [baselines[n] for n in BASELINES],
-            "timings": {**lc.timings, "this_invocation": round(time.perf_counter() - lc.t_start, 1)},
-            "averaging": "rmse/mae/auc per rating; spearman and ndcg@10 per user (mean over users); paired "
-                         "intervals resample users (2,000 draws)",
-        }
-    write_results(out, benchmark="learning_curve", config=config,
-                  metrics={**metrics, "partial": bool(pending), "table": table},
-                  argv=command.split()[2:], script="benchmarks/learning_curve.py")
-    plot(finished, baselines, pending, png, len(lc.test), int(lc.test["user_id"].nunique()))
-    log(f"wrote {out} and {png}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -677,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and score nothing: write the JSON and PNG from the finished points and "
                              "the running job's progress (runs/learning-curve/curve/progress.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--cue", action="store_true",
+                        help="state the collaborative cue (user and item means and counts, a bias model's "
+                             "estimate) in every prompt; own work folder curve-cue/, default --out "
+                             "results/learning-curve-cue.json, compared with the no-cue point's predictions")
     args = parser.parse_args(argv)
 
     from recsim_personas.artifacts import stable_hash
@@ -685,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     terminate_as_interrupt()
     lc = LearningCurve(args)
     default_out = parser.get_default("out")
-    out = (lc.run_dir / "curve-smoke" / "learning-curve-smoke.json" if args.smoke and args.out == default_out
+    out = (lc.work / f"learning-curve-smoke{'-cue' if lc.cue else ''}.json" if args.smoke and args.out == default_out
+           else Path(args.out).with_name("learning-curve-cue.json") if lc.cue and args.out == default_out
            else Path(args.out))
     png = out.with_suffix(".png")
     command = ".venv/bin/python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])

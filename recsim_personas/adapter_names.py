@@ -12,6 +12,15 @@ Example:
     'persona_2__msml'
     >>> split_adapter_name("persona_2__msml")
     ('persona_2', 'msml')
+
+An adapter trained with the collaborative cue in its prompts (the user's and the item's mean
+ratings and a bias model's estimate, :mod:`recsim_personas.memory.cue`) carries :data:`CUE_SUFFIX`
+on its adapter part, so that it never overwrites, nor is served as, the adapter without it:
+
+    >>> adapter_name("single_max", "ms", cue=True)
+    'single_max_cue__ms'
+    >>> persona_adapter_name(2, "ms", cue=True)
+    'persona_2_cue__ms'
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ __all__ = [
     "ADAPTER_FILES",
     "ADAPTER_GLOB",
     "ADAPTER_INFO",
+    "CUE_SUFFIX",
     "SEPARATOR",
     "adapter_name",
     "persona_adapter",
@@ -31,6 +41,8 @@ __all__ = [
 
 #: Joins the adapter and its memory mode.
 SEPARATOR = "__"
+#: Ends the adapter part of the name of an adapter trained with the collaborative cue.
+CUE_SUFFIX = "_cue"
 #: ``Path.glob`` pattern of adapter folder names.
 ADAPTER_GLOB = f"*{SEPARATOR}*"
 #: The library's record of a finished adapter, beside peft's files in its folder.
@@ -39,9 +51,10 @@ ADAPTER_INFO = "recsim_adapter.json"
 ADAPTER_FILES: tuple[str, ...] = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def adapter_name(adapter: str, memory_mode: str) -> str:
-    """``<adapter>__<memory_mode>``, e.g. ``single_max__ms`` or ``persona_2__msml``."""
-    return f"{adapter}{SEPARATOR}{memory_mode}"
+def adapter_name(adapter: str, memory_mode: str, *, cue: bool = False) -> str:
+    """``<adapter>__<memory_mode>``, e.g. ``single_max__ms`` or ``persona_2__msml``; with ``cue``
+    (trained with the collaborative cue) ``<adapter>_cue__<memory_mode>``."""
+    return f"{adapter}{CUE_SUFFIX if cue else ''}{SEPARATOR}{memory_mode}"
 
 
 def persona_adapter(persona: int) -> str:
@@ -49,9 +62,10 @@ def persona_adapter(persona: int) -> str:
     return f"persona_{int(persona)}"
 
 
-def persona_adapter_name(persona: int, memory_mode: str) -> str:
-    """Name of persona ``persona``'s adapter for ``memory_mode``: ``persona_<p>__<mode>``."""
-    return adapter_name(persona_adapter(persona), memory_mode)
+def persona_adapter_name(persona: int, memory_mode: str, *, cue: bool = False) -> str:
+    """Name of persona ``persona``'s adapter for ``memory_mode``: ``persona_<p>__<mode>``
+    (``persona_<p>_cue__<mode>`` with ``cue``)."""
+    return adapter_name(persona_adapter(persona), memory_mode, cue=cue)
 
 
 def split_adapter_name(name: str) -> tuple[str, str]:

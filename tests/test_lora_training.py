@@ -378,6 +378,38 @@ def test_experiment_produces_table1_rows_and_resumes(run_folder, lm, tmp_path):
 
 
 @pytest.mark.integration
+def test_experiment_with_the_cue_trains_and_evaluates_apart(run_folder, lm, tmp_path):
+    import shutil
+
+    from recsim_personas.training.experiment import (
+        ExperimentConfig,
+        finished_adapters,
+        run_experiment,
+    )
+    from recsim_personas.training.rows import build_test_rows
+
+    src, dataset = run_folder
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    model, tok = lm
+    config = ExperimentConfig(train_overrides={"r": 4, "alpha": 8.0, "max_steps": 1, "checkpoint_every": 0},
+                              memory_modes=("ms",), adapters=("single_max",), base_rows=False,
+                              train_rows_per_user=3, test_rows_per_user=1, cue=True)
+    result = run_experiment(run, dataset, config, model=model, tokenizer=tok, progress=False)
+    assert result.table["No."].tolist() == [5]
+    assert set(finished_adapters(run)) == {"single_max_cue__ms"}  # never the plain adapter's folder
+    assert (run / "results" / "row05_single_max_cue__ms.json").is_file()
+    assert not (run / "results" / "row05_single_max__ms.json").exists()
+    # The evaluation's prompts state the cue (the context fits it on the run's pool and train rows).
+    from recsim_personas.training.context import load_context
+
+    ctx = load_context(run, dataset, config, model, tok)
+    assert ctx.cue is not None
+    rows = build_test_rows(ctx.store, ctx.catalog, ctx.split.test.head(2), scale=dataset.scale, cue=ctx.cue)
+    assert rows["suffix"].str.contains("NUMBERS: ").all()
+
+
+@pytest.mark.integration
 def test_experiment_config_round_trip_and_errors(run_folder, lm):
     from recsim_personas.errors import AdapterError
     from recsim_personas.training.experiment import ExperimentConfig, evaluate_rows

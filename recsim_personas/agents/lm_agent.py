@@ -44,7 +44,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -61,6 +61,9 @@ from recsim_personas.agents.prompts import (
 from recsim_personas.agents.protocol import RatingBatch, Scorer, SessionEvent
 from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
 from recsim_personas.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from recsim_personas.memory.cue import CueStatistics
 
 __all__ = ["DEFAULT_EXIT_HAZARD", "LMUserAgent", "adapter_naming"]
 
@@ -80,20 +83,22 @@ def _choice(value: str, allowed: Sequence[str], what: str) -> str:
 
 
 def adapter_naming(
-    store: Any, kind: Literal["persona", "single_min", "single_max", "base"], memory_mode: str
+    store: Any, kind: Literal["persona", "single_min", "single_max", "base"], memory_mode: str, *,
+    cue: bool = False,
 ) -> Callable[[int], str | None]:
     """``adapter_for`` callable following the run folder's names (docs/design.md).
 
     ``persona`` -> ``persona_<store.persona(user)>__<mode>``; ``single_min`` / ``single_max`` ->
-    ``single_min__<mode>`` for every user; ``base`` -> ``None`` (no adapter).
+    ``single_min__<mode>`` for every user; ``base`` -> ``None`` (no adapter). With ``cue`` the
+    adapters trained with the collaborative cue: ``persona_<p>_cue__<mode>``, ``single_min_cue__<mode>``.
     """
     _choice(kind, _ADAPTER_KINDS, "adapter kind")
     _choice(memory_mode, _MEMORY_MODES, "memory_mode")
     if kind == "base":
         return lambda user_id: None
     if kind == "persona":
-        return lambda user_id: persona_adapter_name(store.persona(int(user_id)), memory_mode)
-    name = adapter_name(kind, memory_mode)
+        return lambda user_id: persona_adapter_name(store.persona(int(user_id)), memory_mode, cue=cue)
+    name = adapter_name(kind, memory_mode, cue=cue)
     return lambda user_id: name
 
 
@@ -121,6 +126,9 @@ class LMUserAgent:
             the adapters are trained on ratings only).
         exit_calibration: ``"anchored"`` (default) or ``"raw"``; see the module docstring.
         exit_hazard: Anchored per-step leave probability for activity level low, mid, high.
+        cue: :class:`~recsim_personas.memory.cue.CueStatistics` (fitted on the rating pool and the
+            train rows) whose numbers every rating prompt states (the collaborative cue), or
+            ``None`` (default): prompts without them. An adapter trained with the cue needs it.
 
     Raises:
         ConfigError: unknown mode, memory mode or template.
@@ -145,6 +153,7 @@ class LMUserAgent:
         exit_with_adapter: bool = False,
         exit_calibration: Literal["anchored", "raw"] = "anchored",
         exit_hazard: Sequence[float] = DEFAULT_EXIT_HAZARD,
+        cue: CueStatistics | None = None,
     ) -> None:
         self.scorer = scorer
         self.scale = scorer.scale
@@ -157,6 +166,7 @@ class LMUserAgent:
         self.k = int(k)
         self.delta = float(delta)
         self.template = get_template(template)
+        self.cue = cue
         self.adapter_for = adapter_for
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
@@ -206,9 +216,13 @@ class LMUserAgent:
             found = self.store.retrieve_batch(users, items, k=self.k, delta=self.delta, exclude_items=items)
         else:
             found = [[] for _ in users]
+        numbers: list[Any] = (
+            [None] * len(users) if self.cue is None
+            else self.cue.numbers(np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64))
+        )
         out = []
         tokenizer = self.scorer.tokenizer
-        for u, i, memories in zip(users, items, found, strict=True):
+        for u, i, memories, cue_numbers in zip(users, items, found, numbers, strict=True):
             entries = [PromptMemory(self._item(int(m.item_id)), m.text) for m in memories]
             out.append(
                 build_rating_prompt(
@@ -220,6 +234,7 @@ class LMUserAgent:
                     memory_mode=self.memory_mode,
                     tokenizer=tokenizer,
                     max_tokens=self.scorer.max_prompt_tokens,
+                    numbers=cue_numbers,
                 )
             )
         return out

@@ -23,12 +23,17 @@ class PromptTemplate(Config):
     Layout: the user turn is ``head`` sections, a blank line, ``body`` sections (joined by blank lines;
     empty sections are skipped). ``head`` must not depend on the item (it is the cached prefix).
     Section names: ``task``, ``memory_intro``, ``memory_title``, ``memories``, ``movie``, ``summary``,
-    ``cue``.
+    ``numbers``, ``cue``. ``numbers`` is the optional collaborative cue (the user's and the item's
+    mean ratings and a bias model's estimate, :class:`~recsim_personas.memory.cue.CueNumbers`): it is
+    empty, hence left out, unless the prompt builder is given the numbers; ``cue`` is the answer cue.
 
     Placeholders: ``task`` uses ``{min} {max} {anchors} {levels}``; ``anchor`` uses ``{level}
     {meaning}``; ``movie`` uses ``{title} {year_part} {genres} {avg_part}``; ``summary`` uses
     ``{description} {cast_part}`` (as does ``memory_summary``, the remembered item's summary, left
-    out when empty); ``memory_entry`` uses ``{movie} {summary} {text}``; exit texts use
+    out when empty); ``memory_entry`` uses ``{movie} {summary} {text}``; ``numbers`` uses ``{user}
+    {item} {estimate}``, filled from ``numbers_user`` / ``numbers_item`` (``{mean} {count}``; the
+    ``numbers_no_*`` texts when there is no other rating) and ``numbers_estimate`` (``{estimate}``);
+    exit texts use
     ``{activity} {scale_min} {scale_max} {session} {stay} {leave}``.
     """
 
@@ -68,11 +73,17 @@ class PromptTemplate(Config):
     cast_part: str = ". The cast of the movie is as follows: {cast}"
     max_cast: int | None = 15
     strip_period: bool = False
+    numbers: str = "NUMBERS: {user}; {item}; {estimate}."
+    numbers_user: str = "your mean rating is {mean:.2f} over {count} movies"
+    numbers_no_user: str = "you have no other ratings"
+    numbers_item: str = "this movie's mean rating is {mean:.2f} over {count} ratings"
+    numbers_no_item: str = "this movie has no other ratings"
+    numbers_estimate: str = "a bias model predicts {estimate:.2f}"
     cue: str = "RATING:"
     ms_head: tuple[str, ...] = ("task",)
-    ms_body: tuple[str, ...] = ("movie", "summary", "cue")
+    ms_body: tuple[str, ...] = ("movie", "summary", "numbers", "cue")
     msml_head: tuple[str, ...] = ("memory_intro", "memory_title")
-    msml_body: tuple[str, ...] = ("memories", "task", "movie", "summary", "cue")
+    msml_body: tuple[str, ...] = ("memories", "task", "movie", "summary", "numbers", "cue")
     exit_head: str = (
         "TASK: You are browsing a movie recommendation system. After each recommendation you decide "
         "whether to stay for the next one or to leave the system. Your activity trait is described "
@@ -86,7 +97,7 @@ class PromptTemplate(Config):
     exit_empty_session: str = "(nothing yet)"
     exit_unrated: str = "not rated"
 
-    _SECTIONS = ("task", "memory_intro", "memory_title", "memories", "movie", "summary", "cue")
+    _SECTIONS = ("task", "memory_intro", "memory_title", "memories", "movie", "summary", "numbers", "cue")
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -102,7 +113,7 @@ class PromptTemplate(Config):
                 if section not in self._SECTIONS:
                     errors.append(f"{layout}: unknown section {section!r}.{did_you_mean(section, self._SECTIONS)}")
         for layout in ("ms_head", "msml_head"):
-            item_sections = {"movie", "summary", "memories", "cue"} & set(getattr(self, layout))
+            item_sections = {"movie", "summary", "memories", "numbers", "cue"} & set(getattr(self, layout))
             if item_sections:
                 errors.append(
                     f"{layout} holds item-dependent sections {sorted(item_sections)}; the head is the "
@@ -149,11 +160,17 @@ PROMPT_PRESETS: dict[str, PromptTemplate] = {
         avg_part="; average {avg:.1f}",
         summary="{description}{cast_part}",
         cast_part=". Cast: {cast}",
+        numbers="Numbers: {user}; {item}; {estimate}.",
+        numbers_user="your mean rating {mean:.1f} over {count} films",
+        numbers_no_user="no other ratings of yours",
+        numbers_item="this film's mean {mean:.1f} over {count} ratings",
+        numbers_no_item="no other ratings of this film",
+        numbers_estimate="a bias model predicts {estimate:.1f}",
         cue="Rating:",
         ms_head=("task",),
-        ms_body=("movie", "summary", "cue"),
+        ms_body=("movie", "summary", "numbers", "cue"),
         msml_head=("task", "memory_title"),
-        msml_body=("memories", "movie", "summary", "cue"),
+        msml_body=("memories", "movie", "summary", "numbers", "cue"),
         exit_head="You are using a movie recommender. Activity: {activity}",
         exit_body="This session so far ({scale_min}-{scale_max}):\n{session}\n\nStay ({stay}) or "
         "leave ({leave})? Answer {stay} or {leave} only.",

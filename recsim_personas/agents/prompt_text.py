@@ -11,11 +11,14 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from recsim_personas.agents.prompt_template import PromptTemplate
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsim_personas.memory.cue import CueNumbers
 
 __all__ = [
     "ItemLike",
@@ -24,6 +27,7 @@ __all__ = [
     "format_levels",
     "memory_items",
     "movie_text",
+    "numbers_text",
     "summary_text",
     "task_text",
 ]
@@ -133,6 +137,31 @@ def summary_text(
     # "Plot.. " (a description's own full stop plus the form's) reads as a typo; the paper's ".."
     # appears only before "The cast", which cast_part reproduces.
     return re.sub(r"\.\.(\s*)$", r".\1", text.lstrip())
+
+
+def numbers_text(template: PromptTemplate, numbers: CueNumbers | None) -> str:
+    """The ``numbers`` section (the collaborative cue) from a
+    :class:`~recsim_personas.memory.cue.CueNumbers`; ``""`` (section left out) for ``None``.
+
+    Raises:
+        ConfigError: the estimate is missing or not finite.
+    """
+    if numbers is None:
+        return ""
+    estimate = getattr(numbers, "estimate", None)
+    if estimate is None or not math.isfinite(float(estimate)):
+        raise ConfigError(f"cue numbers need a finite estimate, got {numbers!r}")
+
+    def part(mean: Any, count: Any, form: str, missing: str) -> str:
+        if mean is None or not math.isfinite(float(mean)) or int(count) < 1:
+            return missing
+        return form.format(mean=float(mean), count=int(count))
+
+    return template.numbers.format(
+        user=part(numbers.user_mean, numbers.user_count, template.numbers_user, template.numbers_no_user),
+        item=part(numbers.item_mean, numbers.item_count, template.numbers_item, template.numbers_no_item),
+        estimate=template.numbers_estimate.format(estimate=float(estimate)),
+    )
 
 
 def memory_items(

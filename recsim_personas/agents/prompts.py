@@ -48,7 +48,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from recsim_personas.agents.prompt_template import PROMPT_PRESETS, PromptTemplate, get_template
 from recsim_personas.agents.prompt_text import (
@@ -57,11 +57,15 @@ from recsim_personas.agents.prompt_text import (
     format_levels,
     memory_items,
     movie_text,
+    numbers_text,
     summary_text,
     task_text,
 )
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import ConfigError, ModelError, RecsimWarning, did_you_mean
+
+if TYPE_CHECKING:
+    from recsim_personas.memory.cue import CueNumbers
 
 __all__ = [
     "EXIT_OPTIONS",
@@ -181,6 +185,7 @@ def build_rating_prompt(
     tokenizer: Any | None = None,
     max_tokens: int | None = None,
     catalog: Any | None = None,
+    numbers: CueNumbers | None = None,
 ) -> RatingPrompt:
     """The rating prompt of one (user, item), split into cacheable prefix and item suffix.
 
@@ -197,6 +202,12 @@ def build_rating_prompt(
         max_tokens: Longest allowed prompt in tokens (the model context minus room for the answer);
             needs ``tokenizer``.
         catalog: ``ItemCatalog`` to look up the remembered items of ``Memory`` objects.
+        numbers: The collaborative cue (:class:`~recsim_personas.memory.cue.CueNumbers`: the user's
+            and the item's mean rating and count, a bias model's estimate), stated in the
+            ``numbers`` section before the answer cue; ``None`` (default): no such section, the
+            prompt is the same as without the option. The caller makes the numbers leak-free
+            (:meth:`~recsim_personas.memory.cue.CueStatistics.numbers` with the row's own rating
+            for a training row).
 
     Returns:
         :class:`RatingPrompt`; ``truncated`` tells whether memories or the summary were cut.
@@ -213,6 +224,12 @@ def build_rating_prompt(
         raise ConfigError(f"memory_mode must be 'ms' or 'msml', got {mode!r}.{did_you_mean(mode, ['ms', 'msml'])}")
     if max_tokens is not None and tokenizer is None:
         raise ConfigError("max_tokens needs tokenizer= to measure the prompt")
+    cue_text = numbers_text(tpl, numbers)
+    if cue_text and "numbers" not in (tpl.ms_body if mode == "ms" else tpl.msml_body):
+        raise ConfigError(
+            f"prompt template {tpl.name!r} has no 'numbers' section in its {mode} body layout, so the "
+            "collaborative cue cannot be shown; add 'numbers' (before 'cue') to the layout"
+        )
     entries = memory_items(memories, catalog) if mode == "msml" else []
     system = tpl.persona.format(profile=profile_text.strip())
     task = task_text(tpl, scale)
@@ -236,6 +253,7 @@ def build_rating_prompt(
             "memories": memory_text,
             "movie": movie_text(tpl, the_item),
             "summary": summary_text(tpl, the_item, summary_words),
+            "numbers": cue_text,
             "cue": tpl.cue,
         }
         body = _SEP.join(s for s in (sections[n] for n in body_layout) if s)

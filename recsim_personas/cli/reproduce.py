@@ -133,7 +133,7 @@ def _dry_run(config) -> None:
 
         plan = plan_experiment(out, exp)
         for a in plan.adapters:
-            name = adapter_name(a['name'], a['mode'])
+            name = adapter_name(a['name'], a['mode'], cue=a.get('cue', False))
             state = "done" if adapter_up_to_date(out, name, settings) else "to train"
             print(f"  adapter {name:<26} {a['rows']:>6} rows {a['steps']:>5} steps  {state}")
     sim = "enabled" if stages.simulation is not None else "disabled"

@@ -108,6 +108,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, evaluate: bool 
     m.add_argument("--template", default="paper", help="prompt preset: paper or compact (default: paper)")
     m.add_argument("--k", type=int, default=1, help="memories retrieved per prompt in msml mode (default: 1)")
     m.add_argument("--delta", type=float, default=0.0, help="minimum memory similarity (default: 0)")
+    m.add_argument("--cue", action="store_true",
+                   help="collaborative cue: prompts also state the user's and the item's mean ratings and a "
+                   "bias model's estimate; adapters <adapter>_cue__<mode> (default: off)")
     b = parser.add_argument_group("budget")
     add_count_option(b, "--users", "user", words=("none",),
                      help="use at most N users (seeded, proportional per persona) (default: all)")
@@ -149,6 +152,7 @@ def experiment_config_from_args(args: argparse.Namespace) -> Any:
         template=args.template,
         k=args.k,
         delta=args.delta,
+        cue=bool(getattr(args, "cue", False)),
         seed=args.seed,
         server=getattr(args, "server", None),
     )
@@ -189,7 +193,7 @@ def _print_plan(plan: Any, run_dir: str, config: Any) -> None:
     settings = adapter_inputs(config)
     print(f"{'adapter':<22} {'rows':>6} {'users':>5} {'steps':>5} {'epochs':>6}  state")
     for a in plan.adapters:
-        name = adapter_name(a['name'], a['mode'])
+        name = adapter_name(a['name'], a['mode'], cue=a.get('cue', False))
         # "done" only when recorded with these memories and settings, intact: the real run reuses it.
         done = adapter_up_to_date(run_dir, name, settings)
         print(f"{name:<22} {a['rows']:>6} {a['users']:>5} {a['steps']:>5} {a['epochs']:>6.2f}  "
@@ -223,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     dataset = load_run_dataset(args)
     with RunFolder(args.run_dir).lock("recsim-personas train"):
-        names = [adapter_name(a['name'], a['mode']) for a in plan.adapters]
+        names = [adapter_name(a['name'], a['mode'], cue=a.get('cue', False)) for a in plan.adapters]
         verify_run_folder(args.run_dir, adapters=names, repair=("adapters",),
                           check=("memory", "adapters"))  # a damaged adapter is retrained
         results = train_adapters(args.run_dir, dataset, config, progress=not args.quiet,

@@ -164,6 +164,15 @@ class PersonaRecConfig(Config):
         default="ms",
         metadata=help_text("LM agent prompt memories: ms (profile) or msml (profile + retrieved M_l)."),
     )
+    cue: bool | None = field(
+        default=None,
+        metadata=help_text(
+            "LM agent collaborative cue: prompts also state the user's and the item's mean ratings and "
+            "a bias model's estimate, with the persona adapters trained with it "
+            "(adapters/persona_<k>_cue__<mode>). None: as the run folder's adapters were trained "
+            "(the cue only when the folder has the cue adapters and not the plain ones)."
+        ),
+    )
     model: str | None = field(
         default=None,
         metadata=help_text(
@@ -267,6 +276,8 @@ class PersonaRecConfig(Config):
             isinstance(self.server, str) and self.server.startswith(("http://", "https://"))
         ):
             errors.append(f"server must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.server!r}")
+        if self.cue is not None and not isinstance(self.cue, bool):
+            errors.append(f"cue must be True, False or None, got {self.cue!r}")
         if not isinstance(self.warm_cache, bool):
             errors.append(f"warm_cache must be True or False, got {self.warm_cache!r}")
         if not (isinstance(self.choice_temperature, (int, float)) and self.choice_temperature > 0):

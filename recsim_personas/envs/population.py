@@ -40,6 +40,7 @@ from recsim_personas.envs.user_models import (
     build_agent,
     build_lm_agent,
     missing_adapters,
+    resolve_cue,
     simulator_ratings,
 )
 from recsim_personas.envs.user_population import UserPopulation, item_titles, synthetic_population
@@ -111,6 +112,7 @@ def population_from_run_dir(
     require_adapters: str | None = None,
     data_dir: str | None = None,
     dataset: Any = None,
+    cue: bool | None = False,
 ) -> UserPopulation:
     """The population of a memory-stage run folder.
 
@@ -120,6 +122,8 @@ def population_from_run_dir(
             (the LM agent needs them); ``None`` = no check.
         data_dir: Folder of the dataset files when the run was not built on the embedded dataset.
         dataset: The already loaded dataset (skips loading it again).
+        cue: With ``require_adapters``: require the adapters trained with the collaborative cue
+            (``persona_<k>_cue__<mode>``); ``None``: whichever the folder has (``resolve_cue``).
 
     Raises:
         EnvError: The folder is missing, incomplete, or lacks a persona's adapter.
@@ -136,16 +140,17 @@ def population_from_run_dir(
     if require_adapters is not None:
         # Checked before anything heavy loads: personas.parquet alone says which adapters are needed.
         n_personas = int(pd.read_parquet(run_dir / "personas.parquet")["persona"].max()) + 1
-        missing = missing_adapters(run_dir, n_personas, require_adapters)
+        use_cue = resolve_cue(run_dir, n_personas, require_adapters, cue)
+        missing = missing_adapters(run_dir, n_personas, require_adapters, cue=use_cue)
         if missing:
             raise EnvError(
                 f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)} under "
                 f"{run_dir / 'adapters'} (the LM agent needs one per persona for memory mode "
                 f"{require_adapters!r}); train them with `recsim-personas train {run_dir} "
-                f"--memory {require_adapters} --adapters persona`, or use the cheap agent: "
+                f"--memory {require_adapters} --adapters persona{' --cue' if use_cue else ''}`, or use the cheap agent: "
                 "gym.make('PersonaRec-v0', run_dir=..., agent='bias')"
             )
-        verify_run_folder(run_dir, adapters=[adapter_name(k, require_adapters) for k in range(n_personas)],
+        verify_run_folder(run_dir, adapters=[adapter_name(k, require_adapters, cue=use_cue) for k in range(n_personas)],
                           check=("memory",))
     check_structure(run_dir, (*_RUN_FILES, "memories.parquet", "split/train.parquet", "split/test.parquet"))
     split = Split.load(run_dir / "split")
@@ -247,4 +252,4 @@ def load_population(config: PersonaRecConfig) -> UserPopulation:
     if config.run_dir is None:
         return default_population(config.dataset, config.data_dir)
     require = config.memory_mode if config.resolved_agent == "lm" else None
-    return population_from_run_dir(config.run_dir, require_adapters=require, data_dir=config.data_dir)
+    return population_from_run_dir(config.run_dir, require_adapters=require, data_dir=config.data_dir, cue=config.cue)

@@ -19,22 +19,35 @@ if TYPE_CHECKING:
     from recsim_personas.envs.config import PersonaRecConfig
     from recsim_personas.envs.user_population import UserPopulation
 
-__all__ = ["adapter_name", "build_agent", "build_lm_agent", "missing_adapters", "simulator_ratings"]
+__all__ = [
+    "adapter_name", "build_agent", "build_lm_agent", "missing_adapters", "resolve_cue", "simulator_ratings",
+]
 
 
-def adapter_name(persona: int, memory_mode: str) -> str:
-    """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``)."""
-    return persona_adapter_name(persona, memory_mode)
+def adapter_name(persona: int, memory_mode: str, *, cue: bool = False) -> str:
+    """Folder name of persona ``persona``'s adapter for ``memory_mode`` (``persona_2__ms``;
+    ``persona_2_cue__ms`` when trained with the collaborative cue)."""
+    return persona_adapter_name(persona, memory_mode, cue=cue)
 
 
-def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str) -> list[str]:
+def missing_adapters(run_dir: str | Path, n_personas: int, memory_mode: str, *, cue: bool = False) -> list[str]:
     """Names of persona adapters the LM agent needs that ``run_dir/adapters/`` lacks."""
     root = Path(run_dir) / "adapters"
     return [
-        adapter_name(k, memory_mode)
+        adapter_name(k, memory_mode, cue=cue)
         for k in range(n_personas)
-        if not (root / adapter_name(k, memory_mode) / "adapter_config.json").is_file()
+        if not (root / adapter_name(k, memory_mode, cue=cue) / "adapter_config.json").is_file()
     ]
+
+
+def resolve_cue(run_dir: str | Path, n_personas: int, memory_mode: str, cue: bool | None) -> bool:
+    """Whether the LM agent states the collaborative cue: ``cue`` itself, or for ``None`` as the run
+    folder's persona adapters were trained (True only when it has every cue adapter of the memory
+    mode and not every plain one), so an adapter trained with the cue is served with it."""
+    if cue is not None:
+        return bool(cue)
+    plain = missing_adapters(run_dir, n_personas, memory_mode)
+    return bool(plain) and not missing_adapters(run_dir, n_personas, memory_mode, cue=True)
 
 
 def simulator_ratings(population: UserPopulation) -> pd.DataFrame:
@@ -90,7 +103,10 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     ``adapters/persona_<k>__<memory_mode>`` on it by name, and wraps it in a
     :class:`~recsim_personas.agents.scoring.RatingScorer` (batched scoring, mixed adapters, prefix
     cache) and a :class:`~recsim_personas.agents.lm_agent.LMUserAgent` that gives each user their
-    persona's adapter. With ``config.server`` no model is loaded here: a
+    persona's adapter. With the collaborative cue (``config.cue``, or for ``None`` when the run folder's
+    adapters were trained with it: :func:`resolve_cue`) the adapters ``persona_<k>_cue__<mode>`` and
+    prompts that state the cue's numbers (fitted on the run folder's rating pool and train rows). With
+    ``config.server`` no model is loaded here: a
     :class:`~recsim_personas.agents.served.ServedRatingScorer` asks that server (which must serve the
     base model and every persona adapter under the run's names) and only the tokenizer is loaded.
     """
@@ -104,12 +120,19 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     from recsim_personas.agents.scoring import RatingScorer
 
     run_dir, mode = population.run_dir, config.memory_mode
-    missing = missing_adapters(run_dir, population.n_personas, mode)
+    cue = resolve_cue(run_dir, population.n_personas, mode, config.cue)
+    missing = missing_adapters(run_dir, population.n_personas, mode, cue=cue)
     if missing:  # population_from_run_dir checked already; this covers hand-built populations
         raise EnvError(
             f"run folder {run_dir} is missing persona adapter(s) {', '.join(missing)}; train them "
-            f"with `recsim-personas train {run_dir} --memory {mode} --adapters persona`"
+            f"with `recsim-personas train {run_dir} --memory {mode} --adapters persona"
+            f"{' --cue' if cue else ''}`"
         )
+    cue_stats = None
+    if cue:
+        from recsim_personas.memory.pipeline import run_cue_statistics
+
+        cue_stats = run_cue_statistics(run_dir, population.dataset)
     if config.server is not None:
         from recsim_personas.agents.llm import load_tokenizer, served_model_path
         from recsim_personas.agents.served import ServedRatingScorer
@@ -121,7 +144,7 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
     else:
         model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
         names = {
-            adapter_name(k, mode): run_dir / "adapters" / adapter_name(k, mode)
+            adapter_name(k, mode, cue=cue): run_dir / "adapters" / adapter_name(k, mode, cue=cue)
             for k in range(population.n_personas)
         }
         model = load_adapters(model, names)
@@ -131,7 +154,8 @@ def build_lm_agent(config: PersonaRecConfig, population: UserPopulation) -> Any:
         population.store,
         population.catalog,
         memory_mode=mode,
-        adapter_for=adapter_naming(population.store, "persona", mode),
+        adapter_for=adapter_naming(population.store, "persona", mode, cue=cue),
         exit_calibration=config.exit_calibration,
         exit_hazard=config.exit_hazard,
+        cue=cue_stats,
     )

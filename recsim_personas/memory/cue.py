@@ -29,10 +29,29 @@ import pandas as pd
 from recsim_personas.data.dataset import RatingScale
 from recsim_personas.errors import DataError
 
-__all__ = ["CUE_COLUMNS", "CueStatistics"]
+__all__ = ["CUE_COLUMNS", "CueNumbers", "CueStatistics"]
 
 #: Columns of :meth:`CueStatistics.cues`.
 CUE_COLUMNS: tuple[str, ...] = ("user_mean", "user_count", "item_mean", "item_count", "estimate")
+
+
+@dataclass(frozen=True)
+class CueNumbers:
+    """The cue of one (user, item) as a prompt states it (see the rating prompt's ``numbers`` section).
+
+    Attributes:
+        user_mean: The user's mean rating (``None``: the user has no other rating).
+        user_count: How many ratings ``user_mean`` is over.
+        item_mean: The item's mean rating (``None``: the item has no other rating).
+        item_count: How many ratings ``item_mean`` is over.
+        estimate: The damped user + item bias estimate, on the scale's range.
+    """
+
+    user_mean: float | None
+    user_count: int
+    item_mean: float | None
+    item_count: int
+    estimate: float
 
 
 def _sums(frame: pd.DataFrame, key: str) -> tuple[dict[int, float], dict[int, int]]:
@@ -126,3 +145,14 @@ class CueStatistics:
             "user_mean": user_mean, "user_count": n_u.astype(np.int64), "item_mean": item_mean,
             "item_count": n_i.astype(np.int64), "estimate": estimate,
         })
+
+    def numbers(self, user_ids: np.ndarray, item_ids: np.ndarray,
+                own_ratings: np.ndarray | None = None) -> list[CueNumbers]:
+        """:meth:`cues` as one :class:`CueNumbers` per row (what the prompt builders take)."""
+        frame = self.cues(user_ids, item_ids, own_ratings)
+        return [
+            CueNumbers(None if math.isnan(um) else float(um), int(uc), None if math.isnan(im) else float(im),
+                       int(ic), float(est))
+            for um, uc, im, ic, est in zip(frame["user_mean"], frame["user_count"], frame["item_mean"],
+                                           frame["item_count"], frame["estimate"], strict=True)
+        ]

@@ -72,6 +72,7 @@ __all__ = [
     "StageTiming",
     "build_memories",
     "parse_stages",
+    "run_cue_statistics",
     "run_item_catalog",
     "run_item_stats",
 ]
@@ -476,3 +477,16 @@ def run_item_catalog(run_dir: str | Path, dataset: RatingDataset, split: Split |
 
     split = split if split is not None else Split.load(Path(run_dir) / "split")
     return ItemCatalog(dataset, rating_pool(dataset, split.train, split.test, run_item_stats(run_dir)))
+
+
+def run_cue_statistics(run_dir: str | Path, dataset: RatingDataset, split: Split | None = None) -> Any:
+    """The collaborative cue's :class:`~recsim_personas.memory.cue.CueStatistics` of a run folder:
+    item numbers over the rating pool the item averages come from (:func:`run_item_stats`), user
+    numbers over the split's train rows. No test rating is in either."""
+    from recsim_personas.data.splits import Split
+    from recsim_personas.memory.cue import CueStatistics
+    from recsim_personas.memory.statistics import rating_pool
+
+    split = split if split is not None else Split.load(Path(run_dir) / "split")
+    pool = rating_pool(dataset, split.train, split.test, run_item_stats(run_dir))
+    return CueStatistics.fit(pool, split.train, split.scale or dataset.scale)

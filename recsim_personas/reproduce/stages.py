@@ -121,4 +121,5 @@ def adapter_inputs(config: Any) -> dict[str, Any]:
     """What an adapter's rows and weights depend on besides the memories (see ``record_adapters``)."""
     return {"lora": config.train_config().to_dict(), "model": config.model, "template": config.template,
             "k": config.k, "delta": config.delta, "max_users": config.max_users,
-            "train_rows_per_user": config.train_rows_per_user, "seed": config.seed}
+            "train_rows_per_user": config.train_rows_per_user, "seed": config.seed,
+            **({"cue": True} if getattr(config, "cue", False) else {})}

@@ -27,6 +27,7 @@ class RunContext:
         model: The base causal LM.
         tokenizer: Its tokenizer.
         max_tokens: Longest prompt the model's context allows (a margin below it).
+        cue: The collaborative cue's ``CueStatistics`` when ``config.cue`` (else ``None``).
     """
 
     run: Path
@@ -38,6 +39,7 @@ class RunContext:
     model: Any
     tokenizer: Any
     max_tokens: int
+    cue: Any = None
 
 
 def load_context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, model: Any, tokenizer: Any) -> RunContext:
@@ -48,7 +50,7 @@ def load_context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, mo
         ConfigError: ``model`` without ``tokenizer``.
     """
     from recsim_personas.agents.llm import load_causal_lm
-    from recsim_personas.memory.pipeline import run_item_catalog
+    from recsim_personas.memory.pipeline import run_cue_statistics, run_item_catalog
     from recsim_personas.memory.store import MemoryStore
 
     run = Path(run_dir)
@@ -66,4 +68,6 @@ def load_context(run_dir: str | Path, dataset: Any, config: ExperimentConfig, mo
     elif tokenizer is None:
         raise ConfigError("pass tokenizer= together with model=")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    return RunContext(run, dataset, split, persona_table(personas), catalog, store, model, tokenizer, context - 8)
+    cue = run_cue_statistics(run, dataset, split) if config.cue else None
+    return RunContext(run, dataset, split, persona_table(personas), catalog, store, model, tokenizer, context - 8,
+                      cue)

@@ -60,7 +60,7 @@ def evaluate_rows(
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
         inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx)
-        path = result_path(ctx.run, no, kind, mode, results_dir)
+        path = result_path(ctx.run, no, kind, mode, results_dir, cue=config.cue)
         cached = _read_result(path, stable_hash(inputs))
         if cached is None:
             todo.append(_Row(no, kind, mode, inputs, path))
@@ -88,7 +88,7 @@ def _trained_adapters(ctx: RunContext, config: ExperimentConfig) -> tuple[dict[s
     keys: dict[str, str] = {}
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
-        for name in row_adapters(kind, mode, ctx.personas):
+        for name in row_adapters(kind, mode, ctx.personas, cue=config.cue):
             folder = ctx.run / "adapters" / name
             try:
                 keys[name] = read_adapter_info(folder)["run_key"]
@@ -149,11 +149,11 @@ def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame,
     no, kind, mode = row.no, row.kind, row.mode
     agent = LMUserAgent(
         scorer, ctx.store, ctx.catalog, memory_mode=mode, k=config.k, delta=config.delta,
-        adapter_for=adapter_naming(ctx.store, kind, mode), template=config.template,
-        mode=config.eval_mode, seed=config.seed,
+        adapter_for=adapter_naming(ctx.store, kind, mode, cue=config.cue), template=config.template,
+        mode=config.eval_mode, seed=config.seed, cue=ctx.cue,
     )
     evaluation = evaluate_agent(
-        agent, test, personas=ctx.personas, name=result_name(no, kind, mode),
+        agent, test, personas=ctx.personas, name=result_name(no, kind, mode, cue=config.cue),
         batch_size=config.eval_batch_size, seed=config.seed, progress=progress,
         config={"row": no, "adapter": kind, "memory_mode": mode, **config.to_dict()},
     )
@@ -161,7 +161,7 @@ def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame,
     atomic_write_parquet(row.path.with_suffix(".parquet"), evaluation.predictions)
     evaluation.write_json(row.path, extra={
         "row": no, "adapter": kind, "memory_mode": mode, "inputs_hash": stable_hash(row.inputs),
-        "adapters": row_adapters(kind, mode, ctx.personas),
+        "adapters": row_adapters(kind, mode, ctx.personas, cue=config.cue),
     })
     if log is not None:
         log(f"row {no:>2} ({kind}, {mode}): RMSE {evaluation.rmse:.3f}, MAE {evaluation.mae:.3f}, "
@@ -171,12 +171,15 @@ def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame,
 
 def _eval_inputs(no: int, kind: str, mode: str, config: ExperimentConfig, test_hash: str,
                  keys: dict[str, str], ctx: RunContext) -> dict[str, Any]:
-    return {
+    inputs = {
         "row": no, "adapter": kind, "mode": mode, "eval_mode": config.eval_mode,
         "template": config.template, "k": config.k, "delta": config.delta, "seed": config.seed,
         "test": test_hash, "model": str(getattr(ctx.model.config, "_name_or_path", "")),
-        "adapters": {n: keys[n] for n in row_adapters(kind, mode, ctx.personas)},
+        "adapters": {n: keys[n] for n in row_adapters(kind, mode, ctx.personas, cue=config.cue)},
     }
+    if config.cue:  # only then: the cached results without the cue keep their hashes
+        inputs["cue"] = True
+    return inputs
 
 
 def _read_result(path: Path, inputs_hash: str) -> dict[str, Any] | None:

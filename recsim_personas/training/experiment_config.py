@@ -88,6 +88,13 @@ class ExperimentConfig(Config):
         default="score", metadata={"help": "score (distribution, one pass) or generate (the paper's)."}
     )
     template: str = field(default="paper", metadata={"help": "Prompt preset (paper or compact)."})
+    cue: bool = field(
+        default=False,
+        metadata={"help": "Collaborative cue: every train and test prompt also states the user's mean rating "
+                  "and count, the item's mean and count and a bias model's estimate (leave-one-out for "
+                  "train rows); the adapters are then named <adapter>_cue__<mode> and the results "
+                  "row<NN>_<adapter>_cue__<mode>, apart from those without it."},
+    )
     k: int = field(default=1, metadata={"help": "Memories retrieved per prompt in msml mode (paper: 1)."})
     delta: float = field(default=0.0, metadata={"help": "Minimum cosine similarity of a memory."})
     eval_batch_size: int = field(default=64, metadata={"help": "Requests per agent call."})

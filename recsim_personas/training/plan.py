@@ -106,7 +106,7 @@ def plan_experiment(
     test = test_interactions(split, config, users)
     tokens = _token_estimates(run, dataset, split, config, tokenizer) if dataset is not None and tokenizer is not None else {}
     adapters = [
-        _adapter_entry(run, name, mode, part, tcfg, tokens)
+        _adapter_entry(run, name, mode, part, tcfg, tokens, config.cue)
         for mode in config.memory_modes
         for name, part in adapter_datasets(train, personas, config.adapters, config.seed).items()
     ]
@@ -116,15 +116,15 @@ def plan_experiment(
 
 
 def _adapter_entry(run: Path, name: str, mode: str, part: pd.DataFrame, tcfg: LoraTrainConfig,
-                   tokens: dict[str, dict[str, float]]) -> dict[str, Any]:
+                   tokens: dict[str, dict[str, float]], cue: bool = False) -> dict[str, Any]:
     """One adapter of the plan: its rows, users, steps, epochs, whether it is done (and its tokens)."""
     counts = part.groupby("user_id").size().to_numpy()
     steps_epoch = steps_per_epoch(counts, tcfg)
     total = max(1, math.ceil(tcfg.epochs * steps_epoch))
     steps = min(total, tcfg.max_steps) if tcfg.max_steps else total
-    entry = {"name": name, "mode": mode, "rows": len(part), "users": len(counts),
+    entry = {"name": name, "mode": mode, "cue": cue, "rows": len(part), "users": len(counts),
              "steps": steps, "epochs": round(steps / steps_epoch, 3),
-             "done": (adapter_dir(run, name, mode) / ADAPTER_INFO).is_file()}
+             "done": (adapter_dir(run, name, mode, cue=cue) / ADAPTER_INFO).is_file()}
     if tokens:
         t = tokens[mode]
         groups = np.ceil(counts / tcfg.batch_size).sum() if tcfg.prefix_sharing else 0
@@ -143,7 +143,7 @@ def _evaluation_entries(run: Path, config: ExperimentConfig, test: pd.DataFrame,
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
         entry = {"row": no, "adapter": kind, "mode": mode, "test_rows": len(test), "users": n_users,
-                 "done": result_path(run, no, kind, mode).is_file()}
+                 "done": result_path(run, no, kind, mode, cue=config.cue).is_file()}
         if tokens:
             t = tokens[mode]
             entry["eval_tokens"] = int(n_users * t["prefix"] + len(test) * t["suffix"])

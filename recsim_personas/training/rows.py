@@ -28,6 +28,11 @@ No row sees its own label:
   average is not time-restricted either: the catalog's pool holds every other known rating.
 * **Memories.** Retrieval never returns the row's own item (below), and the M_l texts quote
   leave-one-out averages too (``memory.statistics``).
+* **The collaborative cue** (``cue=``, off by default): the user's mean rating and count, the
+  item's mean rating and count and a bias model's estimate
+  (:class:`~recsim_personas.memory.cue.CueStatistics`). A train row's numbers leave the row's own
+  rating out of every sum they are computed from (global, user and item: leave-one-out); a test
+  row's come from the train rows and the rating pool, which hold no test rating.
 * **Items the profile names.** The profile M_s lists a few films the user loved or disliked, with
   its rating implied ("Films I loved include ..."). A train row whose item the user's profile names
   (its ``"Title (year)"`` label, or its title, appears in the profile text) would be answered by
@@ -46,7 +51,7 @@ import hashlib
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -57,6 +62,9 @@ from recsim_personas.training.sampling import cap_per_user as cap_per_user  # co
 from recsim_personas.training.sampling import (
     subsample_to_size as subsample_to_size,  # compatibility
 )
+
+if TYPE_CHECKING:
+    from recsim_personas.memory.cue import CueStatistics
 
 __all__ = [
     "ROW_COLUMNS",
@@ -109,13 +117,17 @@ def build_rows(
     seed: int = 0,
     leave_one_out: bool = False,
     named_items: NamedItems = "keep",
+    cue: CueStatistics | None = None,
 ) -> pd.DataFrame:
     """Prompt + target rows for ``interactions`` (see :func:`build_training_rows`).
 
     Args:
         exclude_self: Never retrieve the row's own item (always True for training rows).
         leave_one_out: Show the row's item with the row's own rating left out of its average
-            (train rows: the catalog's averages count them).
+            (train rows: the catalog's averages count them); with ``cue``, the cue's numbers
+            leave it out too.
+        cue: :class:`~recsim_personas.memory.cue.CueStatistics` whose numbers every prompt states
+            (the collaborative cue), or ``None`` (default) for prompts without them.
         named_items: ``"drop"`` rows whose item the user's profile names, or ``"keep"`` them.
 
     Returns:
@@ -135,11 +147,14 @@ def build_rows(
         )
     else:
         found = [[] for _ in users]
+    numbers: list[Any] = (
+        [None] * len(users) if cue is None else cue.numbers(users, items, ratings if leave_one_out else None)
+    )
     with warnings.catch_warnings():
         # One summary warning below instead of one per row.
         warnings.simplefilter("ignore", PromptTruncatedWarning)
         records, n_named = _records(
-            store, catalog, zip(users.tolist(), items.tolist(), ratings, found, strict=True),
+            store, catalog, zip(users.tolist(), items.tolist(), ratings, found, numbers, strict=True),
             memory_mode=memory_mode, template=template, scale=scale, tokenizer=tokenizer,
             max_tokens=max_tokens, exclude_self=exclude_self, leave_one_out=leave_one_out,
             named_items=named_items,
@@ -182,8 +197,8 @@ def _check_scale(scale: RatingScale, users: np.ndarray, items: np.ndarray, ratin
 def _records(store: Any, catalog: Any, rows: Any, *, memory_mode: str, template: Any, scale: RatingScale,
              tokenizer: Any, max_tokens: int | None, exclude_self: bool, leave_one_out: bool,
              named_items: str) -> tuple[list[tuple[Any, ...]], int]:
-    """One record per kept ``(user, item, rating, memories)`` (in :data:`ROW_COLUMNS` order), and the
-    number of rows dropped because the profile names the item."""
+    """One record per kept ``(user, item, rating, memories, cue numbers)`` (in :data:`ROW_COLUMNS`
+    order), and the number of rows dropped because the profile names the item."""
     from recsim_personas.agents.prompts import PromptMemory, build_rating_prompt
     from recsim_personas.memory.statistics import leave_one_out as _without
 
@@ -197,7 +212,7 @@ def _records(store: Any, catalog: Any, rows: Any, *, memory_mode: str, template:
     profiles: dict[int, str] = {}
     records = []
     n_named = 0
-    for user, item, rating, memories in rows:
+    for user, item, rating, memories, numbers in rows:
         if exclude_self and any(int(m.item_id) == item for m in memories):
             raise DataError(
                 f"retrieval returned the row's own item {item} for user {user}: the store ignores "
@@ -214,7 +229,7 @@ def _records(store: Any, catalog: Any, rows: Any, *, memory_mode: str, template:
         entries = [PromptMemory(info(int(m.item_id)), m.text) for m in memories]
         prompt = build_rating_prompt(
             template, profiles[user], item_info, entries, scale,
-            memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens,
+            memory_mode=memory_mode, tokenizer=tokenizer, max_tokens=max_tokens, numbers=numbers,
         )
         records.append(
             (user, item, float(rating), prompt.prefix, prompt.suffix, scale.format(float(rating)),
@@ -227,6 +242,7 @@ def build_training_rows(
     store: Any, catalog: Any, train: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
     scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
     delta: float = 0.0, per_user: int | float | None = None, seed: int = 0, named_items: NamedItems = "drop",
+    cue: CueStatistics | None = None,
 ) -> pd.DataFrame:
     """One fine-tuning row per train interaction: the rating prompt and the rating as target text.
 
@@ -245,6 +261,9 @@ def build_training_rows(
         per_user: Cap per user: ``None`` (all), an int (at most that many rows), or a fraction.
         seed: Seed of the per-user cap.
         named_items: ``"drop"`` (default) rows whose item the user's profile names, or ``"keep"``.
+        cue: :class:`~recsim_personas.memory.cue.CueStatistics` fitted on the rating pool and the
+            train rows (the collaborative cue; ``None``: none). Each row's numbers leave its own
+            rating out (leave-one-out), so a row must be among the ratings the cue was fitted on.
 
     Returns:
         A frame with columns ``user_id, item_id, rating, prefix, suffix, target, n_memories,
@@ -258,24 +277,25 @@ def build_training_rows(
     return build_rows(
         store, catalog, train, memory_mode=memory_mode, template=template, scale=scale,
         tokenizer=tokenizer, max_tokens=max_tokens, k=k, delta=delta, exclude_self=True,
-        per_user=per_user, seed=seed, leave_one_out=True, named_items=named_items,
+        per_user=per_user, seed=seed, leave_one_out=True, named_items=named_items, cue=cue,
     )
 
 
 def build_test_rows(
     store: Any, catalog: Any, test: pd.DataFrame, *, memory_mode: MemoryMode = "ms", template: Any = "paper",
     scale: RatingScale, tokenizer: Any | None = None, max_tokens: int | None = None, k: int = 1,
-    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0,
+    delta: float = 0.0, per_user: int | float | None = None, seed: int = 0, cue: CueStatistics | None = None,
 ) -> pd.DataFrame:
     """Rows for test interactions, built exactly as the agent builds its prompts.
 
     Same arguments and columns as :func:`build_training_rows`. The store holds train memories only, so
-    test retrieval cannot see a test rating; the item itself is excluded too, as the agent does.
+    test retrieval cannot see a test rating; the item itself is excluded too, as the agent does. The
+    cue's numbers (``cue``) are the fitted sums as they are: no test rating is in them.
     """
     return build_rows(
         store, catalog, test, memory_mode=memory_mode, template=template, scale=scale,
         tokenizer=tokenizer, max_tokens=max_tokens, k=k, delta=delta, exclude_self=True,
-        per_user=per_user, seed=seed,
+        per_user=per_user, seed=seed, cue=cue,
     )
 
 

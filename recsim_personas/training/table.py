@@ -40,7 +40,7 @@ def experiment_table(config: ExperimentConfig, results: dict[int, dict[str, Any]
         res = results.get(no)
         if res is None:
             continue
-        names = row_adapters(kind, mode, personas)
+        names = row_adapters(kind, mode, personas, cue=config.cue)
         trained = [train[n] for n in names if n in train]
         m = res["metrics"]
         records.append({
@@ -61,7 +61,7 @@ def experiment_table(config: ExperimentConfig, results: dict[int, dict[str, Any]
         })
         if kind == "persona":
             for p, pm in sorted(res.get("per_persona", {}).items(), key=lambda kv: int(kv[0])):
-                t = train.get(persona_adapter_name(int(p), mode))
+                t = train.get(persona_adapter_name(int(p), mode, cue=config.cue))
                 points.append({"persona": int(p), "memory": mode, "train_rows": t.n_rows if t else None,
                                "rmse": pm["rmse"], "mae": pm["mae"], "n_test": pm["n"]})
     return pd.DataFrame.from_records(records), points

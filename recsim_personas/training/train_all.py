@@ -3,7 +3,8 @@
 Per memory mode: one row per capped train interaction (:func:`~recsim_personas.training.rows.build_training_rows`),
 split into each adapter's dataset (:func:`~recsim_personas.training.run_inputs.adapter_datasets`), each
 trained by :func:`~recsim_personas.training.lora.train_adapter` into ``adapters/<name>__<mode>/`` (a
-finished adapter with the same inputs is reused, an interrupted one resumes).
+finished adapter with the same inputs is reused, an interrupted one resumes). With ``config.cue`` the
+prompts state the collaborative cue and the adapters go to ``adapters/<name>_cue__<mode>/``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def train_adapters(
         rows = _training_rows(ctx, train, mode, config)
         rows["persona"] = [ctx.personas[int(u)] for u in rows["user_id"]]
         for name, part in adapter_datasets(rows, ctx.personas, config.adapters, config.seed).items():
-            key = adapter_name(name, mode)
+            key = adapter_name(name, mode, cue=config.cue)
             t0 = time.perf_counter()
-            result = train_adapter(ctx.model, ctx.tokenizer, part, tcfg, adapter_dir(ctx.run, name, mode),
+            result = train_adapter(ctx.model, ctx.tokenizer, part, tcfg, adapter_dir(ctx.run, name, mode, cue=config.cue),
                                    name=key, progress=progress)
             results[key] = result
             if log is not None:
@@ -67,5 +68,5 @@ def _training_rows(ctx: RunContext, interactions: pd.DataFrame, mode: str, confi
     return build_training_rows(
         ctx.store, ctx.catalog, interactions, memory_mode=mode, template=config.template,
         scale=ctx.dataset.scale, tokenizer=ctx.tokenizer, max_tokens=ctx.max_tokens, k=config.k,
-        delta=config.delta,
+        delta=config.delta, cue=ctx.cue,
     )
