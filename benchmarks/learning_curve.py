@@ -36,7 +36,7 @@ fitted on the same ratings the agent's item averages come from (the run's rating
 the same 2,000 rows; ``paired_difference`` gives the paired bootstrap interval (over users) of agent
 minus bias, and of agent minus biased MF.
 
-With ``--cue`` (``benchmarks/learning_curve_cue.py``) every train and test prompt also states the
+With ``--cue`` (``benchmarks/_learning_curve_cue.py``) every train and test prompt also states the
 collaborative cue (the user's mean and count, the item's mean and count, a bias model's estimate;
 leave-one-out for train rows); the point trains on the same rows and scores the same test rows as
 without it, in its own work folder (``curve-cue/``, adapters ``single_n<N>_cue__ms``), writes
@@ -61,9 +61,9 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # learning_curve_lib, learning_curve_cue
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _learning_curve_lib, _learning_curve_cue
 
-from learning_curve_lib import (
+from _learning_curve_lib import (
     BASELINES,
     CHUNK_ROWS,
     MEMORY_MODE,
@@ -194,7 +194,7 @@ class LearningCurve:
             f"({dropped} dropped: the profile names the item)")
         self.same_rows: dict[str, Any] | None = None
         if self.cue:
-            from learning_curve_cue import same_train_rows
+            from _learning_curve_cue import same_train_rows
 
             self.same_rows = same_train_rows(self.no_cue_work, self.all_rows)
             log(f"cue: train rows the same as the no-cue run's: {self.same_rows}; first prompt ends "
@@ -220,7 +220,7 @@ class LearningCurve:
             f"seed {self.args.seed}, {len(bounds)} chunks); rating pool for item averages and baselines: "
             f"{len(self.pool):,} ratings ({self.memory_config.item_stats})")
         if self.cue:
-            from learning_curve_cue import same_test_rows
+            from _learning_curve_cue import same_test_rows
 
             log(f"cue: no-cue predictions on the same test rows: {same_test_rows(self.no_cue_work, self.test)}")
 
@@ -397,7 +397,7 @@ class LearningCurve:
         paired = {ref: paired_difference(frame, "expectation", ref, n_boot=2000, seed=self.args.seed)
                   for ref in ("bias", "biased-mf")}
         if self.cue:
-            from learning_curve_cue import no_cue_comparison
+            from _learning_curve_cue import no_cue_comparison
 
             paired["no-cue"] = no_cue_comparison(frame, self.no_cue_work, label, self.args.seed)
         import numpy as np

@@ -121,7 +121,9 @@ def test_the_converted_benchmarks_are_all_found():
 
 @pytest.mark.parametrize("path", SCRIPTS + RESULT_EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_benchmark_writes_through_the_helper(path, capsys):
-    source = path.read_text(encoding="utf-8")
+    # A script's private helper modules (``_<script>_*.py`` beside it) count as part of it.
+    helpers = sorted(path.parent.glob(f"_{path.stem}_*.py"))
+    source = "\n".join(p.read_text(encoding="utf-8") for p in [path, *helpers])
     assert "from recsim_personas.benchmarking import" in source
     assert "ResultsFile(" in source or "write_results(" in source
     for own_writer in ("atomic_write_json", "environment_info", "results_document", "write_results_json",

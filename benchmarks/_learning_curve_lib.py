@@ -257,7 +257,7 @@ def write_report(lc: Any, finished: list[dict[str, Any]], pending: list[dict[str
         ndcg = "-" if b["ndcg@10"] is None else f"{b['ndcg@10']:.3f}"
         lines.append(f"{BASELINE_LABEL[name]:>8} {b['rmse']:>7.4f} {b['mae']:>7.4f} {rho:>9} {ndcg:>8}")
     if lc.cue:
-        from learning_curve_cue import table_lines
+        from _learning_curve_cue import table_lines
 
         lines += table_lines(finished)
     for p in pending:
