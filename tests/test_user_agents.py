@@ -20,7 +20,8 @@ What the protocol promises, and what is checked:
   sessions, good and bad ratings and, where ``accepts_unrated_events``, unrated steps (NaN).
 - An empty request list gets an empty answer (a vector env whose sessions all ended).
 - User mistakes raise the library's error (:class:`~recsim_personas.errors.RecsimError`): a request
-  list of mismatched lengths, and, for agents that cannot answer them, unknown user or item ids;
+  list of mismatched lengths (a ``DataError`` from every agent), and, for agents that cannot answer
+  them, unknown user or item ids;
   the cheap agents document a fallback for unknown ids (zero bias) and must answer with a valid
   distribution.
 """
@@ -41,7 +42,7 @@ from conftest import tiny_lm_agent
 import recsim_personas
 from recsim_personas.agents.protocol import RatingBatch, SessionEvent, UserAgent
 from recsim_personas.data.dataset import RatingScale
-from recsim_personas.errors import RecsimError
+from recsim_personas.errors import DataError, RecsimError
 from tests.tolerances import FP32_PATH_ATOL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -200,9 +201,9 @@ class TestEveryUserAgent:
     def test_mismatched_request_lists_raise_the_library_error(self, case, run_population):
         _, _, agent = case
         users, items = _requests(run_population)
-        with pytest.raises(RecsimError, match=r"2 user ids but 1 item ids"):
+        with pytest.raises(DataError, match=r"2 user ids but 1 item ids"):
             agent.rate(users[:2], items[:1])
-        with pytest.raises(RecsimError, match=r"2 users but 1 sessions"):
+        with pytest.raises(DataError, match=r"2 users but 1 sessions"):
             agent.leave_probability(users[:2], [[]])
 
     def test_unknown_ids_get_the_documented_answer(self, case, run_population):

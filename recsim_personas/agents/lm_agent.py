@@ -60,7 +60,7 @@ from recsim_personas.agents.prompts import (
 )
 from recsim_personas.agents.protocol import RatingBatch, Scorer, SessionEvent
 from recsim_personas.agents.scoring import BASE_ADAPTER, RatingScorer
-from recsim_personas.errors import ConfigError, did_you_mean
+from recsim_personas.errors import ConfigError, DataError, did_you_mean
 
 if TYPE_CHECKING:
     from recsim_personas.memory.cue import CueStatistics
@@ -211,7 +211,10 @@ class LMUserAgent:
         users = [int(u) for u in user_ids]
         items = [int(i) for i in item_ids]
         if len(users) != len(items):
-            raise ConfigError(f"rate got {len(users)} user ids but {len(items)} item ids")
+            raise DataError(
+                f"LMUserAgent.rate: {len(users)} user ids but {len(items)} item ids; pass one user and one "
+                "item per request"
+            )
         if self.memory_mode == "msml":
             found = self.store.retrieve_batch(users, items, k=self.k, delta=self.delta, exclude_items=items)
         else:
@@ -268,7 +271,9 @@ class LMUserAgent:
     ) -> list[RatingPrompt]:
         """The leave-or-stay prompts of the users after their sessions so far."""
         if len(user_ids) != len(sessions):
-            raise ConfigError(f"leave_probability got {len(user_ids)} users but {len(sessions)} sessions")
+            raise DataError(
+                f"LMUserAgent.leave_probability: {len(user_ids)} users but {len(sessions)} sessions"
+            )
         out = []
         for u, session in zip(user_ids, sessions, strict=True):
             row = self.store.profile_row(int(u)) if hasattr(self.store, "profile_row") else {}
