@@ -50,8 +50,20 @@ ROOT = Path(__file__).resolve().parents[1]
 LEARNED = "item-scoring DQN (learned)"
 
 
-def item_dqn_classes(item_features: np.ndarray, seen_value: float) -> tuple[type, type]:
-    """``(DQN subclass, policy class)``: masked per-env epsilon-greedy, item-scoring Q-network."""
+def item_dqn_classes(
+    item_features: np.ndarray, seen_value: float, item_bias: bool = True,
+    layout: dict[str, slice] | None = None,
+) -> tuple[type, type]:
+    """``(DQN subclass, policy class)``: masked per-env epsilon-greedy, item-scoring Q-network.
+
+    ``Q(s, i) = f_i . (A z + W relu(V z)) + b_i``: the item's features ``f_i`` against a user
+    vector computed from the observation. With ``layout`` (the env's ``observation_layout``) the
+    context ``z`` is compact: the user's collaborative embedding, the session's taste so far (the
+    mean of the rated history items' features weighted by their centred ratings), the share of
+    the history filled, the step; without it ``z`` is the whole observation but the mask.
+    ``item_bias=False`` drops the free per-item bias ``b_i`` (one shared constant): every item is
+    then scored through its features only, so an item tried a few times cannot win on a lucky
+    estimate of its own bias."""
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.dqn.policies import DQNPolicy
@@ -60,21 +72,37 @@ def item_dqn_classes(item_features: np.ndarray, seen_value: float) -> tuple[type
     n_items, d = item_features.shape
 
     class ItemQ(nn.Module):
-        """``Q(s, i) = f_i . (A x + W mlp(x)) + b_i``; masked items get ``seen_value``."""
+        """``Q(s, i) = f_i . (A z + W mlp(z)) + b_i``; masked items get ``seen_value``."""
 
         def __init__(self, obs_dim: int, hidden: int = 128) -> None:
             super().__init__()
             self.register_buffer("features", torch.as_tensor(item_features, dtype=torch.float32))
-            ctx = obs_dim - n_items
-            self.ctx = ctx
-            self.linear = nn.Linear(ctx, d, bias=True)
-            self.mlp = nn.Sequential(nn.Linear(ctx, hidden), nn.ReLU(), nn.Linear(hidden, d, bias=False))
+            self.ctx = obs_dim - n_items
+            z_dim = self.ctx
+            if layout is not None:
+                self.user, self.items, self.ratings, self.step = (
+                    layout["user"], layout["history_items"], layout["history_ratings"], layout["step"])
+                z_dim = (self.user.stop - self.user.start) + d + 2
+            self.linear = nn.Linear(z_dim, d, bias=True)
+            self.mlp = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, d, bias=False))
             nn.init.zeros_(self.mlp[2].weight)
-            self.item_bias = nn.Parameter(torch.zeros(n_items))
+            self.item_bias = nn.Parameter(torch.zeros(n_items if item_bias else 1))
+
+        def context(self, obs: torch.Tensor) -> torch.Tensor:
+            if layout is None:
+                return obs[:, : self.ctx]
+            m = len(obs)
+            ratings = obs[:, self.ratings]                        # (m, H), 0 = padding or unrated
+            hist = obs[:, self.items].reshape(m, ratings.shape[1], d)
+            rated = (ratings > 0).float()
+            centred = (ratings - 0.7) * rated                     # 0.7 = 3.5 stars on a 5-star scale
+            filled = rated.sum(dim=1, keepdim=True)
+            taste = (centred[:, :, None] * hist).sum(dim=1) / filled.clamp(min=1.0)
+            return torch.cat([obs[:, self.user], taste, filled / ratings.shape[1], obs[:, self.step]], dim=1)
 
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            x, mask = obs[:, : self.ctx], obs[:, self.ctx :]
-            user = self.linear(x) + self.mlp(x)
+            z, mask = self.context(obs), obs[:, self.ctx :]
+            user = self.linear(z) + self.mlp(z)
             q = user @ self.features.T + self.item_bias
             return torch.where(mask > 0.5, q, torch.full_like(q, seen_value))
 
@@ -157,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--buffer", type=int, default=20_000, help="replay buffer size (transitions)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--q-net", choices=("compact", "full"), default="compact",
+                   help="context of the Q-network: compact (user embedding, session taste so far, "
+                        "step) or full (the whole observation)")
+    p.add_argument("--no-item-bias", action="store_true",
+                   help="score items through their features only (no free per-item bias b_i)")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic population, a few hundred steps")
     args = p.parse_args(argv)
     # Created before training: the file records the load average before and after the run.
@@ -186,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = SB3VecEnv.make(num_envs=args.num_envs, observation="flat", mask_in_obs=True, **options, **objects)
     population, agent = raw.env.population, raw.env.agent
     seen_value = float(raw.env.config.seen_penalty)
-    dqn_cls, policy_cls = item_dqn_classes(raw.env.item_features, seen_value)
+    layout = raw.env.observation_layout if args.q_net == "compact" else None
+    dqn_cls, policy_cls = item_dqn_classes(raw.env.item_features, seen_value, item_bias=not args.no_item_bias,
+                                           layout=layout)
     hp = {"buffer_size": args.buffer, "learning_starts": 50 if args.smoke else 2_000, "batch_size": 256,
           "train_freq": 1, "gradient_steps": 2, "target_update_interval": 2_000, "gamma": args.gamma,
           "learning_rate": args.lr, "exploration_fraction": 0.2, "exploration_initial_eps": 1.0,
@@ -238,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "1 thread) <= 1200, i.e. 2 cores x 10 min; wall time inflated by the "
                                 "shared machine's load",
               "algorithm": "stable-baselines3 DQN, item-scoring Q-network, masked exploration",
-              "dqn": {**hp, "q_network": "f_i . (A x + W relu(V x)) + b_i, hidden 128, masked -> seen_penalty"},
+              "dqn": {**hp, "q_network": "f_i . (A x + W relu(V x)) + " + ("c (no per-item bias)" if args.no_item_bias else "b_i")
+                      + ", hidden 128, masked -> seen_penalty"},
               "observation": "flat (profile, user MF embedding [b_u, p_u] of the recommender's 32-factor MF "
                              "on the logged ratings, persona, history item features and ratings, step) + "
                              "action mask; no simulator latent",

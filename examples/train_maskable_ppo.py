@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {steps:,} steps in {train_s:.0f} s ({steps / train_s:,.0f} steps/s)")
 
     # 2. Evaluate on one schedule.
-    sim = SimulationConfig(policies=("random", "popularity", "als", "oracle"), episodes=args.episodes,
+    sim = SimulationConfig(policies=("random", "popularity", "als", "mf", "oracle"), episodes=args.episodes,
                            horizon=options["horizon"], seed=args.seed, oracle_candidates=None,
                            env={"cheap_agent": "mf"})
     report = run_simulation(sim, agent=agent, population=population, progress=False)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in report.results]
     learned = evaluate_policy({**options, "observation": "flat"}, model, episodes=args.episodes,
                               seed=args.seed, population=population, agent=agent)
-    rows.insert(3, {"policy": "MaskablePPO (learned)", **{
+    rows.insert(4, {"policy": "MaskablePPO (learned)", **{
         k: v for k, v in learned.to_dict().items() if k not in ("episodes", "steps")}})
     by = {r["policy"]: r for r in rows}
     pop_row = by["popularity"]
@@ -225,7 +225,8 @@ def plot(points: list[dict[str, float]], rows: list[dict[str, Any]], stem: Path,
              for r in rows]
     means = np.array([r["return"] for r in rows])
     ci = np.array([r["return_ci"] for r in rows])
-    colours = {"random": "#8c8c8c", "popularity": "#dd8452", "als": "#c44e52", "oracle": "#55a868"}
+    colours = {"random": "#8c8c8c", "popularity": "#dd8452", "als": "#c44e52", "mf": "#937860",
+               "oracle": "#55a868"}
     ax.bar(np.arange(len(rows)), means, yerr=np.abs(np.stack([means - ci[:, 0], ci[:, 1] - means])),
            capsize=4, color=[colours.get(r["policy"], "#4c72b0") for r in rows])
     # The bars start at 0 (the return's lower end; a seen-item penalty can go below) so heights compare.

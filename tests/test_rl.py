@@ -24,7 +24,7 @@ from recsim_personas.envs.policies import make_policy
 from recsim_personas.envs.population import build_agent, simulator_ratings, synthetic_population
 from recsim_personas.envs.simulate import SimulationConfig, run_simulation
 from recsim_personas.envs.vector import PersonaRecVectorEnv
-from recsim_personas.errors import ConfigError
+from recsim_personas.errors import ConfigError, EnvError
 from tests.tolerances import FP32_EPS
 
 pytestmark = pytest.mark.synthetic_population(n_users=30, n_items=90, seed=0)
@@ -177,6 +177,17 @@ def test_flat_observation_holds_the_history_as_item_features(population, mf_agen
     ratings = obs[dim + n_p + 3 * d : dim + n_p + 3 * d + 3]
     assert ratings[0] == pytest.approx(info["rating"] / population.scale.max)
     assert obs[-1] == pytest.approx(1 / env.config.horizon)
+    # The published layout names the same parts.
+    layout = env.observation_layout
+    assert list(layout) == ["profile", "user", "persona", "history_items", "history_ratings", "step",
+                            "action_mask"]
+    assert layout["profile"].start == 0 and layout["action_mask"].stop == len(obs)
+    assert all(a.stop == b.start for a, b in zip(list(layout.values()), list(layout.values())[1:]))
+    np.testing.assert_array_equal(obs[layout["history_items"]].reshape(3, d), hist)
+    np.testing.assert_array_equal(obs[layout["history_ratings"]], ratings)
+    np.testing.assert_array_equal(obs[layout["user"]], users[pos])
+    with pytest.raises(EnvError, match="observation_layout exists only with observation='flat'"):
+        gym.make("PersonaRec-v1", population=population, agent=mf_agent).unwrapped.observation_layout
 
 
 def logged_population(other_rating: float | None = None):
@@ -375,3 +386,37 @@ def test_choice_model_and_reward_are_swappable_seams(population, mf_agent):
     _, reward, _, _, info = env.step(np.array([5, 6, 7]))
     assert info["chosen_slot"] == 0 and info["item_id"] == population.item_ids[5]
     assert reward == pytest.approx(10.0 * info["rating"])
+
+
+# -- shared population and cheap users across gym.make calls ---------------------------------------
+def test_envs_on_one_population_share_its_cheap_user_model(population):
+    one = gym.make("PersonaRec-v1", population=population).unwrapped
+    two = gym.make("PersonaRec-v1", population=population, observation="flat").unwrapped
+    assert one.agent is two.agent  # fitted once, as SB3's make_vec_env builds n envs
+    other = gym.make("PersonaRec-v1", population=population, noise_std=0.1).unwrapped
+    assert other.agent is not one.agent and other.agent.noise_std == 0.1
+    bias = gym.make("PersonaRec-v0", population=population).unwrapped
+    assert type(bias.agent).__name__ == "BiasUserAgent"
+
+
+def test_the_default_population_is_loaded_once_per_process(tmp_path, monkeypatch):
+    from recsim_personas.envs import population as pop_module
+    from recsim_personas.envs.config import PersonaRecConfig
+
+    built = []
+    run_dir = tmp_path / "default"
+
+    def fake_default(dataset, data_dir):
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / "personas.parquet").write_bytes(b"x")
+        built.append(dataset)
+        return synthetic_population(n_users=10, n_items=30, seed=len(built))
+
+    monkeypatch.setattr(pop_module, "default_population", fake_default)
+    monkeypatch.setattr(pop_module, "default_run_dir", lambda dataset, data_dir: run_dir)
+    monkeypatch.setattr(pop_module, "_LOADED_DEFAULTS", {})
+    first = pop_module.load_population(PersonaRecConfig())
+    assert pop_module.load_population(PersonaRecConfig()) is first and len(built) == 1
+    # A rebuilt cache folder (new personas file) is read again.
+    (run_dir / "personas.parquet").unlink()
+    assert pop_module.load_population(PersonaRecConfig()) is not first and len(built) == 2

@@ -202,10 +202,24 @@ class FlatObservation:
         self._max_rating = float(population.scale.max)
         self._horizon = float(horizon)
         self.mask_in_obs = mask_in_obs
-        self.size = (
-            population.embedding_dim + self._users.shape[1] + self._onehot.shape[1] + history_len * (features.shape[1] + 1) + 1
-            + (population.n_items if mask_in_obs else 0)
-        )
+        widths = {
+            "profile": population.embedding_dim,
+            "user": self._users.shape[1],
+            "persona": self._onehot.shape[1],
+            "history_items": history_len * features.shape[1],
+            "history_ratings": history_len,
+            "step": 1,
+            "action_mask": population.n_items if mask_in_obs else 0,
+        }
+        #: Where each part sits in the vector: ``{name: slice}`` in the order above (module docstring;
+        #: ``history_items`` holds ``history_len`` rows of ``d`` item features, newest first, zeros for
+        #: padding; ``history_ratings`` the matching ratings over the scale maximum, 0 when unrated).
+        self.layout: dict[str, slice] = {}
+        start = 0
+        for name, width in widths.items():
+            self.layout[name] = slice(start, start + width)
+            start += width
+        self.size = start
 
     @property
     def space(self) -> spaces.Box:

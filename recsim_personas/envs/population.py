@@ -247,9 +247,33 @@ def first_build_note(dataset: str, run_dir: Path) -> str:
     )
 
 
+#: Default populations already loaded in this process, by (dataset, data_dir): every ``gym.make``
+#: after the first shares one (read-only) population and its derived tables (cheap user models,
+#: features), so SB3's ``make_vec_env(n_envs=8)`` fits the simulator once, not eight times.
+_LOADED_DEFAULTS: dict[tuple[Any, ...], UserPopulation] = {}
+
+
+def _default_key(config: PersonaRecConfig) -> tuple[Any, ...] | None:
+    """Identity of the default population's cached run folder (None while it is not built)."""
+    run_dir = default_run_dir(config.dataset, config.data_dir)
+    marker = run_dir / "personas.parquet"
+    if not marker.is_file():
+        return None
+    return (config.dataset, config.data_dir, str(run_dir), marker.stat().st_mtime_ns)
+
+
 def load_population(config: PersonaRecConfig) -> UserPopulation:
-    """The population ``config`` names: its ``run_dir``, else the embedded default."""
+    """The population ``config`` names: its ``run_dir``, else the embedded default (loaded once per
+    process and shared by every environment on it; treat it as read-only)."""
     if config.run_dir is None:
-        return default_population(config.dataset, config.data_dir)
+        key = _default_key(config)
+        if key is not None and key in _LOADED_DEFAULTS:
+            return _LOADED_DEFAULTS[key]
+        population = default_population(config.dataset, config.data_dir)
+        key = _default_key(config)
+        _LOADED_DEFAULTS.clear()  # one default population held at a time
+        if key is not None:
+            _LOADED_DEFAULTS[key] = population
+        return population
     require = config.memory_mode if config.resolved_agent == "lm" else None
     return population_from_run_dir(config.run_dir, require_adapters=require, data_dir=config.data_dir, cue=config.cue)

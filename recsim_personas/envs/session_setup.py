@@ -143,7 +143,7 @@ def build_session_parts(
     cfg, agent = resolve_config(config, agent, options)
     check_render_mode(render_mode, render_modes)
     population = population if population is not None else load_population(cfg)
-    agent = agent if agent is not None else build_agent(cfg, population)
+    agent = agent if agent is not None else shared_agent(cfg, population)
     check_agent(agent, population)
     check_scale_options(cfg, population)
     prepare_prefix_cache(agent, n, population.user_ids, warm=cfg.warm_cache, exits=cfg.exit == "agent")
@@ -151,6 +151,17 @@ def build_session_parts(
     engine.record_log = render_mode is not None
     action_space, observation_space = make_spaces(cfg, population, engine)
     return SessionParts(cfg, population, agent, engine, action_space, observation_space)
+
+
+def shared_agent(cfg: PersonaRecConfig, population: UserPopulation) -> UserAgent:
+    """The user agent ``cfg`` names on ``population``; a cheap one (bias, mf) is fitted once per
+    population and these parameters and shared by the environments built on it (it keeps no state
+    between calls that a second environment could disturb); LM agents are built each time."""
+    kind = cfg.resolved_agent
+    if kind == "lm":
+        return build_agent(cfg, population)
+    key = ("agent", kind, cfg.noise_std, repr(cfg.exit_rule.to_dict()))
+    return population.derived(key, lambda: build_agent(cfg, population))
 
 
 class CatalogueViews:
@@ -167,6 +178,18 @@ class CatalogueViews:
     def item_index(self, item_id: int) -> int:
         """Action index of ``item_id``; ``EnvError`` if it is not in the catalogue."""
         return self.population.item_index(item_id)
+
+    @property
+    def observation_layout(self) -> dict[str, slice]:
+        """Where each part of the flat observation sits (``observation="flat"``): ``{name: slice}``
+        for profile, user, persona, history_items, history_ratings, step and action_mask.
+
+        Raises:
+            EnvError: The environment's observation is the ``Dict`` one.
+        """
+        if self._engine.flat is None:
+            raise EnvError("observation_layout exists only with observation='flat'; gym.make(..., observation='flat')")
+        return dict(self._engine.flat.layout)
 
     @property
     def item_features(self) -> np.ndarray:
