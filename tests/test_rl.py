@@ -187,7 +187,7 @@ def test_flat_observation_holds_the_history_as_item_features(population, mf_agen
     np.testing.assert_array_equal(obs[layout["history_ratings"]], ratings)
     np.testing.assert_array_equal(obs[layout["user"]], users[pos])
     with pytest.raises(EnvError, match="observation_layout exists only with observation='flat'"):
-        gym.make("PersonaRec-v1", population=population, agent=mf_agent).unwrapped.observation_layout
+        _ = gym.make("PersonaRec-v1", population=population, agent=mf_agent).unwrapped.observation_layout
 
 
 def logged_population(other_rating: float | None = None):
