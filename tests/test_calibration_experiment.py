@@ -230,6 +230,17 @@ def test_an_adapter_trained_on_the_slice_is_refused(calibrated_run, lm, tmp_path
         evaluate_rows(run, dataset, _config(), model=lm[0], tokenizer=lm[1], progress=False)
 
 
+def test_calibrate_rows_fits_only_the_rows_asked_for(calibrated_run, lm, tmp_path):
+    from recsim_personas.training.evaluation import evaluate_rows
+
+    src, dataset, _, _ = calibrated_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    out = evaluate_rows(run, dataset, _config(calibrate_rows=(9,)), model=lm[0], tokenizer=lm[1], progress=False)
+    assert "calibration" not in out[3] and not (run / "results" / "row03_base__ms.calibrated.parquet").exists()
+    assert out[9]["calibration"] == json.loads((src / "results" / "row09_persona__ms.json").read_text())["calibration"]
+
+
 def test_config_options_and_errors():
     cfg = _config(validation_fraction=0.2, validation_rows=5)
     assert ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
@@ -243,5 +254,9 @@ def test_config_options_and_errors():
 
     exp = experiment_config(load_reproduce_config("demo", overrides=["evaluation.validation_rows=7"]))
     assert exp.calibrate and exp.validation_rows == 7
+    assert exp.calibrate_rows == (9,)  # the demo's fidelity report shows row 9 only: only it is fitted
+    assert exp.calibrated(9) and not exp.calibrated(3) and ExperimentConfig().calibrated(3)
+    with pytest.raises(ConfigError, match=r"calibrate_rows: \[2\] are not Table-1 rows"):
+        _config(calibrate_rows=(2,))
     assert "validation_fraction" in adapter_inputs(exp)
     assert "validation_fraction" not in adapter_inputs(ExperimentConfig(calibrate=False))

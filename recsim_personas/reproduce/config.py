@@ -161,6 +161,9 @@ class EvaluationSection(Config):
     validation_fraction: float = 0.1
     #: At most this many validation rows scored per evaluated agent (seeded; null: the whole slice).
     validation_rows: int | None = None
+    #: Table-1 rows whose temperature is fitted (one scoring pass over the validation rows each);
+    #: null: the rows the fidelity report shows (``fidelity_rows`` when set, else every row).
+    calibrate_rows: list[int] | None = None
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,17 @@ def experiment_config(config: ReproduceConfig) -> Any:
         base_rows=evaluation.base_model_rows, eval_mode=evaluation.mode,
         k=config.memory.retrieval_k, delta=config.memory.delta, server=config.model.server,
         **_same_named(training, "max_users", "train_rows_per_user"),
+        calibrate_rows=_calibrate_rows(evaluation),
         **_same_named(evaluation, "test_rows_per_user", "template", "calibrate", "validation_fraction",
                       "validation_rows"),
     )
+
+
+def _calibrate_rows(evaluation: Any) -> tuple[int, ...] | None:
+    """The rows given a temperature: ``calibrate_rows``, else the fidelity report's (``fidelity_rows``)."""
+    if evaluation.calibrate_rows is not None:
+        return tuple(evaluation.calibrate_rows)
+    return tuple(evaluation.fidelity_rows) or None
 
 
 def simulation_config(config: ReproduceConfig) -> Any:

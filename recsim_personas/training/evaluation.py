@@ -73,7 +73,8 @@ def evaluate_rows(
     todo = []
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
-        inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx, validation)
+        inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx,
+                              validation if config.calibrated(no) else None)
         path = result_path(ctx.run, no, kind, mode, results_dir)
         cached = _read_result(path, stable_hash(inputs))
         if cached is None:
@@ -178,7 +179,7 @@ def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame,
     predictions_path = row.path.with_suffix(".parquet")
     atomic_write_parquet(predictions_path, evaluation.predictions)
     extra: dict[str, Any] = {}
-    if validation is not None:
+    if validation is not None and config.calibrated(no):
         calibration = _row_calibration(ctx, config, validation, row, agent, progress=progress)
         scorer.clear_cache()
         calibrated = write_calibrated(evaluation.predictions, predictions_path, ctx.dataset.scale, calibration)
