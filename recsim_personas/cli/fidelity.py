@@ -68,7 +68,7 @@ def print_fidelity(report: Any, console: Any = None) -> None:
     heads = ["predictor", "rows", "RMSE", "MAE", "RMSE mode", "Spearman", "NDCG@10", "AUC like", "hist TV",
              "NLL", "RMSE - bias [95%]", "Spearman - bias [95%]"]
     for h in heads:
-        table.add_column(h, justify="left" if h == "predictor" else "right")
+        table.add_column(h, justify="left" if h == "predictor" else "right", no_wrap=h == "predictor")
     for row in report.rows:
         m, p = row["metrics"], row.get("paired")
         table.add_row(row["name"], str(m["n"]), _cell(m["rmse"]), _cell(m["mae"]), _cell(m["rmse_mode"]),
