@@ -57,6 +57,8 @@ def print_table(table: Any, title: str = "LM user agents on the test split") -> 
                ("RMSE (sample)", "RMSE sample", ".3f"), ("test_rows", "Test rows", "d"),
                ("train_rows", "Train rows", "d"), ("train_seconds", "Train s", ".0f"),
                ("eval_seconds", "Eval s", ".0f")]
+    if "T" in table.columns:  # calibrated rows: the temperature and the errors after it
+        columns[5:5] = [("T", "T", ".2f"), ("RMSE (calibrated)", "RMSE cal.", ".3f")]
     for _, header, fmt in columns:
         t.add_column(header, justify="left" if fmt == "s" else "right")
     for row in table.to_dict(orient="records"):

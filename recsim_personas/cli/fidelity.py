@@ -13,7 +13,9 @@ Reads the Table-1 predictions in ``RUN_DIR/results`` (run ``recsim-personas eval
 the user + item bias predictor on the same ratings the agents' item averages come from, and prints
 per predictor: RMSE / MAE of the expectation and of the mode (per rating), per-user Spearman and
 NDCG@10 (per user), AUC of P(like), the rating-histogram distances, and the paired bootstrap 95%
-interval (over users) of agent minus bias for RMSE and Spearman. Writes ``fidelity.json``,
+interval (over users) of agent minus bias for RMSE and Spearman. A calibrated agent (its temperature
+fitted on the validation slice held out of training) has a second row, ``<agent> (T=0.62)``, with
+every metric on its temperature-scaled distributions. Writes ``fidelity.json``,
 ``fidelity.md`` and ``fidelity_calibration.png`` into the run folder.
 """
 
@@ -60,16 +62,18 @@ def print_fidelity(report: Any, console: Any = None) -> None:
 
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"Fidelity on the same test rows (item averages and bias fitted on: {report.item_stats})",
-                  caption="RMSE/MAE/AUC per rating; Spearman, NDCG@10 per user; intervals: paired bootstrap "
-                          "over users, 95%.")
+                  caption="RMSE/MAE/AUC/NLL per rating; Spearman, NDCG@10 per user; intervals: paired "
+                          "bootstrap over users, 95%. (T=...): the agent above, temperature-scaled with T fitted "
+                          "on the validation slice (held out of training; never on test rows).")
     heads = ["predictor", "rows", "RMSE", "MAE", "RMSE mode", "Spearman", "NDCG@10", "AUC like", "hist TV",
-             "RMSE - bias [95%]", "Spearman - bias [95%]"]
+             "NLL", "RMSE - bias [95%]", "Spearman - bias [95%]"]
     for h in heads:
-        table.add_column(h, justify="left" if h == "predictor" else "right")
+        table.add_column(h, justify="left" if h == "predictor" else "right", no_wrap=h == "predictor")
     for row in report.rows:
         m, p = row["metrics"], row.get("paired")
         table.add_row(row["name"], str(m["n"]), _cell(m["rmse"]), _cell(m["mae"]), _cell(m["rmse_mode"]),
                       _cell(m["spearman"]), _cell(m["ndcg@10"]), _cell(m["auc_like"]), _cell(m["hist_tv"]),
+                      _cell(m.get("nll")),
                       _interval(p["rmse_diff"], p["rmse_diff_ci"]) if p else "",
                       _interval(p["spearman_diff"], p["spearman_diff_ci"]) if p else "")
     console.print(table)

@@ -47,7 +47,7 @@ def print_report(report, elapsed: float) -> None:
 
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough that the columns are not cut
-        console = Console(width=160)
+        console = Console(width=200)
     table = Table(title="Rating fidelity (Table 1 layout; errors per rating on the evaluated test rows)")
     cols = ["No.", "Base", "Adapter", "Memories", "RMSE", "MAE", "URR", "Test rows", "Train s", "Paper RMSE"]
     for c in cols:

@@ -120,6 +120,14 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, *, evaluate: bool 
     add_count_option(b, "--test-rows-per-user", "user", words=("none",),
                      help="at most N test rows per user (default: all)")
     b.add_argument("--seed", type=int, default=0, help="seed of row caps and sub-sampling (default: 0)")
+    c = parser.add_argument_group("calibration (train and evaluate must agree)")
+    c.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="train on every train row and report raw distributions only (default: hold out the "
+                   "newest rows of each user as a validation slice and fit a temperature per agent there)")
+    c.add_argument("--validation-fraction", type=float, default=0.1, metavar="F",
+                   help="share of each user's train rows (the newest) held out for calibration (default: 0.1)")
+    add_count_option(c, "--validation-rows", "validation row", words=("none",),
+                     help="score at most N validation rows per evaluated agent (seeded) (default: all)")
     if evaluate:
         e = parser.add_argument_group("evaluation")
         e.add_argument("--mode", default="score", choices=("score", "generate"),
@@ -155,6 +163,9 @@ def experiment_config_from_args(args: argparse.Namespace) -> Any:
         cue=bool(getattr(args, "cue", False)),
         seed=args.seed,
         server=getattr(args, "server", None),
+        calibrate=args.calibrate,
+        validation_fraction=args.validation_fraction,
+        validation_rows=args.validation_rows,
     )
 
 

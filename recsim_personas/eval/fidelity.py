@@ -15,6 +15,8 @@ and :func:`paired_difference` compares two predictors on the **same rows**. Metr
 - ``hist_tv`` / ``hist_w1``: total-variation and Wasserstein-1 (in stars) distance between the
   predicted rating histogram (the mean predicted distribution; a point predictor's rounded
   predictions) and the real one;
+- ``nll``: mean negative log-likelihood (nats) of the real rating under the predicted distribution
+  (per rating; ``None`` for a point predictor), what a temperature calibration minimises;
 - calibration of P(like): :func:`calibration_bins` (reliability diagram, :func:`plot_calibration`).
 
 The paired bootstrap (:func:`paired_difference`) resamples test *users* (a user's ratings move
@@ -48,7 +50,7 @@ __all__ = [
 
 #: Metric keys of :func:`fidelity_metrics`, in report order.
 FIDELITY_METRICS: tuple[str, ...] = (
-    "rmse", "mae", "rmse_mode", "mae_mode", "spearman", "ndcg@10", "auc_like", "hist_tv", "hist_w1",
+    "rmse", "mae", "rmse_mode", "mae_mode", "spearman", "ndcg@10", "auc_like", "hist_tv", "hist_w1", "nll",
 )
 _MIN_ITEMS_SPEARMAN = 3
 
@@ -155,6 +157,11 @@ def fidelity_metrics(
     pred_hist = dist.mean(axis=0)
     from scipy.stats import wasserstein_distance
 
+    nll = None
+    if distribution is None:
+        idx = np.abs(true[:, None] - levels[None, :]).argmin(axis=1)
+        if np.allclose(levels[idx], true):  # every real rating is a level of the scale
+            nll = float(-np.log(np.maximum(dist[np.arange(len(idx)), idx], 1e-12)).mean())
     return {
         "n": len(frame),
         "users": int(frame["user_id"].nunique()),
@@ -169,6 +176,7 @@ def fidelity_metrics(
         "like_threshold": float(threshold),
         "hist_tv": float(0.5 * np.abs(pred_hist - real_hist).sum()),
         "hist_w1": float(wasserstein_distance(levels, levels, pred_hist, real_hist)),
+        "nll": nll,
         "pred_std": float(pred.std()),
         "real_std": float(true.std()),
         "histogram": {"levels": levels.tolist(), "predicted": pred_hist.tolist(), "real": real_hist.tolist()},

@@ -154,6 +154,16 @@ class EvaluationSection(Config):
     fidelity_rows: list[int] = field(default_factory=list)
     #: ... on at most this many test rows per user (null: all of them).
     fidelity_test_rows_per_user: int | None = None
+    #: Hold out the newest ``validation_fraction`` of each user's train rows from every adapter's
+    #: training, score them with each evaluated agent and fit a temperature of its rating
+    #: distribution there: the fidelity report gets a calibrated row beside each raw one.
+    calibrate: bool = True
+    validation_fraction: float = 0.1
+    #: At most this many validation rows scored per evaluated agent (seeded; null: the whole slice).
+    validation_rows: int | None = None
+    #: Table-1 rows whose temperature is fitted (one scoring pass over the validation rows each);
+    #: null: the rows the fidelity report shows (``fidelity_rows`` when set, else every row).
+    calibrate_rows: list[int] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ the agents' rows. Per agent: the metrics overall and per persona, and the paired
 (over users) of ``agent - bias`` for RMSE and per-user Spearman. It writes ``fidelity.json``,
 ``fidelity.md`` and ``fidelity_calibration.png`` (P(like) reliability of the best agent and bias)
 into the run folder, and :attr:`FidelityReport.verdict` states the interval in one sentence.
+
+An agent whose row was calibrated (its ``row<NN>_*.json`` has a ``calibration`` entry: a
+temperature fitted on the validation slice, never on test rows; see
+:mod:`recsim_personas.training.calibration`) gets a second row right after its raw one, named
+``<agent> (T=<temperature>)``, with every metric and the paired interval computed on the
+temperature-scaled distributions of the same test rows.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from recsim_personas.errors import DataError
 __all__ = ["FidelityReport", "fidelity_report", "fidelity_verdict"]
 
 _ROW_FILE = re.compile(r"row(\d+)_(.+)__(ms|msml)\.parquet$")
-_COLUMNS = ("rmse", "mae", "rmse_mode", "spearman", "ndcg@10", "auc_like", "hist_tv", "hist_w1")
+_COLUMNS = ("rmse", "mae", "rmse_mode", "spearman", "ndcg@10", "auc_like", "hist_tv", "hist_w1", "nll")
 
 
 @dataclass
@@ -34,8 +40,10 @@ class FidelityReport:
     """What :func:`fidelity_report` found and wrote.
 
     Attributes:
-        rows: One dict per predictor (agents by Table-1 row, then the bias predictors): ``name``,
-            the metrics, ``paired`` (agents: the bootstrap interval against bias), ``per_persona``.
+        rows: One dict per predictor (agents by Table-1 row, each calibrated one followed by its
+            calibrated row, then the bias predictors): ``name``, the metrics, ``paired`` (agents:
+            the bootstrap interval against bias), ``per_persona``; agents also ``temperature``
+            (``None`` for a raw row) and calibrated rows ``calibration`` (the fit on the validation slice).
         verdict: One sentence on the best agent against bias, with the paired interval.
         files: Written files by name.
     """
@@ -47,7 +55,7 @@ class FidelityReport:
 
     def markdown(self) -> str:
         head = ["predictor", "rows", "users", "RMSE", "MAE", "RMSE mode", "Spearman (per user)",
-                "NDCG@10 (per user)", "AUC like", "hist TV", "hist W1", "RMSE - bias [95%]",
+                "NDCG@10 (per user)", "AUC like", "hist TV", "hist W1", "NLL", "RMSE - bias [95%]",
                 "Spearman - bias [95%]"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
@@ -93,13 +101,53 @@ def fidelity_verdict(best: dict[str, Any], bias_name: str = "user+item bias") ->
     )
 
 
-def _agent_frames(run: Path, results_dir: str) -> list[tuple[int, str, str, pd.DataFrame]]:
+def calibrated_verdict(raw: dict[str, Any], calibrated: dict[str, Any]) -> str:
+    """The sentence on the same agent temperature-scaled: T, where it was fitted, RMSE / NLL / interval."""
+    fit, m, p = calibrated["calibrated"], calibrated["metrics"], calibrated["paired"]
+    lo, hi = p["rmse_diff_ci"]
+    nll = ""
+    if raw["metrics"].get("nll") is not None and m.get("nll") is not None:
+        nll = f", test NLL {raw['metrics']['nll']:.3f} -> {m['nll']:.3f}"
+    return (
+        f"Calibrated (T={calibrated['temperature']:.2f}, fitted on {fit.get('n_rows', '?')} validation ratings "
+        f"held out of training, never on test rows): RMSE {raw['metrics']['rmse']:.3f} -> {m['rmse']:.3f}{nll}; "
+        f"RMSE minus bias {p['rmse_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]."
+    )
+
+
+def _agent_frames(run: Path, results_dir: str) -> list[tuple[int, str, str, pd.DataFrame, dict[str, Any] | None]]:
+    """``(row, adapter, mode, raw predictions, calibration or None)`` of every evaluated row."""
+    import json
+
     out = []
     for path in sorted((run / results_dir).glob("row*__*.parquet")):
         match = _ROW_FILE.search(path.name)
         if match:
-            out.append((int(match.group(1)), match.group(2), match.group(3), pd.read_parquet(path)))
+            calibration = None
+            doc_path = path.with_suffix(".json")
+            if doc_path.is_file():
+                try:
+                    calibration = json.loads(doc_path.read_text(encoding="utf-8")).get("calibration")
+                except json.JSONDecodeError:
+                    calibration = None
+            out.append((int(match.group(1)), match.group(2), match.group(3), pd.read_parquet(path), calibration))
     return out
+
+
+def _agent_row(name: str, frame: pd.DataFrame, scale: Any, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """One agent's report row on ``frame`` (with its ``bias`` column): metrics, per persona, paired, bins."""
+    from recsim_personas.eval.fidelity import calibration_bins, fidelity_metrics, paired_difference
+
+    metrics = fidelity_metrics(frame, scale)
+    per_persona = {}
+    if "persona" in frame.columns:
+        for persona, part in frame.groupby("persona", sort=True):
+            per_persona[str(int(persona))] = {k: fidelity_metrics(part, scale)[k] for k in
+                                              ("n", "users", "rmse", "spearman", "ndcg@10", "auc_like")}
+    paired = paired_difference(frame, "expectation", "bias", n_boot=n_boot, seed=seed)
+    return {"name": name, "metrics": metrics, "paired": paired, "per_persona": per_persona,
+            "calibration": calibration_bins(_p_like(frame, scale, metrics["like_threshold"]),
+                                            frame["rating"].to_numpy() >= metrics["like_threshold"])}
 
 
 def _row_name(no: int, adapter: str, mode: str) -> str:
@@ -128,10 +176,11 @@ def fidelity_report(
     """
     from recsim_personas.baselines.bias import BiasPredictor
     from recsim_personas.data.splits import Split
+    from recsim_personas.eval.calibration import TemperatureCalibrator, calibrate_predictions
     from recsim_personas.eval.fidelity import (
         calibration_bins,
         fidelity_metrics,
-        paired_difference,
+        level_columns,
         plot_calibration,
         point_distribution,
     )
@@ -156,19 +205,17 @@ def fidelity_report(
 
     rows: list[dict[str, Any]] = []
     reference = None
-    for no, adapter, mode, frame in agents:
+    for no, adapter, mode, frame, fit in agents:
         frame = frame.assign(bias=bias.predict(frame["user_id"], frame["item_id"]))
-        metrics = fidelity_metrics(frame, scale)
-        per_persona = {}
-        if "persona" in frame.columns:
-            for persona, part in frame.groupby("persona", sort=True):
-                per_persona[str(int(persona))] = {k: fidelity_metrics(part, scale)[k] for k in
-                                                  ("n", "users", "rmse", "spearman", "ndcg@10", "auc_like")}
-        paired = paired_difference(frame, "expectation", "bias", n_boot=n_boot, seed=seed)
-        rows.append({"name": _row_name(no, adapter, mode), "row": no, "adapter": adapter, "memory": mode,
-                     "metrics": metrics, "paired": paired, "per_persona": per_persona,
-                     "calibration": calibration_bins(_p_like(frame, scale, metrics["like_threshold"]),
-                                                     frame["rating"].to_numpy() >= metrics["like_threshold"])})
+        name = _row_name(no, adapter, mode)
+        where = {"row": no, "adapter": adapter, "memory": mode}
+        rows.append({**_agent_row(name, frame, scale, n_boot=n_boot, seed=seed), **where, "temperature": None})
+        if fit is not None:
+            t = float(fit["temperature"])
+            calibrated = calibrate_predictions(frame, scale, TemperatureCalibrator(temperature=t),
+                                               level_columns(frame, scale))
+            rows.append({**_agent_row(f"{name} (T={t:.2f})", calibrated, scale, n_boot=n_boot, seed=seed),
+                         **where, "temperature": t, "calibrated": dict(fit)})
         if reference is None or len(frame) > len(reference):
             reference = frame
     assert reference is not None
@@ -180,9 +227,14 @@ def fidelity_report(
             frame["bias"].to_numpy(), scale))
         rows.append({"name": name, "metrics": metrics, "paired": None, "per_persona": {},
                      "fit_rows": int(len(pool) if model is bias else len(split.train))})
-    trained = [r for r in rows if r.get("paired") and r["adapter"] != "base"] or [r for r in rows if r.get("paired")]
+    raw = [r for r in rows if r.get("paired") and r.get("temperature") is None]
+    trained = [r for r in raw if r["adapter"] != "base"] or raw
     best = min(trained, key=lambda r: r["metrics"]["rmse"])
-    report = FidelityReport(rows=rows, verdict=fidelity_verdict(best), item_stats=item_stats)
+    best_calibrated = next((r for r in rows if r.get("temperature") is not None and r["row"] == best["row"]), None)
+    verdict = fidelity_verdict(best)
+    if best_calibrated is not None:
+        verdict += " " + calibrated_verdict(best, best_calibrated)
+    report = FidelityReport(rows=rows, verdict=verdict, item_stats=item_stats)
     if write:
         from recsim_personas.artifacts import atomic_write_json, atomic_write_text
 
@@ -202,8 +254,12 @@ def fidelity_report(
         })
         atomic_write_text(run / "fidelity.md", report.markdown() + "\n\n" + report.verdict + "\n")
         report.files["fidelity.json"], report.files["fidelity.md"] = run / "fidelity.json", run / "fidelity.md"
+        curves = {best["name"]: best["calibration"]}
+        if best_calibrated is not None:
+            curves[best_calibrated["name"]] = best_calibrated["calibration"]
+        curves[f"user+item bias (normal, sd {sigma:.2f})"] = bias_bins
         report.files["fidelity_calibration.png"] = plot_calibration(
-            {best["name"]: best["calibration"], f"user+item bias (normal, sd {sigma:.2f})": bias_bins},
+            curves,
             run / "fidelity_calibration.png",
             title=f"Calibration of P(rating >= {threshold:g}) on {len(reference)} test ratings",
         )

@@ -57,8 +57,17 @@ def experiment_config(config: ReproduceConfig) -> Any:
         base_rows=evaluation.base_model_rows, eval_mode=evaluation.mode,
         k=config.memory.retrieval_k, delta=config.memory.delta, server=config.model.server,
         **_same_named(training, "max_users", "train_rows_per_user"),
-        **_same_named(evaluation, "test_rows_per_user", "template"),
+        calibrate_rows=_calibrate_rows(evaluation),
+        **_same_named(evaluation, "test_rows_per_user", "template", "calibrate", "validation_fraction",
+                      "validation_rows"),
     )
+
+
+def _calibrate_rows(evaluation: Any) -> tuple[int, ...] | None:
+    """The rows given a temperature: ``calibrate_rows``, else the fidelity report's (``fidelity_rows``)."""
+    if evaluation.calibrate_rows is not None:
+        return tuple(evaluation.calibrate_rows)
+    return tuple(evaluation.fidelity_rows) or None
 
 
 def simulation_config(config: ReproduceConfig) -> Any:
@@ -119,7 +128,11 @@ def stage_configs(config: ReproduceConfig) -> StageConfigs:
 
 def adapter_inputs(config: Any) -> dict[str, Any]:
     """What an adapter's rows and weights depend on besides the memories (see ``record_adapters``)."""
-    return {"lora": config.train_config().to_dict(), "model": config.model, "template": config.template,
-            "k": config.k, "delta": config.delta, "max_users": config.max_users,
-            "train_rows_per_user": config.train_rows_per_user, "seed": config.seed,
-            **({"cue": True} if getattr(config, "cue", False) else {})}
+    settings = {"lora": config.train_config().to_dict(), "model": config.model, "template": config.template,
+                "k": config.k, "delta": config.delta, "max_users": config.max_users,
+                "train_rows_per_user": config.train_rows_per_user, "seed": config.seed}
+    if getattr(config, "cue", False):
+        settings["cue"] = True
+    if config.calibrate:  # the validation slice leaves the training rows (absent: the settings of before)
+        settings["validation_fraction"] = config.validation_fraction
+    return settings

@@ -4,6 +4,11 @@ Each row's result (metrics overall and per persona, config, adapter keys, timing
 ``results/row<NN>_<adapter>__<mode>.json`` with its predictions in the ``.parquet`` beside it, under
 the hash of its inputs (config, test rows, the run keys of its adapters): a re-run reuses a row
 whose inputs did not change.
+
+With ``config.calibrate`` each row's agent also scores the validation slice (held out of training)
+and its temperature is fitted there (:mod:`recsim_personas.training.calibration`): the row's JSON
+gains a ``calibration`` entry and ``row<NN>_<adapter>__<mode>.calibrated.parquet`` holds the
+calibrated test predictions beside the raw ones.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsim_personas.artifacts import atomic_write_parquet, stable_hash
 from recsim_personas.training.context import RunContext, load_context
 from recsim_personas.training.experiment_config import TABLE1_ROWS, ExperimentConfig
 from recsim_personas.training.rows import rows_digest
-from recsim_personas.training.run_inputs import test_interactions, users_of
+from recsim_personas.training.run_inputs import test_interactions, users_of, validation_interactions
 from recsim_personas.training.run_paths import result_name, result_path, row_adapters
 
 __all__ = ["evaluate_rows"]
@@ -52,14 +58,23 @@ def evaluate_rows(
         AdapterError: An adapter the row needs is not trained (run :func:`train_adapters` first).
     """
     ctx = _ctx or load_context(run_dir, dataset, config, model, tokenizer)
-    test = test_interactions(ctx.split, config, users_of(ctx.split, ctx.personas, config))
+    users = users_of(ctx.split, ctx.personas, config)
+    test = test_interactions(ctx.split, config, users)
     test_hash = rows_digest(test.astype(str), columns=("user_id", "item_id", "rating"))
     needed, keys = _trained_adapters(ctx, config)
+    validation = None
+    if config.calibrate:
+        from recsim_personas.training.calibration import check_holdout, validation_digest
+
+        check_holdout(ctx.run, validation_digest(validation_interactions(ctx.split, config, users, capped=False)),
+                      keys)
+        validation = validation_interactions(ctx.split, config, users)
     out: dict[int, dict[str, Any]] = {}
     todo = []
     for no in config.rows():
         kind, mode = TABLE1_ROWS[no]
-        inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx)
+        inputs = _eval_inputs(no, kind, mode, config, test_hash, keys, ctx,
+                              validation if config.calibrated(no) else None)
         path = result_path(ctx.run, no, kind, mode, results_dir, cue=config.cue)
         cached = _read_result(path, stable_hash(inputs))
         if cached is None:
@@ -71,7 +86,7 @@ def evaluate_rows(
             log(f"row {no:>2} ({kind}, {mode}): cached, RMSE "
                 f"{'-' if rmse_cached is None else format(rmse_cached, '.3f')}")
     if todo:
-        out.update(_evaluate(ctx, config, test, todo, needed, progress=progress, log=log))
+        out.update(_evaluate(ctx, config, test, validation, todo, needed, progress=progress, log=log))
     return out
 
 
@@ -101,8 +116,9 @@ def _trained_adapters(ctx: RunContext, config: ExperimentConfig) -> tuple[dict[s
     return needed, keys
 
 
-def _evaluate(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, todo: list[_Row],
-              needed: dict[str, Path], *, progress: bool, log: Callable[[str], None] | None) -> dict[int, dict[str, Any]]:
+def _evaluate(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, validation: pd.DataFrame | None,
+              todo: list[_Row], needed: dict[str, Path], *, progress: bool,
+              log: Callable[[str], None] | None) -> dict[int, dict[str, Any]]:
     """Score the rows of ``todo`` with the base model and ``needed`` adapters, in process or served."""
     from recsim_personas.agents.llm import load_adapters
 
@@ -114,7 +130,7 @@ def _evaluate(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, tod
     scorer = _local_scorer(ctx, config, model) if local else _served_scorer(ctx, config, needed)
     try:
         for row in todo:
-            out[row.no] = _evaluate_row(ctx, config, test, row, scorer, progress=progress, log=log)
+            out[row.no] = _evaluate_row(ctx, config, test, validation, row, scorer, progress=progress, log=log)
     finally:
         if needed and local:
             # Give the caller its plain base model back (adapters are removed, weights untouched).
@@ -140,8 +156,8 @@ def _served_scorer(ctx: RunContext, config: ExperimentConfig, needed: dict[str, 
     return scorer
 
 
-def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, row: _Row, scorer: Any, *,
-                  progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
+def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame, validation: pd.DataFrame | None,
+                  row: _Row, scorer: Any, *, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
     """Evaluate one Table-1 row's agent; write and return its results."""
     from recsim_personas.agents.lm_agent import LMUserAgent, adapter_naming
     from recsim_personas.eval.agent_eval import evaluate_agent
@@ -158,19 +174,56 @@ def _evaluate_row(ctx: RunContext, config: ExperimentConfig, test: pd.DataFrame,
         config={"row": no, "adapter": kind, "memory_mode": mode, **config.to_dict()},
     )
     scorer.clear_cache()
-    atomic_write_parquet(row.path.with_suffix(".parquet"), evaluation.predictions)
+    from recsim_personas.training.calibration import calibrated_path, write_calibrated
+
+    predictions_path = row.path.with_suffix(".parquet")
+    atomic_write_parquet(predictions_path, evaluation.predictions)
+    extra: dict[str, Any] = {}
+    if validation is not None and config.calibrated(no):
+        calibration = _row_calibration(ctx, config, validation, row, agent, progress=progress)
+        scorer.clear_cache()
+        calibrated = write_calibrated(evaluation.predictions, predictions_path, ctx.dataset.scale, calibration)
+        err = calibrated["expectation"].to_numpy() - calibrated["rating"].to_numpy()
+        extra["calibration"] = {**{k: calibration[k] for k in ("temperature", "n_rows", "users", "nll_before",
+                                                                 "nll_after", "fitted_on")},
+                                "rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+    else:
+        calibrated_path(predictions_path).unlink(missing_ok=True)  # no stale calibrated copy
     evaluation.write_json(row.path, extra={
         "row": no, "adapter": kind, "memory_mode": mode, "inputs_hash": stable_hash(row.inputs),
-        "adapters": row_adapters(kind, mode, ctx.personas, cue=config.cue),
+        "adapters": row_adapters(kind, mode, ctx.personas, cue=config.cue), **extra,
     })
     if log is not None:
+        cal = extra.get("calibration")
+        note = (f"; T={cal['temperature']:.2f} on {cal['n_rows']} validation ratings (NLL "
+                f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f})") if cal else ""
         log(f"row {no:>2} ({kind}, {mode}): RMSE {evaluation.rmse:.3f}, MAE {evaluation.mae:.3f}, "
-            f"URR {100 * evaluation.urr:.1f}% ({evaluation.seconds:.0f} s)")
+            f"URR {100 * evaluation.urr:.1f}% ({evaluation.seconds:.0f} s){note}")
     return json.loads(row.path.read_text(encoding="utf-8"))
 
 
+def _row_calibration(ctx: RunContext, config: ExperimentConfig, validation: pd.DataFrame, row: _Row, agent: Any,
+                     *, progress: bool) -> dict[str, Any]:
+    """The row's temperature: reused from ``calibration/`` when its inputs match, else fitted now."""
+    from recsim_personas.training.calibration import (
+        calibration_path,
+        fit_row_calibration,
+        read_calibration,
+    )
+
+    # Everything the agent's validation predictions depend on: not the test rows.
+    inputs = {k: v for k, v in row.inputs.items() if k != "test"}
+    path = calibration_path(ctx.run, row.no, row.kind, row.mode)
+    cached = read_calibration(path, stable_hash(inputs))
+    if cached is not None:
+        return cached
+    return fit_row_calibration(agent, validation, path, inputs, personas=ctx.personas,
+                               name=result_name(row.no, row.kind, row.mode), batch_size=config.eval_batch_size,
+                               seed=config.seed, progress=progress)
+
+
 def _eval_inputs(no: int, kind: str, mode: str, config: ExperimentConfig, test_hash: str,
-                 keys: dict[str, str], ctx: RunContext) -> dict[str, Any]:
+                 keys: dict[str, str], ctx: RunContext, validation: pd.DataFrame | None = None) -> dict[str, Any]:
     inputs = {
         "row": no, "adapter": kind, "mode": mode, "eval_mode": config.eval_mode,
         "template": config.template, "k": config.k, "delta": config.delta, "seed": config.seed,
@@ -179,6 +232,10 @@ def _eval_inputs(no: int, kind: str, mode: str, config: ExperimentConfig, test_h
     }
     if config.cue:  # only then: the cached results without the cue keep their hashes
         inputs["cue"] = True
+    if validation is not None:  # absent without calibration: the inputs (and caches) of before
+        from recsim_personas.training.calibration import validation_digest
+
+        inputs["validation"] = {"rows": validation_digest(validation), "fraction": config.validation_fraction}
     return inputs
 
 

@@ -28,6 +28,11 @@ The work is split by job: :mod:`~recsim_personas.training.experiment_config` (th
 (training), :mod:`~recsim_personas.training.evaluation` (evaluation), :mod:`~recsim_personas.training.table`
 (the frame); this module runs them in order.
 
+Calibration (``calibrate``, on by default): the newest ``validation_fraction`` of each user's train
+rows is held out of every adapter's training rows, scored by each evaluated agent, and a temperature
+of its rating distribution is fitted there (:mod:`~recsim_personas.training.calibration`); the
+test predictions get calibrated distributions beside the raw ones.
+
 Caching: every finished adapter lives in ``adapters/<name>__<mode>/`` (with ``recsim_adapter.json``;
 an interrupted adapter resumes from its checkpoint) and every finished evaluation in
 ``results/row<NN>_<adapter>__<mode>.json`` together with the predictions parquet. A re-run skips what
@@ -71,7 +76,8 @@ class ExperimentResult:
     Attributes:
         table: One row per Table-1 row (``No.``, ``Adapter``, ``Memories``, ``RMSE``, ``MAE``, ``URR``,
             ``outside_mass``, ``RMSE (mode)``, ``RMSE (sample)``, ``test_rows``, ``train_rows``,
-            ``train_seconds``, ``eval_seconds``).
+            ``train_seconds``, ``eval_seconds``; with calibration also ``T``, ``RMSE (calibrated)``,
+            ``MAE (calibrated)``).
         train: ``{"<name>__<mode>": TrainResult}``.
         results: ``{row: results dict}`` as written to ``results/``.
         persona_points: Per persona adapter: ``persona``, ``memory``, ``train_rows``, ``rmse``, ``mae``

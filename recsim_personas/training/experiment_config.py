@@ -105,6 +105,28 @@ class ExperimentConfig(Config):
                   "adapters (`recsim-personas serve RUN --launch`), e.g. http://127.0.0.1:8000/v1; "
                   "None: in this process."},
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "Hold out the newest validation_fraction of each user's train rows (never trained "
+                  "on), score them with every evaluated agent and fit a temperature of its rating "
+                  "distribution on them: the test predictions get calibrated distributions beside the raw "
+                  "ones (the fidelity report shows both)."},
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of each user's train rows (the newest) held out as the "
+                               "validation slice when calibrate is on, in (0, 1)."},
+    )
+    validation_rows: int | None = field(
+        default=None,
+        metadata={"help": "Score at most N validation rows per evaluated agent (a seeded sample, the same "
+                  "share of every user's slice), or None for the whole slice (CPU budget)."},
+    )
+    calibrate_rows: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "Table-1 rows whose temperature is fitted when calibrate is on (each costs one "
+                  "scoring pass over the validation rows), or None for every evaluated row; the slice is "
+                  "held out of training either way."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the row caps, sub-sampling and sampling."})
 
     def __post_init__(self) -> None:
@@ -136,6 +158,19 @@ class ExperimentConfig(Config):
         t = self.test_rows_per_user
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
             errors.append(f"test_rows_per_user must be an int >= 1 or None, got {t!r}")
+        f = self.validation_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+            errors.append(f"validation_fraction must be a number in (0, 1), got {f!r}")
+        v = self.validation_rows
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            errors.append(f"validation_rows must be an int >= 1 or None, got {v!r}")
+        if self.calibrate_rows is not None:
+            object.__setattr__(self, "calibrate_rows", tuple(int(n) for n in self.calibrate_rows))
+            unknown = [n for n in self.calibrate_rows if n not in TABLE1_ROWS]
+            if unknown:
+                errors.append(f"calibrate_rows: {unknown} are not Table-1 rows ({', '.join(map(str, TABLE1_ROWS))})")
+        if not isinstance(self.calibrate, bool):
+            errors.append(f"calibrate must be true or false, got {self.calibrate!r}")
         if self.k < 1:
             errors.append(f"k must be >= 1, got {self.k}")
         if self.eval_batch_size < 1 or self.scorer_batch < 1:
@@ -152,6 +187,10 @@ class ExperimentConfig(Config):
     def train_config(self) -> LoraTrainConfig:
         """The LoRA settings: the preset with :attr:`train_overrides` applied."""
         return LoraTrainConfig.preset(self.train_preset, **dict(self.train_overrides))
+
+    def calibrated(self, row: int) -> bool:
+        """Whether Table-1 row ``row`` gets a temperature (``calibrate`` and ``calibrate_rows``)."""
+        return self.calibrate and (self.calibrate_rows is None or row in self.calibrate_rows)
 
     def rows(self) -> list[int]:
         """Table-1 row numbers this config produces, ascending."""

@@ -165,6 +165,14 @@ def _cuts(config: ExperimentConfig, tcfg: LoraTrainConfig, split: Any, personas:
     if config.test_rows_per_user is not None:
         cuts.append(f"test rows: at most {config.test_rows_per_user} per user (random, seed "
                     f"{config.seed}): {len(test)} of {full_test}")
+    if config.calibrate:
+        from recsim_personas.training.run_inputs import validation_interactions
+
+        held = validation_interactions(split, config, users, capped=False)
+        scored = len(held) if config.validation_rows is None else min(len(held), config.validation_rows)
+        cuts.append(f"validation: the newest {config.validation_fraction:.0%} of each user's train rows "
+                    f"({len(held)} rows) held out of training; {scored} of them scored per evaluated agent "
+                    f"to fit its temperature")
     if tcfg.max_steps is not None:
         capped = [a for a in adapters if a["epochs"] < tcfg.epochs - 1e-9]
         if capped:

@@ -30,6 +30,7 @@ __all__ = [
     "test_interactions",
     "train_interactions",
     "users_of",
+    "validation_interactions",
 ]
 
 
@@ -99,9 +100,35 @@ def users_of(split: Any, personas: dict[int, int], config: ExperimentConfig) -> 
 
 
 def train_interactions(split: Any, config: ExperimentConfig, users: np.ndarray) -> pd.DataFrame:
-    """The train interactions of ``users``, capped per user by ``config.train_rows_per_user``."""
+    """The train interactions of ``users``, capped per user by ``config.train_rows_per_user``.
+
+    With ``config.calibrate`` the validation slice (:func:`validation_interactions`) is removed
+    first: the cap draws from the rows that remain, so no validation row is ever trained on.
+    """
     train = split.train[split.train["user_id"].isin(users)]
+    if config.calibrate:
+        from recsim_personas.data.validation import validation_slice
+
+        train = validation_slice(train, config.validation_fraction).fit
     return cap_per_user(train, config.train_rows_per_user, seed=config.seed).reset_index(drop=True)
+
+
+def validation_interactions(
+    split: Any, config: ExperimentConfig, users: np.ndarray, *, capped: bool = True
+) -> pd.DataFrame:
+    """The validation slice of ``users``: the newest ``config.validation_fraction`` of each one's train rows.
+
+    Every evaluated agent scores these rows to fit its temperature; ``config.validation_rows`` caps
+    them (the same seeded share of every user's slice; ``capped=False``: the whole slice, which is
+    what training leaves out). Ordered by user, then item.
+    """
+    from recsim_personas.data.validation import validation_slice
+
+    train = split.train[split.train["user_id"].isin(users)]
+    val = validation_slice(train, config.validation_fraction).validation.reset_index(drop=True)
+    if capped and config.validation_rows is not None and len(val) > config.validation_rows:
+        val = subsample_to_size(val, config.validation_rows, seed=config.seed + 2)
+    return val.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
 def test_interactions(split: Any, config: ExperimentConfig, users: np.ndarray) -> pd.DataFrame:

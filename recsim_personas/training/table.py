@@ -59,6 +59,10 @@ def experiment_table(config: ExperimentConfig, results: dict[int, dict[str, Any]
             "train_seconds": round(sum(t.wall_seconds for t in trained), 1) if trained else 0.0,
             "eval_seconds": res.get("seconds"),
         })
+        cal = res.get("calibration")
+        if cal is not None:  # the columns exist only when some row is calibrated
+            records[-1].update({"T": cal["temperature"], "RMSE (calibrated)": cal.get("rmse"),
+                                "MAE (calibrated)": cal.get("mae")})
         if kind == "persona":
             for p, pm in sorted(res.get("per_persona", {}).items(), key=lambda kv: int(kv[0])):
                 t = train.get(persona_adapter_name(int(p), mode, cue=config.cue))

@@ -44,7 +44,8 @@ def train_adapters(
 
     ctx = _ctx or load_context(run_dir, dataset, config, model, tokenizer)
     tcfg = config.train_config()
-    train = train_interactions(ctx.split, config, users_of(ctx.split, ctx.personas, config))
+    users = users_of(ctx.split, ctx.personas, config)
+    train = train_interactions(ctx.split, config, users)
     results: dict[str, Any] = {}
     for mode in config.memory_modes:
         rows = _training_rows(ctx, train, mode, config)
@@ -59,7 +60,20 @@ def train_adapters(
                 state = "cached" if result.cached else f"{time.perf_counter() - t0:.0f} s"
                 log(f"adapter {key}: {result.n_rows} rows, {result.steps} steps, loss "
                     f"{result.first_loss:.3f} -> {result.final_loss:.3f} ({state})")
+    if config.calibrate and results:
+        _record_holdout(ctx, config, users, results)
     return results
+
+
+def _record_holdout(ctx: RunContext, config: ExperimentConfig, users: Any, results: dict[str, Any]) -> None:
+    """Record the validation slice these adapters were trained without (the evaluation checks it)."""
+    from recsim_personas.training.adapter_folder import read_adapter_info
+    from recsim_personas.training.calibration import record_holdout, validation_digest
+    from recsim_personas.training.run_inputs import validation_interactions
+
+    held_out = validation_interactions(ctx.split, config, users, capped=False)
+    keys = {key: read_adapter_info(Path(result.out_dir))["run_key"] for key, result in results.items()}
+    record_holdout(ctx.run, validation_digest(held_out), config.validation_fraction, keys)
 
 
 def _training_rows(ctx: RunContext, interactions: pd.DataFrame, mode: str, config: ExperimentConfig) -> pd.DataFrame:
