@@ -1,6 +1,6 @@
 """Train an item-scoring DQN on PersonaRec-v1's cheap users, then compare it with the baselines.
 
-    OPENBLAS_NUM_THREADS=1 python examples/train_item_dqn.py --cpu-budget-s 1080 --episodes 1000
+    OPENBLAS_NUM_THREADS=1 python examples/train_item_dqn.py --steps 200000 --episodes 1000
 
 Why DQN here: a session is close to a contextual bandit (the reward is the rating of the item shown,
 and a bad item also costs patience), so learning each item's value for the user from replayed
@@ -11,15 +11,18 @@ What it does, in the order a user would copy it:
 1. Builds the library's batched env for SB3 (:class:`recsim_personas.envs.sb3.SB3VecEnv`, the
    latent-factor users of ``PersonaRec-v1``, the flat ``Box`` observation with the action mask as its
    last ``n_items`` entries) and trains stable-baselines3's ``DQN`` with an item-scoring Q-network:
-   ``Q(s, i) = f_i . (A x + W mlp(x)) + b_i`` where ``x`` is the observation without the mask and
-   ``f_i`` the env's item features (``env.item_features``: genres, popularity, shrunk mean
+   ``Q(s, i) = f_i . (A z + W mlp(z)) + b_i`` where ``f_i`` is the env's item features (``env.item_features``: genres, popularity, shrunk mean
    rating, ``[b_i, q_i]`` of the recommender's own 32-factor biased MF fitted on the logged
    ratings, i.e. every rating of the dataset except the evaluated users' test rows). The
    observation carries only what a recommender knows: the user's profile embedding and ``[b_u,
    p_u]`` from the same MF (their ratings before the session), the persona, the session's items
    and ratings so far, the step; never the simulator's latent tastes (each simulated user's tastes
-   are a posterior draw around the simulator's own 50-factor fit, which no recommender sees). Items the
-   mask hides get the fixed value ``seen_penalty`` (no gradient), so the greedy action is never a
+   are a posterior draw around the simulator's own 50-factor fit, which no recommender sees). The
+   context ``z`` (``--q-net compact``, the default) is read from the observation through
+   ``env.observation_layout``: the user's ``[b_u, p_u]``, the session's taste so far (the mean of
+   the rated history items' features, each weighted by its rating minus 3.5 stars), the share of
+   the history filled and the step; ``--q-net full`` feeds the whole observation instead (it
+   learns far less in the same steps: see the README). Items the mask hides get the fixed value ``seen_penalty`` (no gradient), so the greedy action is never a
    seen item and exploration draws among unmasked items.
 2. Stops at ``--cpu-budget-s`` seconds of this process's CPU time (the machine is shared, so CPU
    seconds, not wall seconds, measure "2 cores for 10 minutes" = 1200 CPU-seconds) or
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-budget-s", type=float, default=1080.0,
                    help="training CPU seconds of this process (default 1080, under 2 cores x 10 min)")
     p.add_argument("--budget-s", type=float, default=3600.0, help="training wall seconds at most")
-    p.add_argument("--steps", type=int, default=300_000,
+    p.add_argument("--steps", type=int, default=200_000,
                    help="planned training steps (exploration decays over the first 20%%); the budget may stop earlier")
     p.add_argument("--num-envs", type=int, default=32, help="sessions stepped together")
     p.add_argument("--episodes", type=int, default=1000, help="evaluation sessions per policy")
@@ -273,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "1 thread) <= 1200, i.e. 2 cores x 10 min; wall time inflated by the "
                                 "shared machine's load",
               "algorithm": "stable-baselines3 DQN, item-scoring Q-network, masked exploration",
-              "dqn": {**hp, "q_network": "f_i . (A x + W relu(V x)) + " + ("c (no per-item bias)" if args.no_item_bias else "b_i")
-                      + ", hidden 128, masked -> seen_penalty"},
+              "dqn": {**hp, "q_network": "f_i . (A z + W relu(V z)) + " + ("c (no per-item bias)" if args.no_item_bias else "b_i")
+                      + ", hidden 128, masked -> seen_penalty; z = " + (
+                          "[user MF embedding, ratings-weighted mean of the session's item features, history filled, step]"
+                          if args.q_net == "compact" else "the whole observation but the mask")},
               "observation": "flat (profile, user MF embedding [b_u, p_u] of the recommender's 32-factor MF "
                              "on the logged ratings, persona, history item features and ratings, step) + "
                              "action mask; no simulator latent",

@@ -182,7 +182,7 @@ def check_document(doc: Mapping[str, Any]) -> list[str]:
 class ResultsFile:
     """One benchmark run's results file: created when the run starts, written when it has numbers.
 
-    Creating it records the load average before the run; :meth:`write` (call it again as rows
+    Creating it records the load average and the git commit before the run; :meth:`write` (call it again as rows
     arrive: a run cut short keeps what it measured) adds git, versions and hardware and writes the
     file atomically.
 
@@ -201,6 +201,8 @@ class ResultsFile:
         self.benchmark = benchmark
         self.command = _command(script or f"benchmarks/{benchmark}.py", argv)
         self.load_before = tuple(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        # The commit the run started on: a long run's checkout may move on before it writes.
+        self.git = git_info()
 
     def document(
         self,
@@ -222,7 +224,7 @@ class ResultsFile:
             "metrics": dict(metrics),
             "results": [dict(r) for r in results],
             "checks": [dict(c) for c in checks],
-            "git": git_info(),
+            "git": self.git,
             "versions": environment_info()["versions"],
             "hardware": _hardware(self.load_before, hardware),
         }
