@@ -26,7 +26,7 @@ def test_maskable_ppo_example_trains_evaluates_and_writes_results(tmp_path):
                   "--episodes", "24", "--out", str(out)])
     doc = json.loads(out.read_text())
     policies = [r["policy"] for r in doc["results"]]
-    assert policies == ["random", "popularity", "als", "MaskablePPO (learned)", "oracle"]
+    assert policies == ["random", "popularity", "als", "mf", "MaskablePPO (learned)", "oracle"]
     assert doc["config"]["train_steps"] > 0 and doc["learning_curve"]
     assert {"model", "flags"} <= set(doc["hardware"]["cpu"])
     for r in doc["results"]:
@@ -53,7 +53,7 @@ def test_item_dqn_example_trains_within_a_cpu_budget_and_records_it(tmp_path):
                   "--cpu-budget-s", "60", "--out", str(out)])
     doc = json.loads(out.read_text())
     policies = [r["policy"] for r in doc["results"]]
-    assert policies == ["random", "popularity", "als", "item-scoring DQN (learned)", "oracle"]
+    assert policies == ["random", "popularity", "als", "mf", "item-scoring DQN (learned)", "oracle"]
     cfg = doc["config"]
     assert cfg["train_steps"] == 2_000 and cfg["stopped_by"] == "planned steps"
     assert 0 < cfg["train_cpu_seconds"] <= 60 and cfg["train_wall_seconds"] > 0
