@@ -153,7 +153,7 @@ def estimate_pending(pending: list[tuple[str, int, Any]], finished: list[dict[st
 
 
 def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[dict[str, Any]],
-         path: Path, n_test: int, n_users: int) -> Path:
+         path: Path, n_test: int, n_users: int, *, cue: bool = False) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,14 +179,15 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[
         ys = [p["agent"][key] for p in points]
         values = ys + [baselines[n][key] for n in BASELINES if baselines[n].get(key) is not None]
         if points:
-            ax.plot(xs, ys, "o-", color="tab:blue", lw=2, ms=7, label="theta_single (M_s), SmolLM2-135M")
+            agent = "theta_single (M_s) + cue" if cue else "theta_single (M_s)"
+            ax.plot(xs, ys, "o-", color="tab:blue", lw=2, ms=7, label=f"{agent}, SmolLM2-135M")
             for x, y, p in zip(xs, ys, points, strict=True):
                 d = p["paired"]["bias"]
                 diff, ci = (d["rmse_diff"], d["rmse_diff_ci"]) if key == "rmse" else (
                     d["spearman_diff"], d["spearman_diff_ci"])
                 ax.annotate(f"{y:.3f}\nvs bias {diff:+.3f}\n[{ci[0]:+.3f}, {ci[1]:+.3f}]", (x, y),
                             textcoords="offset points", xytext=(0, -10), ha="center", va="top", fontsize=8,
-                            color="tab:blue")
+                            color="tab:blue", bbox={"fc": "white", "ec": "none", "alpha": 0.85})
         for p in pending:
             ax.axvline(p["n"], color="0.6", lw=1, ls=(0, (2, 3)))
             state = "scoring" if (p.get("in_progress") or {}).get("phase") == "score" else (
@@ -216,8 +217,9 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], pending: list[
         ax.legend(fontsize=8, loc="upper right" if key == "rmse" else "lower right")
     axes[0].set_title("RMSE against train rows (lower is better)", fontsize=10)
     axes[1].set_title("Per-user Spearman against train rows (higher is better)", fontsize=10)
-    fig.suptitle(f"Learning curve on the same {n_test:,} test ratings of {n_users} users (ML-1M paper split). "
-                 "Annotations: agent minus bias, 95% paired bootstrap over users", fontsize=10)
+    what = "Learning curve with the collaborative cue in every prompt" if cue else "Learning curve"
+    fig.suptitle(f"{what} on the same {n_test:,} test ratings of {n_users} users (ML-1M paper split). "
+                 "\nAnnotations: agent minus bias, 95% paired bootstrap over users", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -293,5 +295,5 @@ def write_report(lc: Any, finished: list[dict[str, Any]], pending: list[dict[str
     write_results(out, benchmark="learning_curve", config=config,
                   metrics={**metrics, "partial": bool(pending), "table": table},
                   argv=command.split()[2:], script="benchmarks/learning_curve.py")
-    plot(finished, baselines, pending, png, len(lc.test), int(lc.test["user_id"].nunique()))
+    plot(finished, baselines, pending, png, len(lc.test), int(lc.test["user_id"].nunique()), cue=bool(lc.cue))
     log(f"wrote {out} and {png}")
