@@ -153,8 +153,8 @@ class UserPopulation:
         raise EnvError(f"recommender data must be 'logged' or 'train', got {source!r}")
 
     def derived(self, key: Any, build: Callable[[], Any]) -> Any:
-        """``build()`` once per ``key`` and logged log on this population (feature tables shared by
-        its envs); recomputed when :meth:`logged_ratings` changes."""
+        """``build()`` once per ``key`` on this population (feature tables and cheap user models
+        shared by its envs); built again when :meth:`logged_ratings` changes."""
         full = (key, id(self.logged_ratings()))
         if full not in self._derived:
             self._derived[full] = build()
